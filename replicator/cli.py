@@ -1,0 +1,73 @@
+"""Command line: argument parsing and dispatch only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from pathlib import Path
+
+import structlog
+
+from replicator import __version__, config
+from replicator.obs import logging as obs_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="replicator", description="Change-data-capture replication daemon")
+    p.add_argument("--version", action="version", version=f"replicator {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="replicate until SIGTERM/SIGINT (or, with --once, until caught up)")
+    run.add_argument("-c", "--config", type=Path, required=True, help="TOML config file")
+    run.add_argument("--once", action="store_true", help="drain everything available, then exit")
+
+    st = sub.add_parser("status", help="per-table positions, rows, lag and backlog")
+    st.add_argument("-c", "--config", type=Path, required=True)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ck = sub.add_parser("check", help="validate the config and connectivity; say what is wrong")
+    ck.add_argument("-c", "--config", type=Path, required=True)
+
+    demo = sub.add_parser("demo", help="generate a sample DMS feed and replicate it into DuckDB (no servers)")
+    demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default: ./demo)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--files", type=int, default=6, help="CDC files to add on a repeated run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            obs_logging.configure("warning", "auto")
+            from replicator.commands import demo
+
+            return demo(args.dir, seed=args.seed, files=args.files)
+        cfg = config.load(args.config)
+        problems = config.validate(cfg)
+        if problems:
+            raise config.ConfigError("; ".join(problems))
+        obs_logging.configure(cfg.log.level, cfg.log.format)
+        from replicator import commands
+
+        if args.command == "run":
+            return commands.run(cfg, once=args.once, stop=threading.Event())
+        if args.command == "status":
+            return commands.status(cfg, as_json=args.json)
+        if args.command == "check":
+            return commands.check(cfg)
+    except config.ConfigError as exc:
+        print(f"replicator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        structlog.get_logger("replicator").error("failed", error=f"{type(exc).__name__}: {exc}")
+        print(f"replicator: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

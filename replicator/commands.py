@@ -1,0 +1,191 @@
+"""What each CLI command does, on top of the composition root."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import structlog
+
+from replicator import app as app_mod
+from replicator import status as status_mod
+from replicator.config import Config, ConfigError, resolve
+from replicator.model import TableId
+from replicator.quarantine import Quarantine
+from replicator.sql.ident import quote_table
+from replicator.stage import Stager
+from replicator.store import open_store
+
+log = structlog.get_logger(__name__)
+
+
+def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
+    """Replicate. Returns the process exit code: 0 when stopped cleanly or (with once) fully applied."""
+    if not once:
+        app_mod.install_signal_handlers(stop, cfg.pipeline.shutdown_grace_seconds)
+    started = time.monotonic()
+    with app_mod.build(cfg) as app:
+        stats = app.pipeline.run(stop, once=once)
+        errors = dict(app.pipeline.errors)
+    log.info(
+        "pipeline_stopped",
+        seconds=round(time.monotonic() - started, 2),
+        captured=stats.captured,
+        staged_batches=stats.staged_batches,
+        applied_batches=stats.applied_batches,
+        skipped_batches=stats.skipped_batches,
+    )
+    if errors:
+        for table, error in sorted(errors.items()):
+            print(f"replicator: table {table} could not be merged: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def status(cfg: Config, *, as_json: bool) -> int:
+    schemas = app_mod.load_schemas(cfg)
+    staging = app_mod.open_staging(cfg)
+    warehouse = app_mod.open_warehouse(cfg, read_only=True)
+    try:
+        rows = status_mod.collect(list(schemas), Stager(staging, Quarantine(staging)), warehouse)
+    finally:
+        warehouse.close()
+    print(status_mod.to_json(rows) if as_json else status_mod.to_text(rows))
+    return 0
+
+
+def check(cfg: Config) -> int:
+    """Each check prints ok or what is wrong; the exit code is 1 if any failed."""
+    failures = 0
+
+    def report(what: str, fn: object) -> None:
+        nonlocal failures
+        try:
+            detail = fn() if callable(fn) else None
+            print(f"ok    {what}{f': {detail}' if detail else ''}")
+        except Exception as exc:
+            failures += 1
+            print(f"FAIL  {what}: {type(exc).__name__}: {exc}")
+
+    report("config", lambda: f"source={cfg.source.kind} warehouse={cfg.warehouse.kind}")
+    report("schemas", lambda: f"{len(app_mod.load_schemas(cfg))} tables")
+
+    def source_store() -> str:
+        store = open_store(resolve(cfg, cfg.source.path), app_mod.s3_settings(cfg))
+        n = sum(1 for _ in zip(range(1000), store.list(""), strict=False))
+        return f"{store.url} ({n}{'+' if n == 1000 else ''} objects)"
+
+    def staging_store() -> str:
+        store = app_mod.open_staging(cfg)
+        key = f"_check/{uuid.uuid4().hex}"
+        store.put(key, b"probe")
+        if store.get(key) != b"probe":
+            raise RuntimeError("read back a different value")
+        store.delete(key)
+        return f"{store.url} (write, read, delete)"
+
+    def warehouse() -> str:
+        wh = app_mod.open_warehouse(cfg, read_only=True)
+        try:
+            return f"{wh.name} ({len(wh.table_states())} tables with applied batches)"
+        finally:
+            wh.close()
+
+    report("source", source_store)
+    report("staging", staging_store)
+    report("warehouse", warehouse)
+    return 1 if failures else 0
+
+
+def demo(folder: Path, *, seed: int, files: int) -> int:
+    """Generate (or extend) a sample DMS feed in ``folder`` and replicate it into DuckDB."""
+    from replicator import demo as feed
+    from replicator.config import load
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dms = folder / "dms"
+    if dms.is_dir() and any(dms.iterdir()):
+        summary = feed.generate_more(dms, seed=seed, files=files)
+        print(f"added {files} CDC files to the sample DMS feed in {dms}")
+    else:
+        summary = feed.generate(dms, seed=seed)
+        print(f"wrote a sample DMS feed (full load + CDC files) to {dms}")
+    del summary
+    config_path = folder / "replicator.toml"
+    config_path.write_text(demo_config(schemas_dir()))
+    cfg = load(config_path)
+    started = time.monotonic()
+    code = run(cfg, once=True, stop=threading.Event())
+    seconds = time.monotonic() - started
+    if code != 0:
+        return code
+    _print_demo_summary(cfg, seconds)
+    print(f"\nnext: replicator status -c {config_path}   (run the demo again to replicate more changes)")
+    return 0
+
+
+def schemas_dir() -> Path:
+    """The demo's table definitions: the repository's schemas/ folder."""
+    here = Path(__file__).resolve().parent.parent / "schemas"
+    if here.is_dir():
+        return here
+    cwd = Path.cwd() / "schemas"
+    if cwd.is_dir():
+        return cwd
+    raise ConfigError("cannot find the schemas/ folder; run the demo from the repository root")
+
+
+def demo_config(schemas: Path) -> str:
+    return f"""# Written by `replicator demo`: the embedded default, no servers and no cloud account.
+schemas = "{schemas}"
+
+[source]
+kind = "dms"
+path = "dms"            # AWS DMS S3-target layout, here in a local folder
+
+[source.dms]
+timestamp_column_name = "commit_ts"
+
+[staging]
+path = "staging"        # Parquet batches (s3://bucket/prefix in production)
+
+[warehouse]
+kind = "duckdb"
+path = "warehouse.duckdb"
+
+[batch]
+max_rows = 50000
+max_age_seconds = 1.0
+
+[log]
+level = "warning"
+"""
+
+
+def _print_demo_summary(cfg: Config, seconds: float) -> None:
+    import duckdb
+
+    schemas = app_mod.load_schemas(cfg)
+    staging = app_mod.open_staging(cfg)
+    wh = app_mod.open_warehouse(cfg, read_only=True)
+    try:
+        rows = status_mod.collect(list(schemas), Stager(staging, Quarantine(staging)), wh)
+    finally:
+        wh.close()
+    con = duckdb.connect(resolve(cfg, cfg.warehouse.path), read_only=True)
+    try:
+        print(f"\nreplicated in {seconds:.1f} s into {resolve(cfg, cfg.warehouse.path)}\n")
+        print(f"{'table':<24} {'rows':>8} {'changes applied':>16} {'lag s':>8}")
+        for r in rows:
+            result = con.execute(f"SELECT count(*) FROM {quote_table(TableId.parse(r.table))}").fetchone()
+            count = result[0] if result else 0
+            lag = "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}"
+            print(f"{r.table:<24} {count:>8} {r.applied_rows:>16} {lag:>8}")
+    finally:
+        con.close()
+    quarantined = Quarantine(staging).items()
+    if quarantined:
+        print(f"\n{len(quarantined)} item(s) quarantined under {staging.url}/_quarantine/")

@@ -1,0 +1,279 @@
+"""Typed configuration: one TOML file, every key overridable from the environment, validated once.
+
+``REPLICATOR__WAREHOUSE__PORT=5433`` overrides ``[warehouse] port``; deeper sections add more ``__`` parts
+(``REPLICATOR__SOURCE__DMS__CSV_NULL_VALUE``). Errors name the key and what was expected.
+
+Secrets (passwords, tokens) are never written in the TOML file: they come from an environment variable
+(``REPLICATOR__WAREHOUSE__PASSWORD``) or from a file (``password_file = "/run/secrets/pg"``), and are held
+in ``Secret``, whose ``repr``/``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+ENV_PREFIX = "REPLICATOR__"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the operator: which key, what was found, what is expected."""
+
+
+class Secret:
+    """A secret value that does not leak through logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class DmsConfig:
+    """AWS DMS S3 target settings, named as in the DMS endpoint settings (snake case)."""
+
+    include_op_for_full_load: bool = False
+    timestamp_column_name: str = ""
+    csv_null_value: str = "NULL"
+    add_column_name: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    kind: Literal["dms"] = "dms"
+    path: str = "demo/dms"  # local folder or s3://bucket/prefix (DMS BucketFolder)
+    dms: DmsConfig = field(default_factory=DmsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StagingConfig:
+    path: str = "demo/staging"  # local folder or s3://bucket/prefix
+    keep_applied: bool = False  # keep staged batches after they are applied (for audits and replays)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Config:
+    endpoint_url: str = ""  # empty: AWS's own endpoint
+    region: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseConfig:
+    kind: Literal["duckdb", "postgres"] = "duckdb"
+    path: str = "demo/warehouse.duckdb"  # duckdb only
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "postgres"
+    user: str = "postgres"
+    password: Secret | None = None  # from REPLICATOR__WAREHOUSE__PASSWORD or password_file only
+    password_file: str = ""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str = ""
+    connect_timeout_seconds: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_rows: int = 100_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_age_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    poll_interval_seconds: float = 2.0  # how long to wait when the source has nothing new
+    merge_interval_seconds: float = 1.0  # how often staged batches are merged while the source streams
+    shutdown_grace_seconds: float = 25.0  # ECS gives 30 s between SIGTERM and SIGKILL
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON lines otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    staging: StagingConfig = field(default_factory=StagingConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    schemas: str = "schemas"  # folder with table definitions
+    base_dir: str = "."  # relative paths in the file are resolved against the file's folder
+
+
+SECRET_KEYS = frozenset({"password"})
+
+T = TypeVar("T")
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (optional), apply environment overrides, validate, resolve relative paths."""
+    env = os.environ if environ is None else environ
+    doc: dict[str, Any] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        _refuse_inline_secrets(doc, "")
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and value != "":
+            parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+            _set_path(doc, parts, value, name)
+    cfg = _build(Config, doc, "")
+    base = path.parent if path is not None else Path(".")
+    cfg = dataclasses.replace(cfg, base_dir=str(base))
+    return _with_file_secrets(cfg)
+
+
+def _refuse_inline_secrets(doc: dict[str, Any], where: str) -> None:
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            _refuse_inline_secrets(value, f"{where}{key}.")
+        elif key in SECRET_KEYS:
+            env = ENV_PREFIX + (where + key).replace(".", "__").upper()
+            raise ConfigError(
+                f"{where}{key}: secrets are not accepted in the config file; set {env} or {key}_file"
+            )
+
+
+def _set_path(doc: dict[str, Any], parts: list[str], value: str, env_name: str) -> None:
+    node = doc
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{env_name}: {p} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = _EnvText(value)
+
+
+class _EnvText(str):
+    """A value from the environment: text that is converted to the field's type when validated."""
+
+
+def _build(cls: type[T], doc: Mapping[str, Any], where: str) -> T:
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a section (table), got {doc!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(doc) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key {where}{unknown[0]}; expected one of: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in doc.items():
+        kwargs[name] = _convert(hints[name], value, f"{where}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - all fields have defaults
+        raise ConfigError(f"{where.rstrip('.')}: {exc}") from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        return _convert(options[0], value, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")  # type: ignore[arg-type]
+    if hint is Secret:
+        return Secret(str(value))
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {str(value)!r}")
+        return str(value)
+    if hint is bool:
+        if isinstance(value, _EnvText):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = hint(value) if isinstance(value, _EnvText) else value
+        except ValueError:
+            raise ConfigError(
+                f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
+            ) from None
+        if hint is float and isinstance(number, int):
+            number = float(number)
+        if not isinstance(number, hint):
+            raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
+        if number < 0:
+            raise ConfigError(f"{key}: expected a non-negative number, got {number}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported setting type {hint}")  # pragma: no cover
+
+
+def _with_file_secrets(cfg: Config) -> Config:
+    wh = cfg.warehouse
+    if wh.password is None and wh.password_file:
+        try:
+            secret = Path(wh.password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"warehouse.password_file: cannot read {wh.password_file}: {exc.strerror}"
+            ) from None
+        cfg = dataclasses.replace(cfg, warehouse=dataclasses.replace(wh, password=Secret(secret)))
+    return cfg
+
+
+def resolve(cfg: Config, location: str) -> str:
+    """A local path from the config, relative to the config file's folder; S3 addresses unchanged."""
+    if location.startswith("s3://") or Path(location).is_absolute():
+        return location
+    return str(Path(cfg.base_dir) / location)
+
+
+def validate(cfg: Config) -> list[str]:
+    """Cross-field checks that types alone cannot express. Returns problems (empty when fine)."""
+    problems = []
+    if cfg.batch.max_rows < 1:
+        problems.append("batch.max_rows: expected at least 1")
+    if cfg.batch.max_bytes < 1024:
+        problems.append("batch.max_bytes: expected at least 1024")
+    if cfg.warehouse.kind == "postgres" and not cfg.warehouse.host:
+        problems.append("warehouse.host: required when warehouse.kind = 'postgres'")
+    if not cfg.source.path:
+        problems.append("source.path: required (a folder or s3://bucket/prefix)")
+    if not cfg.staging.path:
+        problems.append("staging.path: required (a folder or s3://bucket/prefix)")
+    return problems

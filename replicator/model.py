@@ -1,0 +1,184 @@
+"""The data model every stage speaks: tables, schemas, changes, positions and batches.
+
+Everything here is immutable. A ``Change`` carries its values as *wire text* (what DMS CSV and pgoutput's
+text format deliver) aligned with the columns of the table schema; the stage turns whole columns of text
+into typed Arrow arrays at once, which is several times faster than building typed Python objects per value.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from replicator.types import LogicalType, parse_type
+
+
+class Op(enum.Enum):
+    """What a change does to its row. The value is the one-letter code used in staged Parquet (and DMS)."""
+
+    INSERT = "I"
+    UPDATE = "U"
+    DELETE = "D"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TableId:
+    """A table's identity at the source: ``schema.name``. Used unchanged as the target's name."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> TableId:
+        """``"dbo.payments"`` -> TableId("dbo", "payments"). A name without a dot is refused."""
+        schema, dot, name = text.partition(".")
+        if not dot or not schema or not name:
+            raise ValueError(f"table name {text!r} must have the form schema.table")
+        return cls(schema, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: LogicalType
+    nullable: bool = True
+
+    @classmethod
+    def of(cls, name: str, type_text: str, *, nullable: bool = True) -> Column:
+        return cls(name, parse_type(type_text), nullable)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSchema:
+    """Columns in source order and the primary key (column names, in key order)."""
+
+    table: TableId
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.table}: duplicate column names")
+        missing = [k for k in self.primary_key if k not in names]
+        if missing:
+            raise ValueError(f"{self.table}: primary key column(s) {missing} are not columns of the table")
+        if any(n.startswith("_") and n in METADATA_COLUMNS for n in names):
+            raise ValueError(f"{self.table}: column names {sorted(METADATA_COLUMNS)} are reserved")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.table} has no column {name!r}")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Position:
+    """A point in a source's change stream.
+
+    ``value`` is an encoding chosen by the source whose plain string order (code point by code point) is the
+    source order, so positions from one source compare correctly anywhere, and round-trip through JSON,
+    Parquet and SQL as text. Sources build them with their own helpers (e.g. ``lsn_position``).
+    """
+
+    value: str
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One row change.
+
+    ``values`` are wire text (or None for SQL NULL) aligned with the table schema's columns. For a delete
+    they hold the old image (at least the key). ``unchanged`` names columns whose value the source did not
+    send (PostgreSQL's unchanged TOAST values): the merge keeps the target's current value for them, it
+    never writes NULL.
+    """
+
+    table: TableId
+    op: Op
+    values: tuple[str | None, ...]
+    position: Position
+    commit_time: datetime | None = None
+    unchanged: frozenset[str] = field(default_factory=frozenset)
+
+
+def batch_id(table: TableId, first: Position, last: Position) -> str:
+    """Deterministic id of the batch holding ``table``'s changes from ``first`` through ``last``.
+
+    Re-staging the same range after a crash gives the same id, so the ledger recognises it.
+    """
+    digest = hashlib.sha256(f"{table}\x00{first.value}\x00{last.value}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A run of consecutive changes of one table, in source order, as cut by the buffer."""
+
+    table: TableId
+    schema: TableSchema
+    changes: Sequence[Change]
+
+    def __post_init__(self) -> None:
+        if not self.changes:
+            raise ValueError("a batch holds at least one change")
+
+    @property
+    def first(self) -> Position:
+        return self.changes[0].position
+
+    @property
+    def last(self) -> Position:
+        return self.changes[-1].position
+
+    @property
+    def id(self) -> str:
+        return batch_id(self.table, self.first, self.last)
+
+
+# Columns the stage adds to every staged Parquet file, after the table's own columns.
+OP_COLUMN = "_op"  # 'I' | 'U' | 'D'
+SEQ_COLUMN = "_seq"  # int64, order of the change within its batch (source order)
+POSITION_COLUMN = "_pos"  # the change's Position.value
+COMMIT_TIME_COLUMN = "_commit_time"  # timestamp (UTC) of the source commit, may be null
+UNCHANGED_COLUMN = "_unchanged"  # list<string> of columns whose value was not sent, null when none
+METADATA_COLUMNS = frozenset({OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN, UNCHANGED_COLUMN})
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the stage wrote for one batch; stored as JSON beside the Parquet file, written after it.
+
+    A batch exists in the staging store only once its manifest does, so a crash between writing the Parquet
+    file and the manifest leaves nothing the merge would pick up.
+    """
+
+    table: TableId
+    batch_id: str
+    first: Position
+    last: Position
+    rows: int
+    inserts: int
+    updates: int
+    deletes: int
+    bytes: int
+    data_key: str  # key of the Parquet file in the staging store
+    columns: tuple[tuple[str, str], ...]  # (name, logical type) of the table columns in the file, in order
+    primary_key: tuple[str, ...]
+    min_commit_time: datetime | None
+    max_commit_time: datetime | None
+    staged_at: datetime

@@ -1,0 +1,1 @@
+"""Observability: metrics, logging, HTTP endpoints."""

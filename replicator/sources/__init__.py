@@ -1,0 +1,1 @@
+"""Change sources: each yields ``Change``s in source order and persists what has been durably staged."""

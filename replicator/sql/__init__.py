@@ -1,0 +1,1 @@
+"""SQL builders. Nothing here opens a connection."""

@@ -1,0 +1,26 @@
+"""The one place identifiers are quoted. Names come from source databases and are never trusted."""
+
+from __future__ import annotations
+
+from replicator.model import TableId
+
+
+def quote_ident(name: str) -> str:
+    """Quote ``name`` as a SQL identifier (standard double quotes, embedded quotes doubled).
+
+    PostgreSQL, Redshift and DuckDB all accept this form. NUL bytes are refused outright.
+    """
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table(table: TableId) -> str:
+    return f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
+
+
+def quote_literal(value: str) -> str:
+    """A SQL string literal. Only for values the replicator itself produces (ids, positions)."""
+    if "\x00" in value:
+        raise ValueError("NUL byte in SQL literal")
+    return "'" + value.replace("'", "''") + "'"

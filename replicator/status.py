@@ -1,0 +1,86 @@
+"""Per-table status: staged and applied positions, rows, last commit time, lag, backlog."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from replicator.model import TableId
+from replicator.stage import Stager
+from replicator.warehouses.base import Warehouse
+
+
+@dataclass(frozen=True, slots=True)
+class TableStatus:
+    table: str
+    staged_through: str | None
+    applied_through: str | None
+    backlog_batches: int
+    backlog_rows: int
+    applied_batches: int
+    applied_rows: int
+    last_commit_time: str | None
+    last_applied_at: str | None
+    lag_seconds: (
+        float | None
+    )  # commit of the last applied change -> now while a backlog waits, else -> applied
+
+
+def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list[TableStatus]:
+    states = warehouse.table_states()
+    now = datetime.now(UTC)
+    out = []
+    for table in sorted(set(tables) | set(states)):
+        st = states.get(table)
+        pending = list(stager.pending(table))
+        staged = max((m.last for m in pending), default=None) or (st.applied_through if st else None)
+        lag = None
+        if st is not None and st.last_commit_time is not None:
+            end = now if pending or st.last_applied_at is None else st.last_applied_at
+            lag = max((end - st.last_commit_time).total_seconds(), 0.0)
+        out.append(
+            TableStatus(
+                table=str(table),
+                staged_through=str(staged) if staged else None,
+                applied_through=str(st.applied_through) if st and st.applied_through else None,
+                backlog_batches=len(pending),
+                backlog_rows=sum(m.rows for m in pending),
+                applied_batches=st.batches if st else 0,
+                applied_rows=st.rows if st else 0,
+                last_commit_time=st.last_commit_time.isoformat() if st and st.last_commit_time else None,
+                last_applied_at=st.last_applied_at.isoformat() if st and st.last_applied_at else None,
+                lag_seconds=round(lag, 3) if lag is not None else None,
+            )
+        )
+    return out
+
+
+def to_json(rows: list[TableStatus]) -> str:
+    return json.dumps({"tables": [asdict(r) for r in rows]}, indent=2)
+
+
+def to_text(rows: list[TableStatus]) -> str:
+    headers = ["table", "applied rows", "batches", "backlog", "last commit", "lag s", "applied through"]
+    body = [
+        [
+            r.table,
+            str(r.applied_rows),
+            str(r.applied_batches),
+            f"{r.backlog_batches} ({r.backlog_rows} rows)",
+            (r.last_commit_time or "-")[:19],
+            "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}",
+            _short(r.applied_through),
+        ]
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)
+
+
+def _short(pos: str | None, width: int = 48) -> str:
+    if pos is None:
+        return "-"
+    return pos if len(pos) <= width else "..." + pos[-(width - 3) :]

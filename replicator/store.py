@@ -1,0 +1,186 @@
+"""Object storage: S3 or a local folder with the same key layout.
+
+Both the DMS source (reading) and the stage (writing) use this. Keys are ``/``-separated and relative to
+the store's root (``s3://bucket/prefix`` or a folder). ``put`` is atomic and durable when it returns:
+S3 PUTs are; the local store writes a temporary file, fsyncs it, renames it into place and fsyncs the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """Where S3 is. Credentials come from boto3's usual chain (env, ECS task role), never from config."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class ObjectStore(Protocol):
+    """A flat key space with sorted listing. Implementations must make ``put`` atomic and durable."""
+
+    url: str
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        """Objects whose key starts with ``prefix``, in key order (byte order), after ``start_after``."""
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ``KeyError`` if there is none."""
+        ...
+
+    def download(self, key: str, dest: Path) -> None: ...
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def put_file(self, key: str, src: Path) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def uri(self, key: str) -> str:
+        """A full address of the object (``s3://...`` or a filesystem path) for logs and warehouse loads."""
+        ...
+
+
+def open_store(url: str, s3: S3Settings | None = None) -> ObjectStore:
+    """``s3://bucket/prefix`` -> S3Store; anything else is a local folder (created if missing)."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[5:].partition("/")
+        if not bucket:
+            raise ValueError(f"S3 address {url!r} has no bucket")
+        return S3Store(bucket, prefix.strip("/"), s3 or S3Settings())
+    return LocalStore(Path(url))
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = str(root)
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        # Walk only the folder that holds the prefix, like an S3 prefix listing would.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        top = self.root / base if base else self.root
+        if not top.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, _dirs, files in os.walk(top):
+            for f in files:
+                if f.startswith(".tmp-"):
+                    continue
+                full = Path(dirpath) / f
+                key = full.relative_to(self.root).as_posix()
+                if not key.startswith(prefix) or (start_after is not None and key <= start_after):
+                    continue
+                st = full.stat()
+                found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
+        found.sort(key=lambda o: o.key.encode())
+        yield from found
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def download(self, key: str, dest: Path) -> None:
+        dest.write_bytes(self.get(key))
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def put_file(self, key: str, src: Path) -> None:
+        self.put(key, src.read_bytes())
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str, settings: S3Settings) -> None:
+        import boto3  # imported here so the embedded default never pays for it
+
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.client: Any = boto3.client(
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1"
+        )
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+        if start_after is not None:
+            kwargs["StartAfter"] = self._key(start_after)
+        for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(obj["Key"][len(self.prefix) :], int(obj["Size"]), obj["LastModified"])
+
+    def get(self, key: str) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        data: bytes = body.read()
+        return data
+
+    def download(self, key: str, dest: Path) -> None:
+        self.client.download_file(self.bucket, self._key(key), str(dest))
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key: str, src: Path) -> None:
+        self.client.upload_file(str(src), self.bucket, self._key(key))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"

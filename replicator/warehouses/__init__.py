@@ -1,0 +1,1 @@
+"""Warehouses: the targets staged batches are merged into, exactly once and in order."""
