@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -111,7 +112,9 @@ def demo(folder: Path, *, seed: int, files: int) -> int:
         summary = feed.generate_more(dms, seed=seed, files=files)
         print(f"added {files} CDC files to the sample DMS feed in {dms}")
     else:
-        summary = feed.generate(dms, seed=seed)
+        # The feed's clock ends about now, so the lag figures read like a live system's.
+        start = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=21)
+        summary = feed.generate(dms, seed=seed, start=start)
         print(f"wrote a sample DMS feed (full load + CDC files) to {dms}")
     del summary
     config_path = folder / "replicator.toml"
@@ -147,7 +150,7 @@ kind = "dms"
 path = "dms"            # AWS DMS S3-target layout, here in a local folder
 
 [source.dms]
-timestamp_column_name = "commit_ts"
+timestamp_column_name = "dms_commit_ts"
 
 [staging]
 path = "staging"        # Parquet batches (s3://bucket/prefix in production)
