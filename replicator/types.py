@@ -31,6 +31,7 @@ _ALIASES = {
     "binary": "bytea", "varbinary": "bytea", "blob": "bytea", "time without time zone": "time",
 }  # fmt: skip
 
+_MAX_RE = re.compile(r"\s*\(\s*max\s*\)\s*$")
 _TYPE_RE = re.compile(r"^\s*([a-z][a-z0-9 ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*$")
 
 
@@ -57,7 +58,8 @@ class LogicalType:
 
 def parse_type(text: str) -> LogicalType:
     """Parse ``"numeric(12, 2)"``, ``"varchar(80)"``, ``"int8"`` ...; raises ValueError naming the text."""
-    m = _TYPE_RE.match(text.lower())
+    lowered = _MAX_RE.sub("", text.lower())  # SQL Server's varchar(max) / varbinary(max): unbounded
+    m = _TYPE_RE.match(lowered)
     if not m:
         raise ValueError(f"cannot parse column type {text!r}")
     kind = _ALIASES.get(m.group(1), m.group(1))

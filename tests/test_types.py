@@ -19,6 +19,7 @@ from replicator.types import parse_type, text_to_arrow
         ("timestamp with time zone", "timestamptz"),
         ("jsonb", "json"),
         ("numeric", "numeric"),
+        ("nvarchar(max)", "varchar"),
     ],
 )
 def test_type_names_parse_to_canonical_form(text: str, expected: str) -> None:
