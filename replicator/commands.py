@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -89,6 +90,12 @@ def check(cfg: Config) -> int:
         return f"{store.url} (write, read, delete)"
 
     def warehouse() -> str:
+        if cfg.warehouse.kind == "duckdb":
+            path = Path(resolve(cfg, cfg.warehouse.path))
+            if not path.exists():
+                if not os.access(path.parent if path.parent.exists() else Path("."), os.W_OK):
+                    raise PermissionError(f"cannot create {path}: folder not writable")
+                return f"duckdb file {path} does not exist yet; it is created on the first run"
         wh = app_mod.open_warehouse(cfg, read_only=True)
         try:
             return f"{wh.name} ({len(wh.table_states())} tables with applied batches)"

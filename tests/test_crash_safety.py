@@ -24,14 +24,14 @@ from tests.support import (
 def ledger_ids_duckdb(path: Path) -> list[str]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return [r[0] for r in con.execute('SELECT batch_id FROM "_replicator"."applied_batches"').fetchall()]
+        return [r[0] for r in con.execute('SELECT batch_id FROM "_replicator"."batches"').fetchall()]
     finally:
         con.close()
 
 
 def ledger_ids_postgres(dsn: str) -> list[str]:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute('SELECT batch_id FROM "_replicator"."applied_batches"')
+        cur.execute('SELECT batch_id FROM "_replicator"."batches"')
         return [r[0] for r in cur.fetchall()]
 
 
