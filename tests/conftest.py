@@ -71,5 +71,7 @@ def s3_bucket(s3_settings: S3Settings) -> str:
     import boto3
 
     name = f"t-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3", endpoint_url=s3_settings.endpoint_url, region_name="us-east-1").create_bucket(Bucket=name)
+    boto3.client("s3", endpoint_url=s3_settings.endpoint_url, region_name="us-east-1").create_bucket(
+        Bucket=name
+    )
     return name

@@ -20,7 +20,8 @@ def quote_table(table: TableId) -> str:
 
 
 def quote_literal(value: str) -> str:
-    """A SQL string literal. Only for values the replicator itself produces (ids, positions)."""
+    """A SQL string literal (standard quoting, quotes doubled). For values the replicator builds statements
+    with (ids, positions, column names inside expressions); row data is always loaded, never inlined."""
     if "\x00" in value:
         raise ValueError("NUL byte in SQL literal")
     return "'" + value.replace("'", "''") + "'"

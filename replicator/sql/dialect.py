@@ -1,0 +1,309 @@
+"""SQL builders shared by the SQL warehouses. Pure: every method returns statement text, nothing connects.
+
+A ``Dialect`` is data: a type map and a few capability flags. The builders read the flags; no code asks
+which engine it is. ``replicator.sql.duckdb`` and ``replicator.sql.postgres`` hold the instances.
+
+The merge works on a *staging* table holding the batch's table columns plus ``_op``, ``_seq`` and
+``_unchanged`` (see ``replicator.model``); ``reduce`` keeps the last change per primary key, and the merge
+expects one row per key (a target row matching two staging rows is an error in MERGE, and double-applies
+in the three-statement form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from replicator.model import (
+    OP_COLUMN,
+    SEQ_COLUMN,
+    UNCHANGED_COLUMN,
+    Column,
+    Manifest,
+    TableId,
+    TableSchema,
+)
+from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.types import LogicalType
+from replicator.warehouses.base import STAGING_PREFIX, STATE_SCHEMA
+
+LEDGER = TableId(STATE_SCHEMA, "batches")  # one row per applied batch; its primary key makes replays no-ops
+PROGRESS = TableId(STATE_SCHEMA, "tables")  # one row per target table: what table_states() reads
+
+LEDGER_COLUMNS = (
+    Column.of("batch_id", "varchar(64)", nullable=False),
+    Column.of("table_schema", "text", nullable=False),
+    Column.of("table_name", "text", nullable=False),
+    Column.of("first_position", "text", nullable=False),
+    Column.of("last_position", "text", nullable=False),
+    Column.of("rows", "bigint", nullable=False),
+    Column.of("inserts", "bigint", nullable=False),
+    Column.of("updates", "bigint", nullable=False),
+    Column.of("deletes", "bigint", nullable=False),
+    Column.of("min_commit_time", "timestamptz"),
+    Column.of("max_commit_time", "timestamptz"),
+    Column.of("applied_at", "timestamptz", nullable=False),
+)
+PROGRESS_COLUMNS = (
+    Column.of("table_schema", "text", nullable=False),
+    Column.of("table_name", "text", nullable=False),
+    Column.of("applied_through", "text", nullable=False),
+    Column.of("batches", "bigint", nullable=False),
+    Column.of("rows", "bigint", nullable=False),
+    Column.of("last_commit_time", "timestamptz"),
+    Column.of("last_applied_at", "timestamptz", nullable=False),
+)
+_DELETE = quote_literal("D")
+_BATCH_ID = quote_ident("batch_id")
+_TABLE_KEY = f"{quote_ident('table_schema')}, {quote_ident('table_name')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one SQL engine spells types and the few statements that differ.
+
+    ``types`` maps a LogicalType kind to DDL; ``sized`` overrides it when the type carries a length or a
+    precision (``{length}``, ``{precision}``, ``{scale}`` are filled in). ``unconstrained_numeric`` is used
+    for ``numeric`` without precision. ``unchanged_test`` is a boolean expression with ``{list}`` (the
+    ``_unchanged`` column) and ``{name}`` (a column name literal).
+    """
+
+    name: str
+    types: Mapping[str, str]
+    sized: Mapping[str, str]
+    unconstrained_numeric: str
+    text_array: str  # DDL of the staging ``_unchanged`` column
+    unchanged_test: str
+    staging_create: str  # "CREATE TEMP TABLE" and the like
+    staging_suffix: str = ""  # e.g. " ON COMMIT DROP"
+    distinct_on: bool = True  # SELECT DISTINCT ON (...) exists; otherwise a row_number() window
+    merge_statement: bool = True  # one MERGE; otherwise DELETE + UPDATE + INSERT
+    lock_target: str | None = None  # statement taken first in apply, ``{table}`` is the target
+
+    # -- types ---------------------------------------------------------------------------------------
+
+    def column_type(self, t: LogicalType) -> str:
+        """DDL type of ``t``."""
+        if t.kind == "numeric" and t.precision is None:
+            return self.unconstrained_numeric
+        has_size = t.length is not None or t.precision is not None
+        if has_size and t.kind in self.sized:
+            return self.sized[t.kind].format(length=t.length, precision=t.precision, scale=t.scale or 0)
+        return self.types[t.kind]
+
+    def _column_defs(self, columns: Sequence[Column], *, constraints: bool) -> list[str]:
+        return [
+            f"{quote_ident(c.name)} {self.column_type(c.type)}"
+            + (" NOT NULL" if constraints and not c.nullable else "")
+            for c in columns
+        ]
+
+    # -- state schema --------------------------------------------------------------------------------
+
+    def setup(self) -> list[str]:
+        """Idempotent statements creating the state schema, the ledger and the progress table."""
+        ledger = ", ".join(
+            [*self._column_defs(LEDGER_COLUMNS, constraints=True), f"PRIMARY KEY ({_BATCH_ID})"]
+        )
+        progress = ", ".join(
+            [*self._column_defs(PROGRESS_COLUMNS, constraints=True), f"PRIMARY KEY ({_TABLE_KEY})"]
+        )
+        return [
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}",
+            f"CREATE TABLE IF NOT EXISTS {quote_table(LEDGER)} ({ledger})",
+            f"CREATE TABLE IF NOT EXISTS {quote_table(PROGRESS)} ({progress})",
+        ]
+
+    def list_leftover_staging(self) -> str:
+        """Query for (schema, name) of staging tables a previous run left in the state schema.
+
+        ``left()`` rather than LIKE: ``_`` is a LIKE wildcard and escapes differ between engines.
+        """
+        return (
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            f" WHERE table_schema = {quote_literal(STATE_SCHEMA)} AND table_type = 'BASE TABLE'"
+            f" AND left(table_name, {len(STAGING_PREFIX)}) = {quote_literal(STAGING_PREFIX)}"
+        )
+
+    def drop_table(self, table: TableId | str) -> str:
+        name = quote_table(table) if isinstance(table, TableId) else quote_ident(table)
+        return f"DROP TABLE IF EXISTS {name}"
+
+    # -- target and staging tables -------------------------------------------------------------------
+
+    def create_table(self, schema: TableSchema) -> list[str]:
+        """Create the target (and its schema) if missing, with the source's primary key."""
+        cols = self._column_defs(schema.columns, constraints=True)
+        if schema.primary_key:
+            cols.append(f"PRIMARY KEY ({_idents(schema.primary_key)})")
+        return [
+            f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema.table.schema)}",
+            f"CREATE TABLE IF NOT EXISTS {quote_table(schema.table)} ({', '.join(cols)})",
+        ]
+
+    def create_staging(self, schema: TableSchema, name: str) -> str:
+        """Staging table for one batch: the table's columns, all nullable (deletes carry only the key),
+        then ``_op``, ``_seq``, ``_unchanged``."""
+        meta = [
+            f"{quote_ident(OP_COLUMN)} {self.types['text']}",
+            f"{quote_ident(SEQ_COLUMN)} {self.types['bigint']}",
+            f"{quote_ident(UNCHANGED_COLUMN)} {self.text_array}",
+        ]
+        cols = ", ".join([*self._column_defs(schema.columns, constraints=False), *meta])
+        return f"{self.staging_create} {quote_ident(name)} ({cols}){self.staging_suffix}"
+
+    def staging_columns(self, schema: TableSchema) -> tuple[str, ...]:
+        """Columns of the staging table in order: what a loader must deliver."""
+        return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN)
+
+    def copy_from_stdin(self, schema: TableSchema, name: str) -> str:
+        """COPY of headerless CSV (unquoted empty field = NULL) into the staging table."""
+        return (
+            f"COPY {quote_ident(name)} ({_idents(self.staging_columns(schema))}) FROM STDIN WITH (FORMAT csv)"
+        )
+
+    def insert_from_parquet(self, schema: TableSchema, name: str, path: str) -> str:
+        cols = _idents(self.staging_columns(schema))
+        return (
+            f"INSERT INTO {quote_ident(name)} ({cols}) SELECT {cols} FROM read_parquet({quote_literal(path)})"
+        )
+
+    # -- merge ---------------------------------------------------------------------------------------
+
+    def reduce(self, schema: TableSchema, staging: str, reduced: str) -> str:
+        """Copy the last change (highest ``_seq``) per primary key of ``staging`` into ``reduced``."""
+        keys = _idents(schema.primary_key)
+        seq = quote_ident(SEQ_COLUMN)
+        head = f"{self.staging_create} {quote_ident(reduced)}{self.staging_suffix} AS SELECT"
+        if self.distinct_on:
+            return f"{head} DISTINCT ON ({keys}) * FROM {quote_ident(staging)} ORDER BY {keys}, {seq} DESC"
+        cols = _idents(self.staging_columns(schema))
+        rn = quote_ident("_replicator_rn")
+        return (
+            f"{head} {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC)"
+            f" AS {rn} FROM {quote_ident(staging)}) AS s WHERE {rn} = 1"
+        )
+
+    def count_ops(self, source: str) -> str:
+        """(keys, deletes) of a reduced staging table."""
+        op = quote_ident(OP_COLUMN)
+        return (
+            f"SELECT count(*), sum(CASE WHEN {op} = {_DELETE} THEN 1 ELSE 0 END) FROM {quote_ident(source)}"
+        )
+
+    def merge(self, schema: TableSchema, source: str, *, unchanged: Sequence[str] = ()) -> list[str]:
+        """Apply a one-row-per-key staging table: delete keys whose change is D, upsert the others.
+
+        ``unchanged`` names the columns some row of the batch did not send; for those the update keeps
+        the target's value where the row's ``_unchanged`` lists the column. Keeping the CASE off the other
+        columns keeps the common batch (no unchanged TOAST) a plain column copy.
+        """
+        if not schema.primary_key:
+            raise ValueError(f"{schema.table}: a table needs a primary key to be merged")
+        target = quote_table(schema.table)
+        on = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in schema.primary_key)
+        op = f"s.{quote_ident(OP_COLUMN)}"
+        keep = set(unchanged)
+        sets = ", ".join(
+            f"{quote_ident(c)} = {self._new_value(c, keep=c in keep)}"
+            for c in schema.column_names
+            if c not in schema.primary_key
+        )
+        cols = _idents(schema.column_names)
+        values = ", ".join(f"s.{quote_ident(c)}" for c in schema.column_names)
+        src = f"{quote_ident(source)} AS s"
+        if self.merge_statement:
+            clauses = [f"WHEN MATCHED AND {op} = {_DELETE} THEN DELETE"]
+            if sets:  # a table of key columns only has nothing to update
+                clauses.append(f"WHEN MATCHED THEN UPDATE SET {sets}")
+            clauses.append(f"WHEN NOT MATCHED AND {op} <> {_DELETE} THEN INSERT ({cols}) VALUES ({values})")
+            return [f"MERGE INTO {target} AS t USING {src} ON {on} " + " ".join(clauses)]
+        statements = [f"DELETE FROM {target} AS t USING {src} WHERE {on} AND {op} = {_DELETE}"]
+        if sets:
+            statements.append(f"UPDATE {target} AS t SET {sets} FROM {src} WHERE {on} AND {op} <> {_DELETE}")
+        statements.append(
+            f"INSERT INTO {target} ({cols}) SELECT {values} FROM {src} WHERE {op} <> {_DELETE}"
+            f" AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+        )
+        return statements
+
+    def _new_value(self, column: str, *, keep: bool) -> str:
+        new = f"s.{quote_ident(column)}"
+        if not keep:
+            return new
+        test = self.unchanged_test.format(
+            list=f"s.{quote_ident(UNCHANGED_COLUMN)}", name=quote_literal(column)
+        )
+        return f"CASE WHEN {test} THEN t.{quote_ident(column)} ELSE {new} END"
+
+    # -- ledger --------------------------------------------------------------------------------------
+
+    def ledger_lookup(self, batch_id: str) -> str:
+        return f"SELECT 1 FROM {quote_table(LEDGER)} WHERE {_BATCH_ID} = {quote_literal(batch_id)}"
+
+    def ledger_record(self, m: Manifest) -> list[str]:
+        """Insert the ledger row and move the table's progress row forward (update, else insert).
+
+        UPDATE-then-INSERT-WHERE-NOT-EXISTS instead of ``ON CONFLICT``: it is the form every target
+        accepts, and the apply transaction holds the table, so the two cannot race.
+        """
+        names = _idents([c.name for c in LEDGER_COLUMNS])
+        values = ", ".join(
+            [
+                quote_literal(m.batch_id),
+                quote_literal(m.table.schema),
+                quote_literal(m.table.name),
+                quote_literal(m.first.value),
+                quote_literal(m.last.value),
+                *(str(int(n)) for n in (m.rows, m.inserts, m.updates, m.deletes)),
+                _timestamp(m.min_commit_time),
+                _timestamp(m.max_commit_time),
+                "CURRENT_TIMESTAMP",
+            ]
+        )
+        progress = quote_table(PROGRESS)
+        schema_, name = quote_literal(m.table.schema), quote_literal(m.table.name)
+        where = f"{_q('table_schema')} = {schema_} AND {_q('table_name')} = {name}"
+        last, commit, rows = quote_literal(m.last.value), _timestamp(m.max_commit_time), int(m.rows)
+        pnames = _idents([c.name for c in PROGRESS_COLUMNS])
+        sets = ", ".join(
+            [
+                f"{_q('applied_through')} = {last}",
+                f"{_q('batches')} = {_q('batches')} + 1",
+                f"{_q('rows')} = {_q('rows')} + {rows}",
+                f"{_q('last_commit_time')} = COALESCE({commit}, {_q('last_commit_time')})",
+                f"{_q('last_applied_at')} = CURRENT_TIMESTAMP",
+            ]
+        )
+        return [
+            f"INSERT INTO {quote_table(LEDGER)} ({names}) VALUES ({values})",
+            f"UPDATE {progress} SET {sets} WHERE {where}",
+            f"INSERT INTO {progress} ({pnames}) SELECT {schema_}, {name}, {last}, 1, {rows}, {commit},"
+            f" CURRENT_TIMESTAMP WHERE NOT EXISTS (SELECT 1 FROM {progress} WHERE {where})",
+        ]
+
+    def progress_exists(self) -> str:
+        """Query returning a row when the progress table exists (a never set-up warehouse has none)."""
+        schema, name = quote_literal(PROGRESS.schema), quote_literal(PROGRESS.name)
+        where = f"table_schema = {schema} AND table_name = {name}"
+        return f"SELECT 1 FROM information_schema.tables WHERE {where}"
+
+    def table_states(self) -> str:
+        return f"SELECT {_idents([c.name for c in PROGRESS_COLUMNS])} FROM {quote_table(PROGRESS)}"
+
+
+def _idents(names: Sequence[str]) -> str:
+    return ", ".join(quote_ident(n) for n in names)
+
+
+def _q(name: str) -> str:
+    return quote_ident(name)
+
+
+def _timestamp(value: datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    if value.tzinfo is None:
+        raise ValueError(f"commit time {value!r} has no time zone")
+    return f"CAST({quote_literal(value.isoformat())} AS TIMESTAMPTZ)"

@@ -1,0 +1,36 @@
+"""The DuckDB dialect: the embedded default target."""
+
+from __future__ import annotations
+
+from replicator.sql.dialect import Dialect
+
+DUCKDB = Dialect(
+    name="duckdb",
+    types={
+        "smallint": "SMALLINT",
+        "integer": "INTEGER",
+        "bigint": "BIGINT",
+        "numeric": "DECIMAL(38,10)",
+        "real": "REAL",
+        "double": "DOUBLE",
+        "boolean": "BOOLEAN",
+        # DuckDB ignores VARCHAR lengths and has no blank-padded CHAR: plain VARCHAR keeps the text as sent.
+        "text": "VARCHAR",
+        "varchar": "VARCHAR",
+        "char": "VARCHAR",
+        "date": "DATE",
+        "timestamp": "TIMESTAMP",
+        "timestamptz": "TIMESTAMPTZ",
+        "time": "TIME",
+        "uuid": "UUID",
+        "json": "JSON",
+        "bytea": "BLOB",
+    },
+    sized={"numeric": "DECIMAL({precision},{scale})"},
+    # No DECIMAL wider than 38 digits exists; 10 fractional digits is the usual compromise for money/ratios.
+    unconstrained_numeric="DECIMAL(38,10)",
+    text_array="VARCHAR[]",
+    unchanged_test="list_contains({list}, {name})",
+    # Temp tables vanish with the connection, so a crash cannot leave staging behind.
+    staging_create="CREATE TEMP TABLE",
+)

@@ -1,0 +1,43 @@
+"""The PostgreSQL dialect (15+: MERGE)."""
+
+from __future__ import annotations
+
+from replicator.sql.dialect import Dialect
+
+POSTGRES = Dialect(
+    name="postgres",
+    types={
+        "smallint": "smallint",
+        "integer": "integer",
+        "bigint": "bigint",
+        "numeric": "numeric",
+        "real": "real",
+        "double": "double precision",
+        "boolean": "boolean",
+        "text": "text",
+        "varchar": "varchar",
+        # Unsized char would mean char(1) in PostgreSQL and truncate; text keeps whatever was sent.
+        "char": "text",
+        "date": "date",
+        "timestamp": "timestamp",
+        "timestamptz": "timestamptz",
+        "time": "time",
+        "uuid": "uuid",
+        "json": "jsonb",
+        "bytea": "bytea",
+    },
+    sized={
+        "numeric": "numeric({precision},{scale})",
+        "varchar": "varchar({length})",
+        "char": "char({length})",
+    },
+    unconstrained_numeric="numeric",
+    text_array="text[]",
+    unchanged_test="{name} = ANY({list})",
+    # Temp tables skip the WAL and ON COMMIT DROP removes them on commit and on rollback alike.
+    staging_create="CREATE TEMP TABLE",
+    staging_suffix=" ON COMMIT DROP",
+    # Serialises appliers of one table so the ledger check and the merge see the same state; readers
+    # (ACCESS SHARE) are not blocked.
+    lock_target="LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
+)

@@ -1,0 +1,55 @@
+"""DuckDB: the embedded default warehouse. No server; one file (or ``:memory:``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from replicator.model import TableSchema
+from replicator.sql.duckdb import DUCKDB
+from replicator.warehouses.sql_base import SqlWarehouse
+
+
+class DuckDBWarehouse(SqlWarehouse):
+    """Loads staging with ``read_parquet`` straight from the local file and merges with ``MERGE INTO``.
+
+    DuckDB writes a transaction to its WAL only at commit, so a process killed mid-merge leaves the file
+    as it was. One process may open the file for writing at a time.
+    """
+
+    name = "duckdb"
+    dialect = DUCKDB
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        """``read_only`` opens the file for status queries beside a running writer: only
+        ``table_states`` and ``query`` work then."""
+        self._con = duckdb.connect(path, read_only=read_only)
+        # Timestamps read back (table_states, tests) come out in UTC whatever the host's zone is.
+        self._con.execute("SET TimeZone = 'UTC'")
+
+    def _execute(self, sql: str) -> None:
+        self._con.execute(sql)
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql).fetchall()
+
+    def _begin(self) -> None:
+        self._con.begin()
+
+    def _commit(self) -> None:
+        self._con.commit()
+
+    def _rollback(self) -> None:
+        self._con.rollback()
+
+    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
+        self._con.execute(self.dialect.insert_from_parquet(schema, staging, str(parquet)))
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Run a read-only query (tests, admin tooling)."""
+        return self._query(sql)
+
+    def close(self) -> None:
+        self._con.close()

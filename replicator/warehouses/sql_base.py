@@ -1,0 +1,190 @@
+"""The apply algorithm shared by the SQL warehouses (DuckDB, PostgreSQL); engines differ only in I/O.
+
+A subclass supplies a connection (``_execute``, ``_query``, ``_begin``, ``_commit``, ``_rollback``) and a
+loader (``_load``: staged Parquet -> staging table); the statements come from its ``Dialect``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from replicator.faults import crash_point
+from replicator.model import (
+    OP_COLUMN,
+    SEQ_COLUMN,
+    UNCHANGED_COLUMN,
+    Manifest,
+    Position,
+    TableId,
+    TableSchema,
+)
+from replicator.sql.dialect import Dialect
+from replicator.sql.ident import quote_table
+from replicator.warehouses.base import STAGING_PREFIX, ApplyResult, TableState
+
+_OPS = pa.array(["I", "U", "D"])
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """What the merge needs to know about a staged file before loading it."""
+
+    rows: int
+    unique_keys: bool  # every primary key appears once: the reduce step can be skipped
+    deletes: int  # rows whose op is D (equals keys deleted when unique_keys)
+    unchanged: tuple[str, ...]  # non-key columns some row did not send, in schema order
+
+
+def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
+    """Read only the key and metadata columns of a staged file and validate its layout.
+
+    Raises ``ValueError`` when a column is missing or an ``_op`` is not I/U/D: such a file is bad input to
+    quarantine, and merging it anyway could silently drop changes.
+    """
+    present = set(pq.read_schema(parquet).names)
+    needed = [*schema.column_names, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN]
+    missing = [c for c in needed if c not in present]
+    if missing:
+        raise ValueError(f"{parquet}: staged file of {schema.table} lacks column(s) {missing}")
+    t = pq.read_table(parquet, columns=[*schema.primary_key, OP_COLUMN, UNCHANGED_COLUMN])
+    ops = t[OP_COLUMN]
+    if ops.null_count or not pc.all(pc.is_in(ops, value_set=_OPS)).as_py():
+        raise ValueError(f"{parquet}: {OP_COLUMN} holds values other than I, U, D")
+    if any(t[k].null_count for k in schema.primary_key):
+        raise ValueError(f"{parquet}: a primary key column of {schema.table} is null")
+    unique = t.group_by(list(schema.primary_key)).aggregate([]).num_rows == t.num_rows
+    deletes = pc.sum(pc.equal(ops, "D")).as_py() or 0
+    lists = t[UNCHANGED_COLUMN]
+    names = set(pc.unique(pc.list_flatten(lists)).to_pylist()) if lists.null_count < len(lists) else set()
+    keys = set(schema.primary_key)
+    unchanged = tuple(c for c in schema.column_names if c in names and c not in keys)
+    return BatchInfo(rows=t.num_rows, unique_keys=unique, deletes=int(deletes), unchanged=unchanged)
+
+
+class SqlWarehouse(abc.ABC):
+    """``replicator.warehouses.base.Warehouse`` for engines that speak a ``Dialect``."""
+
+    name: str
+    dialect: Dialect
+
+    # -- what a subclass provides ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _execute(self, sql: str) -> None: ...
+
+    @abc.abstractmethod
+    def _query(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    def _begin(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback(self) -> None: ...
+
+    @abc.abstractmethod
+    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
+        """Fill the (empty) staging table with the file's ``dialect.staging_columns``."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    # -- the contract ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the state schema and tables if missing; drop staging tables a crashed run left behind."""
+        self._in_transaction(self.dialect.setup())
+        leftovers = self._query(self.dialect.list_leftover_staging())
+        self._in_transaction([self.dialect.drop_table(TableId(s, n)) for s, n in leftovers])
+
+    def ensure_table(self, schema: TableSchema) -> None:
+        self._in_transaction(self.dialect.create_table(schema))
+
+    def apply(self, manifest: Manifest, schema: TableSchema, parquet: Path) -> ApplyResult:
+        """Merge one staged batch and record it in the ledger, in one transaction (see ``Warehouse``)."""
+        if manifest.table != schema.table:
+            raise ValueError(f"manifest of {manifest.table} applied with the schema of {schema.table}")
+        started = time.monotonic()
+        info = inspect_batch(parquet, schema)
+        staging = STAGING_PREFIX + manifest.batch_id
+        d = self.dialect
+        self._begin()
+        try:
+            if d.lock_target:
+                self._execute(d.lock_target.format(table=quote_table(schema.table)))
+            if self._query(d.ledger_lookup(manifest.batch_id)):
+                self._rollback()
+                return ApplyResult(manifest.batch_id, applied=False, seconds=time.monotonic() - started)
+            self._execute(d.create_staging(schema, staging))
+            self._load(schema, staging, parquet)
+            source, keys, deletes = staging, info.rows, info.deletes
+            if not info.unique_keys:
+                source = staging + "_r"
+                self._execute(d.reduce(schema, staging, source))
+                [(keys, deletes)] = self._query(d.count_ops(source))
+            for statement in d.merge(schema, source, unchanged=info.unchanged):
+                self._execute(statement)
+            crash_point("mid_merge")
+            for statement in d.ledger_record(manifest):
+                self._execute(statement)
+            for table in {staging, source}:  # temp tables, but a long-lived session should not keep them
+                self._execute(d.drop_table(table))
+            self._commit()
+        except BaseException:
+            self._safe_rollback()
+            raise
+        keys, deletes = int(keys or 0), int(deletes or 0)
+        return ApplyResult(
+            manifest.batch_id,
+            applied=True,
+            inserted=keys - deletes,
+            deleted=deletes,
+            seconds=time.monotonic() - started,
+        )
+
+    def table_states(self) -> dict[TableId, TableState]:
+        """Per table with at least one applied batch; empty before ``setup`` (read-only status checks)."""
+        states: dict[TableId, TableState] = {}
+        if not self._query(self.dialect.progress_exists()):
+            return states
+        for schema_name, name, through, batches, rows, commit_time, applied_at in self._query(
+            self.dialect.table_states()
+        ):
+            table = TableId(schema_name, name)
+            states[table] = TableState(
+                table=table,
+                applied_through=Position(through) if through is not None else None,
+                batches=int(batches),
+                rows=int(rows),
+                last_commit_time=commit_time,
+                last_applied_at=applied_at,
+            )
+        return states
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _in_transaction(self, statements: list[str]) -> None:
+        self._begin()
+        try:
+            for statement in statements:
+                self._execute(statement)
+            self._commit()
+        except BaseException:
+            self._safe_rollback()
+            raise
+
+    def _safe_rollback(self) -> None:
+        # The error that got us here is the one worth raising; a rollback on a broken connection fails too.
+        with contextlib.suppress(Exception):
+            self._rollback()
