@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from dms_reference import final_state, records, table_files
 
 from replicator.demo import FeedFormat, GenerationSummary, generate, generate_more
 from replicator.demo_domain import TRICKY_NOTE
+from tests.dms_reference import final_state, records, table_files
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = ("practices", "patients", "payment_plans", "payments", "insurance_claims")

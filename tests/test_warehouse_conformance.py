@@ -565,3 +565,18 @@ def test_every_type_round_trips_through_insert_and_update(
     updated[-1], updated[0] = updated[0] | {"id": n}, {"id": 0}  # value -> NULL and NULL -> value too
     put(wh, stager, ALL_TYPES, [("U", r) for r in updated])
     assert rows(wh, ALL_TYPES) == _expected(updated)
+
+
+def test_a_duckdb_file_named_like_a_replicated_schema_still_works(tmp_path: Path) -> None:
+    from replicator.model import Column, TableId, TableSchema
+    from replicator.types import parse_type
+    from replicator.warehouses.duckdb import DuckDBWarehouse
+
+    schema = TableSchema(TableId("dbo", "t"), (Column("id", parse_type("bigint"), False),), ("id",))
+    wh = DuckDBWarehouse(str(tmp_path / "dbo.duckdb"))
+    try:
+        wh.setup()
+        wh.ensure_table(schema)
+        assert wh.table_states() == {}
+    finally:
+        wh.close()

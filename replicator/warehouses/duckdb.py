@@ -9,7 +9,11 @@ import duckdb
 
 from replicator.model import TableSchema
 from replicator.sql.duckdb import DUCKDB
+from replicator.sql.ident import quote_ident, quote_literal
 from replicator.warehouses.sql_base import SqlWarehouse
+
+
+CATALOG = "_replicator_target"
 
 
 class DuckDBWarehouse(SqlWarehouse):
@@ -25,7 +29,13 @@ class DuckDBWarehouse(SqlWarehouse):
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         """``read_only`` opens the file for status queries beside a running writer: only
         ``table_states`` and ``query`` work then."""
-        self._con = duckdb.connect(path, read_only=read_only)
+        # The file is attached under a fixed catalog name rather than opened directly: DuckDB names the
+        # catalog after the file, and a file called like one of the replicated schemas ("dbo.duckdb",
+        # "analytics.duckdb") would make every "schema"."table" reference ambiguous.
+        self._con = duckdb.connect(":memory:")
+        mode = " (READ_ONLY)" if read_only else ""
+        self._con.execute(f"ATTACH {quote_literal(path)} AS {quote_ident(CATALOG)}{mode}")
+        self._con.execute(f"USE {quote_ident(CATALOG)}")
         # Timestamps read back (table_states, tests) come out in UTC whatever the host's zone is.
         self._con.execute("SET TimeZone = 'UTC'")
 

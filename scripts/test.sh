@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up everything and run the checks: ruff, ruff format, mypy, then pytest against a throwaway PostgreSQL 15
+# and moto S3 server, which are stopped and removed on exit. Extra arguments go to pytest:
+#   scripts/test.sh -k merge -x
+# REPLICATOR_TEST_REUSE_SERVICES=1 uses the services of `scripts/services.sh start` instead of fresh ones.
+# Every step runs; the script exits with the first failing step's exit code (pytest's 5, "no tests
+# collected", counts as a failure).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+t_start=$SECONDS
+ensure_system_packages
+ensure_venv dev
+
+run_lint
+
+if [[ "${REPLICATOR_TEST_REUSE_SERVICES:-}" == 1 ]]; then
+    use_running_services
+else
+    use_throwaway_services
+fi
+
+# Benchmarks are left to scripts/bench.sh; a -m given on the command line overrides this one.
+run_step "pytest" "$VENV/bin/pytest" --ignore=tests/benchmarks -m "not benchmark" "$@"
+
+section "Summary"
+if ((FIRST_FAILURE == 0)); then
+    note "all checks passed in $((SECONDS - t_start)) s"
+else
+    note "FAILED: first failing step exited $FIRST_FAILURE (total $((SECONDS - t_start)) s)"
+fi
+exit "$FIRST_FAILURE"
