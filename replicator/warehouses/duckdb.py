@@ -12,7 +12,6 @@ from replicator.sql.duckdb import DUCKDB
 from replicator.sql.ident import quote_ident, quote_literal
 from replicator.warehouses.sql_base import SqlWarehouse
 
-
 CATALOG = "_replicator_target"
 
 
