@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from replicator.model import Batch, Change, Position, TableId, TableSchema
+from replicator.model import Batch, Change, Op, Position, SchemaChange, TableId, TableSchema
 
 # Rough per-change overhead on top of the value text, so many tiny rows still hit max_bytes sensibly.
 _ROW_OVERHEAD = 48
@@ -44,21 +44,34 @@ class Buffer:
         self._pending: dict[TableId, _Pending] = {}
         self.dropped = 0
 
-    def add(self, change: Change) -> Batch | None:
-        """Take one change; return a batch when this change fills its table's batch."""
+    def add(self, change: Change) -> list[Batch]:
+        """Take one change; return the batches it completes (usually none).
+
+        A TRUNCATE is a batch of its own: what came before it is cut first, so the merge applies the
+        truncate exactly between the changes that surround it at the source.
+        """
         seen = self.seen_through.get(change.table)
         if seen is not None and change.position <= seen:
             self.dropped += 1
-            return None
+            return []
         self.seen_through[change.table] = change.position
+        if change.op is Op.TRUNCATE:
+            done = [self._cut(change.table)] if change.table in self._pending else []
+            return [*done, Batch(change.table, self.schemas[change.table], [change])]
         p = self._pending.get(change.table)
         if p is None:
             p = self._pending[change.table] = _Pending(started=self.clock())
         p.changes.append(change)
         p.bytes += _ROW_OVERHEAD + sum(len(v) for v in change.values if v is not None)
         if len(p.changes) >= self.max_rows or p.bytes >= self.max_bytes:
-            return self._cut(change.table)
-        return None
+            return [self._cut(change.table)]
+        return []
+
+    def set_schema(self, change: SchemaChange) -> list[Batch]:
+        """The table's shape changes: cut what was collected under the old shape, then use the new one."""
+        done = [self._cut(change.table)] if change.table in self._pending else []
+        self.schemas[change.table] = change.schema
+        return done
 
     def due(self) -> list[Batch]:
         """Batches whose oldest change has waited ``max_age_seconds``."""

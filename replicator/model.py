@@ -22,6 +22,7 @@ class Op(enum.Enum):
     INSERT = "I"
     UPDATE = "U"
     DELETE = "D"
+    TRUNCATE = "T"  # empties the table; always a batch of its own (values are empty)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -116,6 +117,20 @@ class Change:
     unchanged: frozenset[str] = field(default_factory=frozenset)
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaChange:
+    """The source's table now has ``schema`` (columns added, widened, dropped), effective from ``position``.
+
+    Sources yield it in the change stream before the first change that uses the new shape. The buffer cuts
+    the table's pending batch there, so every batch holds one shape; the manifest records that shape, and the
+    merge evolves the target before applying a batch whose shape differs.
+    """
+
+    table: TableId
+    schema: TableSchema
+    position: Position
+
+
 def batch_id(table: TableId, first: Position, last: Position) -> str:
     """Deterministic id of the batch holding ``table``'s changes from ``first`` through ``last``.
 
@@ -182,3 +197,10 @@ class Manifest:
     min_commit_time: datetime | None
     max_commit_time: datetime | None
     staged_at: datetime
+
+    def schema(self) -> TableSchema:
+        """The table's shape as staged in this batch (which may be newer than the catalog's)."""
+        from replicator.types import parse_type
+
+        columns = tuple(Column(n, parse_type(t), n not in self.primary_key) for n, t in self.columns)
+        return TableSchema(self.table, columns, self.primary_key)

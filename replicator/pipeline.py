@@ -27,7 +27,7 @@ import structlog
 from replicator.buffer import Buffer
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.faults import crash_point
-from replicator.model import Batch, Manifest, Op, Position, TableId, TableSchema
+from replicator.model import Batch, Manifest, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources.base import Source
 from replicator.stage import Stager
@@ -36,7 +36,7 @@ from replicator.warehouses.base import Warehouse
 
 log = structlog.get_logger(__name__)
 
-_OP_LABEL = {Op.INSERT: "insert", Op.UPDATE: "update", Op.DELETE: "delete"}
+_OP_LABEL = {Op.INSERT: "insert", Op.UPDATE: "update", Op.DELETE: "delete", Op.TRUNCATE: "truncate"}
 
 
 @dataclass(slots=True)
@@ -121,11 +121,16 @@ class Pipeline:
         n = 0
         last_merge = time.monotonic()
         for change in self.source.read():
+            if isinstance(change, SchemaChange):
+                for batch in buffer.set_schema(change):
+                    self._stage(batch)
+                self.schemas[change.table] = change.schema
+                log.info("schema_changed", table=str(change.table), columns=list(change.schema.column_names))
+                continue
             n += 1
             metrics.CHANGES_CAPTURED.labels(table=str(change.table), op=_OP_LABEL[change.op]).inc()
-            full = buffer.add(change)
-            if full is not None:
-                self._stage(full)
+            for batch in buffer.add(change):
+                self._stage(batch)
             if n % 1024 == 0:
                 for batch in buffer.due():
                     self._stage(batch)
@@ -173,14 +178,14 @@ class Pipeline:
                 log.error("merge_failed", table=str(table), error=self.errors[table])
 
     def merge_table(self, table: TableId, stop: threading.Event | None = None) -> int:
-        schema = self.schemas[table]
         pending = list(self.stager.pending(table))
         metrics.BACKLOG_BATCHES.labels(table=str(table)).set(len(pending))
         applied = 0
         for i, manifest in enumerate(pending):
             if stop is not None and stop.is_set():
                 break
-            self._apply(manifest, schema)
+            # The batch's own shape, not the catalog's: it may have been staged before or after a change.
+            self._apply(manifest, manifest.schema())
             applied += 1
             metrics.BACKLOG_BATCHES.labels(table=str(table)).set(len(pending) - i - 1)
         return applied

@@ -71,6 +71,10 @@ class RejectedRow:
 def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
     """Build the staged Arrow table; rows whose values do not parse as their types are returned apart."""
     changes = list(batch.changes)
+    if changes[0].op is Op.TRUNCATE:
+        # A truncate carries no row; stage one all-NULL row whose _op says 'T'.
+        blank = (None,) * len(batch.schema.columns)
+        changes = [Change(c.table, c.op, blank, c.position, c.commit_time) for c in changes]
     if any(c.unchanged for c in changes):
         changes = _fill_unchanged_from_earlier(batch.schema, changes)
     rejected: list[RejectedRow] = []

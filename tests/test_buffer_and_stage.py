@@ -38,11 +38,11 @@ def ch(
 
 def test_buffer_cuts_on_rows_and_keeps_tables_apart() -> None:
     buf = Buffer({T: SCHEMA, U: SCHEMA}, max_rows=3, max_bytes=10**9, max_age_seconds=60)
-    assert buf.add(ch(1)) is None
-    assert buf.add(ch(2, table=U)) is None
-    assert buf.add(ch(3)) is None
-    batch = buf.add(ch(4))
-    assert batch is not None and batch.table == T
+    assert buf.add(ch(1)) == []
+    assert buf.add(ch(2, table=U)) == []
+    assert buf.add(ch(3)) == []
+    (batch,) = buf.add(ch(4))
+    assert batch.table == T
     assert [c.position.value for c in batch.changes] == ["00000001", "00000003", "00000004"]
     rest = buf.drain()
     assert [(b.table, len(b.changes)) for b in rest] == [(U, 1)]
@@ -52,7 +52,7 @@ def test_buffer_cuts_on_bytes_and_age() -> None:
     now = [0.0]
     buf = Buffer({T: SCHEMA}, max_rows=1000, max_bytes=200, max_age_seconds=5, clock=lambda: now[0])
     big = ("1", "x" * 300, "1")
-    assert buf.add(ch(1, values=big)) is not None
+    assert len(buf.add(ch(1, values=big))) == 1
     buf.add(ch(2))
     assert buf.due() == []
     now[0] = 5.0
@@ -139,3 +139,35 @@ def test_unchanged_columns_take_the_value_of_an_earlier_change_of_the_same_key()
     assert rejected == []
     assert table.column("name").to_pylist() == ["big toast", "big toast", None]
     assert table.column("_unchanged").to_pylist() == [None, None, ["name"]]
+
+
+def test_a_truncate_is_a_batch_of_its_own_between_its_neighbours() -> None:
+    buf = Buffer({T: SCHEMA}, max_rows=100, max_bytes=10**9, max_age_seconds=60)
+    buf.add(ch(1))
+    buf.add(ch(2))
+    before, trunc = buf.add(Change(T, Op.TRUNCATE, (), Position("00000003")))
+    buf.add(ch(4))
+    (after,) = buf.drain()
+    assert [c.position.value for c in before.changes] == ["00000001", "00000002"]
+    assert [c.op for c in trunc.changes] == [Op.TRUNCATE]
+    assert [c.position.value for c in after.changes] == ["00000004"]
+
+
+def test_a_schema_change_cuts_the_batch_so_each_batch_has_one_shape() -> None:
+    from replicator.model import SchemaChange
+
+    buf = Buffer({T: SCHEMA}, max_rows=100, max_bytes=10**9, max_age_seconds=60)
+    buf.add(ch(1))
+    wider = TableSchema(T, (*SCHEMA.columns, Column("extra", parse_type("text"))), ("id",))
+    (old,) = buf.set_schema(SchemaChange(T, wider, Position("00000002")))
+    buf.add(ch(3, values=("1", "a", "1", "x")))
+    (new,) = buf.drain()
+    assert old.schema == SCHEMA and new.schema == wider
+
+
+def test_a_manifest_describes_the_shape_it_was_staged_with(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    m = Stager(store, Quarantine(store)).stage(Batch(T, SCHEMA, [ch(1)]))
+    assert m.schema().column_names == SCHEMA.column_names
+    assert [str(c.type) for c in m.schema().columns] == ["bigint", "text", "integer"]
+    assert m.schema().primary_key == ("id",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
-from replicator.model import Change, Position, TableId, TableSchema
+from replicator.model import Change, Position, SchemaChange, TableId, TableSchema
 
 
 class Source(Protocol):
@@ -18,6 +18,7 @@ class Source(Protocol):
       (after a restart): the pipeline drops those already staged.
     - ``ack`` is called only after every change of each named table up to and including its position is
       durable in staging. The source persists it so a restart resumes right after it. It must be idempotent.
+    - A ``SchemaChange`` comes before the first change of a table that uses the new shape.
     - Bad input never stops other tables: it goes to the quarantine with its reason.
     """
 
@@ -25,7 +26,7 @@ class Source(Protocol):
         """The tables this source replicates, as currently known."""
         ...
 
-    def read(self) -> Iterator[Change]: ...
+    def read(self) -> Iterator[Change | SchemaChange]: ...
 
     def ack(self, positions: Mapping[TableId, Position]) -> None: ...
 

@@ -65,9 +65,7 @@ def stage_all(tmp_path: Path) -> tuple[Stager, list[Manifest], float, float]:
     t0 = time.perf_counter()
     batches: list[Batch] = []
     for c in changes():
-        b = buffer.add(c)
-        if b is not None:
-            batches.append(b)
+        batches.extend(buffer.add(c))
     batches.extend(buffer.drain())
     t1 = time.perf_counter()
     manifests = [stager.stage(b) for b in batches]
