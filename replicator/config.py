@@ -61,10 +61,44 @@ class DmsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresSourceConfig:
+    """PostgreSQL logical replication (pgoutput) source."""
+
+    host: str = "127.0.0.1"
+    port: int = 5432
+    database: str = "postgres"
+    user: str = "postgres"
+    password: Secret | None = None  # REPLICATOR__SOURCE__POSTGRES__PASSWORD or password_file
+    password_file: str = ""
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str = ""
+    slot_name: str = "replicator"
+    publication_name: str = "replicator"
+    create_slot: bool = True
+    create_publication: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SqlServerSourceConfig:
+    """SQL Server native change data capture tables."""
+
+    host: str = "127.0.0.1"
+    port: int = 1433
+    database: str = "master"
+    user: str = "sa"
+    password: Secret | None = None  # REPLICATOR__SOURCE__SQLSERVER__PASSWORD or password_file
+    password_file: str = ""
+    poll_interval_seconds: float = 1.0
+    net_changes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SourceConfig:
-    kind: Literal["dms"] = "dms"
-    path: str = "demo/dms"  # local folder or s3://bucket/prefix (DMS BucketFolder)
+    kind: Literal["dms", "postgres", "sqlserver"] = "dms"
+    path: str = "demo/dms"  # dms: local folder or s3://bucket/prefix (DMS BucketFolder)
     dms: DmsConfig = field(default_factory=DmsConfig)
+    postgres: PostgresSourceConfig = field(default_factory=PostgresSourceConfig)
+    sqlserver: SqlServerSourceConfig = field(default_factory=SqlServerSourceConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +143,16 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Health, metrics and the admin API. The admin API needs a bearer token; without one it is off."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - the container's port is what ECS and Prometheus reach
+    port: int = 9100  # 0: no HTTP server
+    admin_token: Secret | None = None  # REPLICATOR__HTTP__ADMIN_TOKEN or admin_token_file
+    admin_token_file: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a TTY, JSON lines otherwise
@@ -123,11 +167,12 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     schemas: str = "schemas"  # folder with table definitions
     base_dir: str = "."  # relative paths in the file are resolved against the file's folder
 
 
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "admin_token"})
 
 T = TypeVar("T")
 
@@ -243,17 +288,23 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type {hint}")  # pragma: no cover
 
 
-def _with_file_secrets(cfg: Config) -> Config:
-    wh = cfg.warehouse
-    if wh.password is None and wh.password_file:
-        try:
-            secret = Path(wh.password_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"warehouse.password_file: cannot read {wh.password_file}: {exc.strerror}"
-            ) from None
-        cfg = dataclasses.replace(cfg, warehouse=dataclasses.replace(wh, password=Secret(secret)))
-    return cfg
+def _with_file_secrets(cfg: T) -> T:
+    """Fill every unset ``Secret`` field from its sibling ``<name>_file`` setting, at any depth."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = _with_file_secrets(value)
+            if new is not value:
+                changes[f.name] = new
+        elif value is None and isinstance(getattr(cfg, f.name + "_file", None), str):
+            path = getattr(cfg, f.name + "_file")
+            if path:
+                try:
+                    changes[f.name] = Secret(Path(path).read_text().strip())
+                except OSError as exc:
+                    raise ConfigError(f"{f.name}_file: cannot read {path}: {exc.strerror}") from None
+    return dataclasses.replace(cfg, **changes) if changes else cfg  # type: ignore[type-var]
 
 
 def resolve(cfg: Config, location: str) -> str:
