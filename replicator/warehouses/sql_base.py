@@ -9,9 +9,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -70,6 +71,33 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
     return BatchInfo(rows=t.num_rows, unique_keys=unique, deletes=int(deletes), unchanged=unchanged)
 
 
+@dataclass(frozen=True, slots=True)
+class MergeContext:
+    """What a merge hook sees, inside the merge transaction. ``staging`` holds one row per key (the last
+    change, with ``_op``), or several per key when the batch had duplicates and was not reduced yet; hooks
+    that need one row per key should use ``DISTINCT ON``/``ROW_NUMBER`` by ``_seq`` themselves."""
+
+    manifest: Manifest
+    schema: TableSchema
+    staging: str
+    dialect: Any
+    execute: Callable[[str], None]
+    query: Callable[[str], list[tuple[Any, ...]]]
+
+
+class MergeHook(Protocol):
+    """Work that must commit atomically with a merge (e.g. incremental view maintenance).
+
+    ``before_merge`` runs after the batch is loaded and before the target changes (old images are still
+    there); ``after_merge`` runs after the target changed and before the ledger row and the commit. An
+    exception rolls the whole batch back.
+    """
+
+    def before_merge(self, ctx: MergeContext) -> None: ...
+
+    def after_merge(self, ctx: MergeContext) -> None: ...
+
+
 class SqlWarehouse(abc.ABC):
     """``replicator.warehouses.base.Warehouse`` for engines that speak a ``Dialect``."""
 
@@ -99,6 +127,11 @@ class SqlWarehouse(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    hooks: tuple[MergeHook, ...] = ()
+
+    def add_hook(self, hook: MergeHook) -> None:
+        self.hooks = (*self.hooks, hook)
 
     # -- the contract ----------------------------------------------------------------------------------
 
@@ -133,8 +166,13 @@ class SqlWarehouse(abc.ABC):
                 source = staging + "_r"
                 self._execute(d.reduce(schema, staging, source))
                 [(keys, deletes)] = self._query(d.count_ops(source))
+            ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
+            for hook in self.hooks:
+                hook.before_merge(ctx)
             for statement in d.merge(schema, source, unchanged=info.unchanged):
                 self._execute(statement)
+            for hook in self.hooks:
+                hook.after_merge(ctx)
             crash_point("mid_merge")
             for statement in d.ledger_record(manifest):
                 self._execute(statement)
