@@ -25,3 +25,17 @@ def quote_literal(value: str) -> str:
     if "\x00" in value:
         raise ValueError("NUL byte in SQL literal")
     return "'" + value.replace("'", "''") + "'"
+
+
+def quote_mssql_ident(name: str) -> str:
+    """Quote ``name`` as a SQL Server identifier: ``[name]``, embedded ``]`` doubled.
+
+    Brackets work whatever the session's QUOTED_IDENTIFIER setting is, unlike double quotes.
+    """
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid SQL identifier {name!r}")
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def quote_mssql_table(table: TableId) -> str:
+    return f"{quote_mssql_ident(table.schema)}.{quote_mssql_ident(table.name)}"
