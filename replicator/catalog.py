@@ -14,6 +14,7 @@ One TOML file per table under ``schemas/tables/``::
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicator.model import Column, TableId, TableSchema
@@ -65,3 +66,91 @@ def parse_table(path: Path) -> TableSchema:
         return TableSchema(table, tuple(columns), pk)
     except ValueError as exc:
         raise CatalogError(f"{path}: {exc}") from None
+
+
+# -- per-table options (optional keys of the same TOML files) -------------------------------------------
+#
+#     deletes = "soft"             # "hard" (default) removes the row; "soft" sets _deleted/_deleted_at
+#     dropped_columns = "null"     # a column dropped at the source: "null" (default) or "keep" its value
+#
+#     [policies]                         # sensitive columns: "drop", "null" or "hash" (HMAC-SHA256)
+#     email = "hash"
+#
+#     [redshift]                         # physical layout, Redshift only
+#     diststyle = "key"                  # auto | even | key | all
+#     distkey = "practice_id"
+#     sortkey = ["practice_id", "updated_at"]
+#     encode = { notes = "zstd" }
+
+
+@dataclass(frozen=True, slots=True)
+class RedshiftLayout:
+    diststyle: str = ""
+    distkey: str = ""
+    sortkey: tuple[str, ...] = ()
+    encode: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TableOptions:
+    deletes: str = "hard"
+    dropped_columns: str = "null"
+    policies: tuple[tuple[str, str], ...] = ()
+    redshift: RedshiftLayout = field(default_factory=RedshiftLayout)
+
+    @property
+    def soft_delete(self) -> bool:
+        return self.deletes == "soft"
+
+
+_DISTSTYLES = ("auto", "even", "key", "all")
+_ENCODINGS = ("raw", "az64", "bytedict", "delta", "delta32k", "lzo", "mostly8", "mostly16", "mostly32",
+              "runlength", "text255", "text32k", "zstd")  # fmt: skip
+
+
+def load_options(folder: Path) -> dict[TableId, TableOptions]:
+    """Options of every table defined in ``folder`` (defaults where a file sets none)."""
+    base = folder / "tables" if (folder / "tables").is_dir() else folder
+    out: dict[TableId, TableOptions] = {}
+    for path in sorted(base.glob("*.toml")):
+        schema = parse_table(path)
+        out[schema.table] = parse_options(path, schema)
+    return out
+
+
+def parse_options(path: Path, schema: TableSchema) -> TableOptions:
+    doc = tomllib.loads(path.read_text())
+    names = set(schema.column_names)
+
+    def choice(key: str, allowed: tuple[str, ...], value: object) -> str:
+        if value not in allowed:
+            raise CatalogError(f"{path}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
+
+    def column(key: str, value: object) -> str:
+        if value not in names:
+            raise CatalogError(f"{path}: {key} names {value!r}, which is not a column of {schema.table}")
+        return str(value)
+
+    deletes = choice("deletes", ("hard", "soft"), doc.get("deletes", "hard"))
+    dropped = choice("dropped_columns", ("null", "keep"), doc.get("dropped_columns", "null"))
+    policies = tuple(
+        (column(f"policies.{k}", k), choice(f"policies.{k}", ("drop", "null", "hash"), v))
+        for k, v in dict(doc.get("policies", {})).items()
+    )
+    rs = dict(doc.get("redshift", {}))
+    unknown = set(rs) - {"diststyle", "distkey", "sortkey", "encode"}
+    if unknown:
+        raise CatalogError(f"{path}: unknown key redshift.{sorted(unknown)[0]}")
+    layout = RedshiftLayout(
+        diststyle=choice("redshift.diststyle", ("", *_DISTSTYLES), str(rs.get("diststyle", "")).lower()),
+        distkey=column("redshift.distkey", rs["distkey"]) if "distkey" in rs else "",
+        sortkey=tuple(column("redshift.sortkey", k) for k in rs.get("sortkey", [])),
+        encode=tuple(
+            (column(f"redshift.encode.{k}", k), choice(f"redshift.encode.{k}", _ENCODINGS, str(v).lower()))
+            for k, v in dict(rs.get("encode", {})).items()
+        ),
+    )
+    if layout.distkey and layout.diststyle not in ("", "key"):
+        raise CatalogError(f'{path}: redshift.distkey needs diststyle = "key" (or no diststyle)')
+    return TableOptions(deletes, dropped, policies, layout)

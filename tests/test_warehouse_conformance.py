@@ -1,4 +1,6 @@
-"""One behaviour suite run against every SQL warehouse: DuckDB (embedded) and PostgreSQL (real server).
+"""One behaviour suite run against every SQL warehouse: DuckDB (embedded), PostgreSQL (real server) and
+the Redshift warehouse's code path run on PostgreSQL through ``redshift_connector`` and the test shim
+(``tests/redshift_shim.py``: only COPY from S3 is swapped for a loader, and a few type spellings).
 
 Each test builds staged Parquet batches with pyarrow in the format ``replicator.stage`` writes, applies them
 and compares the *whole* target table (and ledger) with what it must hold.
@@ -23,7 +25,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import redshift_connector
 
+from replicator.catalog import TableOptions
+from replicator.evolution import IncompatibleSchemaChange
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -43,7 +48,9 @@ from replicator.warehouses import sql_base
 from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
+from replicator.warehouses.redshift import RedshiftWarehouse, RetryPolicy
 from replicator.warehouses.sql_base import SqlWarehouse
+from tests.redshift_shim import RedshiftShim, open_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -158,15 +165,17 @@ def _normal(column: Column, v: Any) -> Any:
         return json.loads(v)
     if kind == "uuid":
         return str(v)
-    if kind == "bytea":
-        return bytes(v)
+    if kind == "bytea":  # redshift_connector hands PostgreSQL's bytea over as its \\x text
+        return bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
+    if kind == "numeric" and isinstance(v, str):  # Redshift keeps a numeric without precision as text
+        return Decimal(v)
     if kind == "real":
         return struct.unpack("f", struct.pack("f", v))[0]  # compare at float4 precision, exactly
     return v
 
 
 def query(wh: SqlWarehouse, sql: str) -> list[tuple[Any, ...]]:
-    assert isinstance(wh, DuckDBWarehouse | PostgresWarehouse)
+    assert isinstance(wh, DuckDBWarehouse | PostgresWarehouse | RedshiftWarehouse)
     return wh.query(sql)
 
 
@@ -185,15 +194,31 @@ def ledger(wh: SqlWarehouse) -> list[tuple[Any, ...]]:
 class Target:
     kind: str
     address: str
+    shim: RedshiftShim | None = None
 
     def open(self) -> SqlWarehouse:
-        return DuckDBWarehouse(self.address) if self.kind == "duckdb" else PostgresWarehouse(self.address)
+        if self.kind == "duckdb":
+            return DuckDBWarehouse(self.address)
+        if self.kind == "redshift":
+            assert self.shim is not None
+            return open_stand_in(self.shim, self.address)
+        return PostgresWarehouse(self.address)
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(scope="session")
+def redshift_shim(pg_admin_dsn: str) -> Iterator[RedshiftShim]:
+    parts = dict(p.split("=", 1) for p in pg_admin_dsn.split())
+    shim = RedshiftShim(parts.get("host", "127.0.0.1"), int(parts.get("port", "5432")))
+    yield shim
+    shim.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres", "redshift"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     if request.param == "duckdb":
         return Target("duckdb", str(tmp_path / "warehouse.duckdb"))
+    if request.param == "redshift":
+        return Target("redshift", request.getfixturevalue("pg_dsn"), request.getfixturevalue("redshift_shim"))
     return Target("postgres", request.getfixturevalue("pg_dsn"))
 
 
@@ -248,7 +273,7 @@ def test_setup_drops_staging_tables_a_previous_run_left_behind(wh: SqlWarehouse)
             wh, "SELECT table_name FROM information_schema.tables WHERE table_schema = '_replicator'"
         )
     }
-    assert names == {"batches", "tables", "keep_me"}
+    assert names == {"batches", "tables", "columns", "schema_errors", "keep_me"}
 
 
 def query_exec(wh: SqlWarehouse, sql: str) -> None:
@@ -394,9 +419,16 @@ from replicator.model import Manifest, Position, TableId, TableSchema, Column
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 kind, address, bid, first, last, path = sys.argv[1:]
+if kind == "redshift":
+    from tests.redshift_shim import RedshiftShim, open_stand_in
+    parts = dict(p.split("=", 1) for p in address.split())
+    shim = RedshiftShim(parts.get("host", "127.0.0.1"), int(parts.get("port", "5432")))
 schema = TableSchema(TableId("app", "accounts"), (Column.of("id", "bigint", nullable=False),
     Column.of("name", "text"), Column.of("balance", "numeric(12,2)"), Column.of("note", "text")), ("id",))
-wh = DuckDBWarehouse(address) if kind == "duckdb" else PostgresWarehouse(address)
+if kind == "redshift":
+    wh = open_stand_in(shim, address)
+else:
+    wh = DuckDBWarehouse(address) if kind == "duckdb" else PostgresWarehouse(address)
 m = Manifest(schema.table, bid, Position(first), Position(last), 3, 1, 1, 1, 0, path, (), ("id",), None, None,
     datetime.now())
 wh.apply(m, schema, Path(path))
@@ -580,3 +612,138 @@ def test_a_duckdb_file_named_like_a_replicated_schema_still_works(tmp_path: Path
         assert wh.table_states() == {}
     finally:
         wh.close()
+
+
+# -- schema evolution ------------------------------------------------------------------------------------
+
+
+def _with(schema: TableSchema, *columns: Column, replace: dict[str, str] | None = None) -> TableSchema:
+    """``schema`` with some column types replaced and ``columns`` appended (a source-side DDL change)."""
+    kept = tuple(Column.of(c.name, (replace or {}).get(c.name, str(c.type)), nullable=c.nullable)
+                 for c in schema.columns)  # fmt: skip
+    return TableSchema(schema.table, kept + columns, schema.primary_key)
+
+
+def test_a_new_source_column_is_added_before_the_batch_that_needs_it(
+    wh: SqlWarehouse, stager: Stager
+) -> None:
+    wh.ensure_table(ACCOUNTS)
+    put(wh, stager, ACCOUNTS, [("I", acct(1, "a")), ("I", acct(2, "b"))])
+    wider = _with(ACCOUNTS, Column.of("email", "varchar(40)"), Column.of("visits", "integer"))
+    put(wh, stager, wider, [("U", acct(2, "b2") | {"email": "b@x", "visits": 3}), ("I", acct(3, "c"))])
+    assert rows(wh, wider) == [
+        (*row(1, "a"), None, None),
+        (*row(2, "b2"), "b@x", 3),
+        (*row(3, "c"), None, None),
+    ]
+    assert [r[2] for r in ledger(wh)] == ["accounts", "accounts"]
+
+
+def test_a_longer_varchar_widens_the_column_and_a_shorter_one_just_fits(
+    wh: SqlWarehouse, stager: Stager
+) -> None:
+    narrow = _with(ACCOUNTS, replace={"name": "varchar(4)"})
+    wh.ensure_table(narrow)
+    put(wh, stager, narrow, [("I", acct(1, "abcd"))])
+    wide = _with(ACCOUNTS, replace={"name": "varchar(30)"})
+    put(wh, stager, wide, [("I", acct(2, "a name of thirty characters ✓✓"))])
+    put(wh, stager, narrow, [("U", acct(1, "dcba"))])  # staged before the change, applied after: fits
+    assert rows(wh, wide) == [row(1, "dcba"), row(2, "a name of thirty characters ✓✓")]
+
+
+def test_int_to_bigint_and_more_numeric_digits_widen_where_the_engine_can(
+    target: Target, wh: SqlWarehouse, stager: Stager
+) -> None:
+    small = TableSchema(
+        TableId("app", "meters"),
+        (
+            Column.of("id", "integer", nullable=False),
+            Column.of("reading", "integer"),
+            Column.of("v", "numeric(6,2)"),
+        ),
+        ("id",),
+    )
+    wh.ensure_table(small)
+    put(wh, stager, small, [("I", {"id": 1, "reading": 7, "v": Decimal("1234.56")})])
+    big = _with(small, replace={"reading": "bigint", "v": "numeric(14,4)"})
+    change = [("I", {"id": 2, "reading": 2**40, "v": Decimal("1234567890.1234")})]
+    if target.kind == "redshift":  # ALTER COLUMN TYPE only lengthens VARCHARs there
+        with pytest.raises(IncompatibleSchemaChange, match="reading widened from integer to bigint"):
+            put(wh, stager, big, change)
+        assert rows(wh, small) == [(1, 7, Decimal("1234.56"))]
+        return
+    put(wh, stager, big, change)
+    assert rows(wh, big) == [(1, 7, Decimal("1234.5600")), (2, 2**40, Decimal("1234567890.1234"))]
+
+
+def test_an_incompatible_change_stops_the_table_and_records_why(wh: SqlWarehouse, stager: Stager) -> None:
+    wh.ensure_table(ACCOUNTS)
+    put(wh, stager, ACCOUNTS, [("I", acct(1, "a"))])
+    before = ledger(wh)
+    broken = _with(ACCOUNTS, replace={"note": "integer"})
+    with pytest.raises(IncompatibleSchemaChange, match="column note changed from text to integer"):
+        put(wh, stager, broken, [("U", {"id": 1, "name": "x", "balance": Decimal("1.00"), "note": 5})])
+    assert (rows(wh, ACCOUNTS), ledger(wh)) == ([row(1, "a")], before)
+    (reason,) = wh.schema_errors().values()
+    assert "app.accounts: column note changed from text to integer" in reason
+    put(wh, stager, ACCOUNTS, [("U", acct(1, "fixed"))])  # a batch in the known shape goes on
+    assert rows(wh, ACCOUNTS) == [row(1, "fixed")]
+
+
+@pytest.mark.parametrize("dropped_columns", ["null", "keep"])
+def test_a_column_dropped_at_the_source_stays_in_the_target(
+    wh: SqlWarehouse, stager: Stager, dropped_columns: str
+) -> None:
+    wh.configure({ACCOUNTS.table: TableOptions(dropped_columns=dropped_columns)})
+    wh.ensure_table(ACCOUNTS)
+    put(wh, stager, ACCOUNTS, [("I", acct(1, "a", note="n1")), ("I", acct(2, "b", note="n2"))])
+    without = TableSchema(ACCOUNTS.table, ACCOUNTS.columns[:3], ("id",))
+    put(wh, stager, without, [("U", {"id": 1, "name": "a2", "balance": Decimal("1.00")}),
+                              ("I", {"id": 3, "name": "c", "balance": Decimal("3.00")})])  # fmt: skip
+    kept = "n1" if dropped_columns == "keep" else None
+    assert rows(wh, ACCOUNTS) == [row(1, "a2", "1.00", kept), row(2, "b", note="n2"), row(3, "c", "3.00")]
+
+
+# -- soft deletes ----------------------------------------------------------------------------------------
+
+
+def test_soft_deletes_mark_rows_and_a_later_insert_revives_them(wh: SqlWarehouse, stager: Stager) -> None:
+    wh.configure({ACCOUNTS.table: TableOptions(deletes="soft")})
+    wh.ensure_table(ACCOUNTS)
+    put(wh, stager, ACCOUNTS, [("I", acct(1, "a")), ("I", acct(2, "b")), ("I", acct(3, "c"))])
+    put(wh, stager, ACCOUNTS, [("D", {"id": 1}), ("U", acct(2, "b2")), ("D", {"id": 9})])
+    marks = 'SELECT "id", "name", "_deleted", "_deleted_at" IS NOT NULL FROM "app"."accounts" ORDER BY "id"'
+    assert query(wh, marks) == [(1, "a", True, True), (2, "b2", False, False), (3, "c", False, False)]
+    put(wh, stager, ACCOUNTS, [("I", acct(1, "again")), ("D", {"id": 3})])
+    assert query(wh, marks) == [(1, "again", False, False), (2, "b2", False, False), (3, "c", True, True)]
+
+
+# -- Redshift only: retries ------------------------------------------------------------------------------
+
+
+def test_redshift_retries_an_apply_that_hit_a_serializable_isolation_violation(
+    target: Target, stager: Stager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if target.kind != "redshift":
+        pytest.skip("Redshift-specific: 1023 serializable isolation violation")
+    wh = target.open()
+    assert isinstance(wh, RedshiftWarehouse)
+    wh._retry = RetryPolicy(attempts=3, base_seconds=0.01)
+    wh.setup()
+    wh.ensure_table(ACCOUNTS)
+    real, failures = wh._execute, []
+
+    def flaky(sql: str) -> None:
+        if sql.startswith("MERGE") and len(failures) < 2:
+            failures.append(sql)
+            raise redshift_connector.ProgrammingError(
+                {"S": "ERROR", "C": "XX000", "M": "1023", "D": "Serializable isolation violation on table"}
+            )
+        real(sql)
+
+    monkeypatch.setattr(wh, "_execute", flaky)
+    assert put(wh, stager, ACCOUNTS, [("I", acct(1, "a"))]).applied
+    assert len(failures) == 2
+    assert rows(wh, ACCOUNTS) == [row(1, "a")]
+    assert len(ledger(wh)) == 1
+    wh.close()

@@ -11,12 +11,15 @@ in the three-statement form).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from replicator.model import (
+    COMMIT_TIME_COLUMN,
     OP_COLUMN,
+    POSITION_COLUMN,
     SEQ_COLUMN,
     UNCHANGED_COLUMN,
     Column,
@@ -28,6 +31,8 @@ from replicator.sql.ident import quote_ident, quote_literal, quote_table
 from replicator.types import LogicalType
 from replicator.warehouses.base import STAGING_PREFIX, STATE_SCHEMA
 
+SOFT_DELETED = "_deleted"  # soft-delete columns, added to tables configured with deletes = "soft"
+SOFT_DELETED_AT = "_deleted_at"
 LEDGER = TableId(STATE_SCHEMA, "batches")  # one row per applied batch; its primary key makes replays no-ops
 PROGRESS = TableId(STATE_SCHEMA, "tables")  # one row per target table: what table_states() reads
 
@@ -66,7 +71,8 @@ class Dialect:
     ``types`` maps a LogicalType kind to DDL; ``sized`` overrides it when the type carries a length or a
     precision (``{length}``, ``{precision}``, ``{scale}`` are filled in). ``unconstrained_numeric`` is used
     for ``numeric`` without precision. ``unchanged_test`` is a boolean expression with ``{list}`` (the
-    ``_unchanged`` column) and ``{name}`` (a column name literal).
+    ``_unchanged`` column) and ``{name}`` (a column name literal) or ``{json_item}`` (the literal
+    ``,<name as compact JSON>,``, for engines that keep the list as a JSON document).
     """
 
     name: str
@@ -80,6 +86,16 @@ class Dialect:
     distinct_on: bool = True  # SELECT DISTINCT ON (...) exists; otherwise a row_number() window
     merge_statement: bool = True  # one MERGE; otherwise DELETE + UPDATE + INSERT
     lock_target: str | None = None  # statement taken first in apply, ``{table}`` is the target
+    # -- additive flags (Redshift and schema evolution); the defaults keep DuckDB/PostgreSQL unchanged --
+    varchar_bytes_per_char: int = 0  # >0: VARCHAR/CHAR lengths are bytes: chars x this, capped below
+    varchar_max_bytes: int = 0
+    staging_all_metadata: bool = False  # staging holds every staged column in file order (COPY by position)
+    target_alias: bool = True  # False: the target is named in full (Redshift's MERGE takes no alias)
+    single_when_matched: bool = False  # MERGE allows one unconditional WHEN MATCHED and WHEN NOT MATCHED
+    now: str = "CURRENT_TIMESTAMP"  # the transaction's time, for ledger rows and _deleted_at
+    alter_type: str | None = "ALTER TABLE {table} ALTER COLUMN {column} TYPE {type}"  # None: cannot
+    alter_commits: bool = False  # ALTER ... TYPE commits implicitly: run it outside the merge transaction
+    widen_kinds: frozenset[str] = field(default_factory=frozenset)  # kinds alter_type may widen
 
     # -- types ---------------------------------------------------------------------------------------
 
@@ -88,6 +104,9 @@ class Dialect:
         if t.kind == "numeric" and t.precision is None:
             return self.unconstrained_numeric
         has_size = t.length is not None or t.precision is not None
+        if self.varchar_bytes_per_char and t.kind in ("varchar", "char") and t.length is not None:
+            size = min(t.length * self.varchar_bytes_per_char, self.varchar_max_bytes)
+            return self.sized[t.kind].format(length=size)
         if has_size and t.kind in self.sized:
             return self.sized[t.kind].format(length=t.length, precision=t.precision, scale=t.scale or 0)
         return self.types[t.kind]
@@ -132,14 +151,34 @@ class Dialect:
 
     # -- target and staging tables -------------------------------------------------------------------
 
-    def create_table(self, schema: TableSchema) -> list[str]:
-        """Create the target (and its schema) if missing, with the source's primary key."""
-        cols = self._column_defs(schema.columns, constraints=True)
+    def create_table(
+        self,
+        schema: TableSchema,
+        *,
+        soft_delete: bool = False,
+        column_suffix: Mapping[str, str] | None = None,
+        table_suffix: str = "",
+    ) -> list[str]:
+        """Create the target (and its schema) if missing, with the source's primary key.
+
+        ``soft_delete`` adds ``_deleted``/``_deleted_at``; ``column_suffix`` (column -> text after its
+        type, e.g. an ENCODE clause) and ``table_suffix`` (e.g. DISTKEY/SORTKEY) carry physical layout.
+        """
+        extra = column_suffix or {}
+        cols = [
+            d + (f" {extra[c.name]}" if c.name in extra else "")
+            for c, d in zip(schema.columns, self._column_defs(schema.columns, constraints=True), strict=True)
+        ]
+        if soft_delete:
+            cols += [
+                f"{_q(SOFT_DELETED)} {self.types['boolean']} NOT NULL DEFAULT FALSE",
+                f"{_q(SOFT_DELETED_AT)} {self.types['timestamptz']}",
+            ]
         if schema.primary_key:
             cols.append(f"PRIMARY KEY ({_idents(schema.primary_key)})")
         return [
             f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema.table.schema)}",
-            f"CREATE TABLE IF NOT EXISTS {quote_table(schema.table)} ({', '.join(cols)})",
+            f"CREATE TABLE IF NOT EXISTS {quote_table(schema.table)} ({', '.join(cols)}){table_suffix}",
         ]
 
     def create_staging(self, schema: TableSchema, name: str) -> str:
@@ -150,11 +189,19 @@ class Dialect:
             f"{quote_ident(SEQ_COLUMN)} {self.types['bigint']}",
             f"{quote_ident(UNCHANGED_COLUMN)} {self.text_array}",
         ]
+        if self.staging_all_metadata:  # the staged file's order: _op, _seq, _pos, _commit_time, _unchanged
+            meta[2:2] = [
+                f"{quote_ident(POSITION_COLUMN)} {self.types['text']}",
+                f"{quote_ident(COMMIT_TIME_COLUMN)} {self.types['timestamptz']}",
+            ]
         cols = ", ".join([*self._column_defs(schema.columns, constraints=False), *meta])
         return f"{self.staging_create} {quote_ident(name)} ({cols}){self.staging_suffix}"
 
     def staging_columns(self, schema: TableSchema) -> tuple[str, ...]:
         """Columns of the staging table in order: what a loader must deliver."""
+        if self.staging_all_metadata:
+            return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN,
+                    UNCHANGED_COLUMN)  # fmt: skip
         return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN)
 
     def copy_from_stdin(self, schema: TableSchema, name: str) -> str:
@@ -192,50 +239,95 @@ class Dialect:
             f"SELECT count(*), sum(CASE WHEN {op} = {_DELETE} THEN 1 ELSE 0 END) FROM {quote_ident(source)}"
         )
 
-    def merge(self, schema: TableSchema, source: str, *, unchanged: Sequence[str] = ()) -> list[str]:
+    def merge(
+        self,
+        schema: TableSchema,
+        source: str,
+        *,
+        unchanged: Sequence[str] = (),
+        soft_delete: bool = False,
+        nulls: Sequence[str] = (),
+    ) -> list[str]:
         """Apply a one-row-per-key staging table: delete keys whose change is D, upsert the others.
 
         ``unchanged`` names the columns some row of the batch did not send; for those the update keeps
         the target's value where the row's ``_unchanged`` lists the column. Keeping the CASE off the other
-        columns keeps the common batch (no unchanged TOAST) a plain column copy.
+        columns keeps the common batch (no unchanged TOAST) a plain column copy. ``soft_delete``: a D sets
+        ``_deleted``/``_deleted_at`` instead of removing the row, and an upsert clears them. ``nulls``:
+        target columns the batch lacks (dropped at the source) that an update sets to NULL.
         """
         if not schema.primary_key:
             raise ValueError(f"{schema.table}: a table needs a primary key to be merged")
         target = quote_table(schema.table)
-        on = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in schema.primary_key)
-        op = f"s.{quote_ident(OP_COLUMN)}"
-        keep = set(unchanged)
-        sets = ", ".join(
-            f"{quote_ident(c)} = {self._new_value(c, keep=c in keep)}"
-            for c in schema.column_names
-            if c not in schema.primary_key
-        )
-        cols = _idents(schema.column_names)
-        values = ", ".join(f"s.{quote_ident(c)}" for c in schema.column_names)
-        src = f"{quote_ident(source)} AS s"
+        t = "t" if self.target_alias else target
+        aliased = f"{target} AS t" if self.target_alias else target
+
+        def parts(name: str) -> tuple[str, str, str, str, str, str]:
+            s = "s" if self.target_alias else quote_ident(name)
+            src = f"{quote_ident(name)} AS s" if self.target_alias else quote_ident(name)
+            on = " AND ".join(f"{t}.{quote_ident(k)} = {s}.{quote_ident(k)}" for k in schema.primary_key)
+            sets = [
+                f"{quote_ident(c)} = {self._new_value(c, keep=c in unchanged, t=t, s=s)}"
+                for c in schema.column_names
+                if c not in schema.primary_key
+            ]
+            sets += [f"{quote_ident(c)} = NULL" for c in nulls]
+            values = [f"{s}.{quote_ident(c)}" for c in schema.column_names]
+            if soft_delete:
+                sets += [f"{_q(SOFT_DELETED)} = FALSE", f"{_q(SOFT_DELETED_AT)} = NULL"]
+                values += ["FALSE", "NULL"]
+            return s, src, on, f"{s}.{quote_ident(OP_COLUMN)}", ", ".join(sets), ", ".join(values)
+
+        cols = _idents([*schema.column_names, *((SOFT_DELETED, SOFT_DELETED_AT) if soft_delete else ())])
+        mark = f"{_q(SOFT_DELETED)} = TRUE, {_q(SOFT_DELETED_AT)} = {self.now}"
+        _, src, on, op, sets, values = parts(source)
+        if soft_delete:
+            remove = f"UPDATE {aliased} SET {mark} FROM {src} WHERE {on} AND {op} = {_DELETE}"
+        else:
+            remove = f"DELETE FROM {aliased} USING {src} WHERE {on} AND {op} = {_DELETE}"
+        if self.merge_statement and self.single_when_matched:
+            # Redshift: one unconditional WHEN MATCHED and WHEN NOT MATCHED, a table (not a query) as the
+            # source. So deletes go first, and the upserts are copied into a table of their own.
+            upserts = source + "_u"
+            _, usrc, uon, _, usets, uvalues = parts(upserts)
+            if not usets:  # key-only table: an update that changes nothing keeps the one-clause form
+                k = quote_ident(schema.primary_key[0])
+                usets = f"{k} = {usrc}.{k}"
+            return [
+                remove,
+                f"{self.staging_create} {quote_ident(upserts)}{self.staging_suffix} AS SELECT * FROM"
+                f" {quote_ident(source)} WHERE {quote_ident(OP_COLUMN)} <> {_DELETE}",
+                f"MERGE INTO {target} USING {usrc} ON {uon} WHEN MATCHED THEN UPDATE SET {usets}"
+                f" WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({uvalues})",
+                self.drop_table(upserts),
+            ]
         if self.merge_statement:
-            clauses = [f"WHEN MATCHED AND {op} = {_DELETE} THEN DELETE"]
+            first = f"UPDATE SET {mark}" if soft_delete else "DELETE"
+            clauses = [f"WHEN MATCHED AND {op} = {_DELETE} THEN {first}"]
             if sets:  # a table of key columns only has nothing to update
                 clauses.append(f"WHEN MATCHED THEN UPDATE SET {sets}")
             clauses.append(f"WHEN NOT MATCHED AND {op} <> {_DELETE} THEN INSERT ({cols}) VALUES ({values})")
-            return [f"MERGE INTO {target} AS t USING {src} ON {on} " + " ".join(clauses)]
-        statements = [f"DELETE FROM {target} AS t USING {src} WHERE {on} AND {op} = {_DELETE}"]
+            return [f"MERGE INTO {aliased} USING {src} ON {on} " + " ".join(clauses)]
+        statements = [remove]
         if sets:
-            statements.append(f"UPDATE {target} AS t SET {sets} FROM {src} WHERE {on} AND {op} <> {_DELETE}")
+            statements.append(f"UPDATE {aliased} SET {sets} FROM {src} WHERE {on} AND {op} <> {_DELETE}")
         statements.append(
             f"INSERT INTO {target} ({cols}) SELECT {values} FROM {src} WHERE {op} <> {_DELETE}"
-            f" AND NOT EXISTS (SELECT 1 FROM {target} AS t WHERE {on})"
+            f" AND NOT EXISTS (SELECT 1 FROM {aliased} WHERE {on})"
         )
         return statements
 
-    def _new_value(self, column: str, *, keep: bool) -> str:
-        new = f"s.{quote_ident(column)}"
+    def _new_value(self, column: str, *, keep: bool, t: str = "t", s: str = "s") -> str:
+        new = f"{s}.{quote_ident(column)}"
         if not keep:
             return new
+        item = "," + json.dumps(column, ensure_ascii=False, separators=(",", ":")) + ","
         test = self.unchanged_test.format(
-            list=f"s.{quote_ident(UNCHANGED_COLUMN)}", name=quote_literal(column)
+            list=f"{s}.{quote_ident(UNCHANGED_COLUMN)}",
+            name=quote_literal(column),
+            json_item=quote_literal(item),
         )
-        return f"CASE WHEN {test} THEN t.{quote_ident(column)} ELSE {new} END"
+        return f"CASE WHEN {test} THEN {t}.{quote_ident(column)} ELSE {new} END"
 
     # -- ledger --------------------------------------------------------------------------------------
 
@@ -259,7 +351,7 @@ class Dialect:
                 *(str(int(n)) for n in (m.rows, m.inserts, m.updates, m.deletes)),
                 _timestamp(m.min_commit_time),
                 _timestamp(m.max_commit_time),
-                "CURRENT_TIMESTAMP",
+                self.now,
             ]
         )
         progress = quote_table(PROGRESS)
@@ -273,14 +365,14 @@ class Dialect:
                 f"{_q('batches')} = {_q('batches')} + 1",
                 f"{_q('rows')} = {_q('rows')} + {rows}",
                 f"{_q('last_commit_time')} = COALESCE({commit}, {_q('last_commit_time')})",
-                f"{_q('last_applied_at')} = CURRENT_TIMESTAMP",
+                f"{_q('last_applied_at')} = {self.now}",
             ]
         )
         return [
             f"INSERT INTO {quote_table(LEDGER)} ({names}) VALUES ({values})",
             f"UPDATE {progress} SET {sets} WHERE {where}",
             f"INSERT INTO {progress} ({pnames}) SELECT {schema_}, {name}, {last}, 1, {rows}, {commit},"
-            f" CURRENT_TIMESTAMP WHERE NOT EXISTS (SELECT 1 FROM {progress} WHERE {where})",
+            f" {self.now} WHERE NOT EXISTS (SELECT 1 FROM {progress} WHERE {where})",
         ]
 
     def progress_exists(self) -> str:

@@ -36,6 +36,10 @@ POSTGRES = Dialect(
     unchanged_test="{name} = ANY({list})",
     # Temp tables skip the WAL and ON COMMIT DROP removes them on commit and on rollback alike.
     staging_create="CREATE TEMP TABLE",
+    # ALTER COLUMN TYPE rewrites the table when needed; every widening in replicator.evolution is lossless
+    widen_kinds=frozenset(
+        {"smallint", "integer", "bigint", "numeric", "real", "double", "varchar", "char", "text"}
+    ),
     staging_suffix=" ON COMMIT DROP",
     # Serialises appliers of one table so the ledger check and the merge see the same state; readers
     # (ACCESS SHARE) are not blocked.

@@ -60,5 +60,13 @@ class DuckDBWarehouse(SqlWarehouse):
         """Run a read-only query (tests, admin tooling)."""
         return self._query(sql)
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Another connection to the same database, for another thread (the lease keeper, the admin API):
+        only one process may open the file, so the daemon's side work shares this one."""
+        cursor = self._con.cursor()
+        cursor.execute(f"USE {quote_ident(CATALOG)}")  # a cursor starts in the default catalog
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
     def close(self) -> None:
         self._con.close()

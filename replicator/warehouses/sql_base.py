@@ -9,15 +9,18 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replicator import evolution
+from replicator.catalog import TableOptions
 from replicator.faults import crash_point
 from replicator.model import (
     OP_COLUMN,
@@ -28,6 +31,7 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
+from replicator.policies import ColumnPolicies, target_schema
 from replicator.sql.dialect import Dialect
 from replicator.sql.ident import quote_table
 from replicator.warehouses.base import STAGING_PREFIX, ApplyResult, TableState
@@ -43,6 +47,7 @@ class BatchInfo:
     unique_keys: bool  # every primary key appears once: the reduce step can be skipped
     deletes: int  # rows whose op is D (equals keys deleted when unique_keys)
     unchanged: tuple[str, ...]  # non-key columns some row did not send, in schema order
+    truncate: bool = False  # the batch is one TRUNCATE row (_op 'T'): empty the target, nothing else
 
 
 def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
@@ -58,6 +63,10 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
         raise ValueError(f"{parquet}: staged file of {schema.table} lacks column(s) {missing}")
     t = pq.read_table(parquet, columns=[*schema.primary_key, OP_COLUMN, UNCHANGED_COLUMN])
     ops = t[OP_COLUMN]
+    if t.num_rows == 1 and ops[0].as_py() == "T":
+        # The buffer makes every TRUNCATE a batch of its own: one all-NULL row. Anything else with a 'T'
+        # (a truncate mixed with row changes) is refused below like any unknown op.
+        return BatchInfo(rows=1, unique_keys=True, deletes=0, unchanged=(), truncate=True)
     if ops.null_count or not pc.all(pc.is_in(ops, value_set=_OPS)).as_py():
         raise ValueError(f"{parquet}: {OP_COLUMN} holds values other than I, U, D")
     if any(t[k].null_count for k in schema.primary_key):
@@ -133,16 +142,46 @@ class SqlWarehouse(abc.ABC):
     def add_hook(self, hook: MergeHook) -> None:
         self.hooks = (*self.hooks, hook)
 
+    options: Mapping[TableId, TableOptions] = MappingProxyType({})
+
+    def configure(self, options: Mapping[TableId, TableOptions]) -> None:
+        """Per-table options from schemas/ (deletes, dropped columns, policies, layout)."""
+        self.options = dict(options)
+
+    def _table_options(self, table: TableId) -> TableOptions:
+        return self.options.get(table) or TableOptions()
+
+    def _layout(self, schema: TableSchema, options: TableOptions) -> dict[str, Any]:
+        """Physical layout keywords for ``Dialect.create_table`` (Redshift: DISTKEY, SORTKEY, ENCODE)."""
+        return {}
+
+    def schema_errors(self) -> dict[TableId, str]:
+        """Tables stopped by an incompatible schema change, with the reason (for ``replicator status``)."""
+        return evolution.errors(self)
+
+    def run_statements(self, statements: list[str]) -> None:
+        """Run ``statements`` in one transaction, all or nothing (view DDL and refreshes)."""
+        self._in_transaction(statements)
+
+    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of a query run outside any merge (view state, status)."""
+        return self._query(sql)
+
     # -- the contract ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
         """Create the state schema and tables if missing; drop staging tables a crashed run left behind."""
-        self._in_transaction(self.dialect.setup())
+        self._in_transaction([*self.dialect.setup(), *evolution.setup(self.dialect)])
         leftovers = self._query(self.dialect.list_leftover_staging())
         self._in_transaction([self.dialect.drop_table(TableId(s, n)) for s, n in leftovers])
 
     def ensure_table(self, schema: TableSchema) -> None:
-        self._in_transaction(self.dialect.create_table(schema))
+        """Create the target in the shape its batches will have (column policies applied), and record
+        that shape for schema evolution unless one is recorded already."""
+        opts = self._table_options(schema.table)
+        schema = target_schema(schema, ColumnPolicies(dict(opts.policies)))
+        create = self.dialect.create_table(schema, soft_delete=opts.soft_delete, **self._layout(schema, opts))
+        self._in_transaction([*create, *evolution.record_if_missing(self, schema)])
 
     def apply(self, manifest: Manifest, schema: TableSchema, parquet: Path) -> ApplyResult:
         """Merge one staged batch and record it in the ledger, in one transaction (see ``Warehouse``)."""
@@ -152,6 +191,9 @@ class SqlWarehouse(abc.ABC):
         info = inspect_batch(parquet, schema)
         staging = STAGING_PREFIX + manifest.batch_id
         d = self.dialect
+        opts = self._table_options(schema.table)
+        # DDL first, in its own transaction(s): Redshift's ALTER COLUMN TYPE would commit the merge.
+        nulls = evolution.evolve(self, schema, keep_dropped=opts.dropped_columns == "keep")
         self._begin()
         try:
             if d.lock_target:
@@ -159,6 +201,20 @@ class SqlWarehouse(abc.ABC):
             if self._query(d.ledger_lookup(manifest.batch_id)):
                 self._rollback()
                 return ApplyResult(manifest.batch_id, applied=False, seconds=time.monotonic() - started)
+            if info.truncate:
+                # DELETE, not TRUNCATE: it must commit with the ledger row (Redshift's TRUNCATE commits
+                # implicitly). Merge hooks are not called: they see row changes only.
+                self._execute(f"DELETE FROM {quote_table(schema.table)}")
+                truncated = MergeContext(manifest, schema, "", d, self._execute, self._query)
+                for hook in self.hooks:
+                    # Optional hook capability (views: recompute incremental views from the emptied table).
+                    after_truncate = getattr(hook, "after_truncate", None)
+                    if after_truncate is not None:
+                        after_truncate(truncated)
+                for statement in d.ledger_record(manifest):
+                    self._execute(statement)
+                self._commit()
+                return ApplyResult(manifest.batch_id, applied=True, seconds=time.monotonic() - started)
             self._execute(d.create_staging(schema, staging))
             self._load(schema, staging, parquet)
             source, keys, deletes = staging, info.rows, info.deletes
@@ -169,7 +225,10 @@ class SqlWarehouse(abc.ABC):
             ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
             for hook in self.hooks:
                 hook.before_merge(ctx)
-            for statement in d.merge(schema, source, unchanged=info.unchanged):
+            merge = d.merge(
+                schema, source, unchanged=info.unchanged, soft_delete=opts.soft_delete, nulls=nulls
+            )
+            for statement in merge:
                 self._execute(statement)
             for hook in self.hooks:
                 hook.after_merge(ctx)
