@@ -29,6 +29,20 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="validate the config and connectivity; say what is wrong")
     ck.add_argument("-c", "--config", type=Path, required=True)
 
+    for action, text in (
+        ("pause", "stop merging one table (capture and staging go on); see `tables`"),
+        ("resume", "merge a paused table again, its backlog first"),
+        ("resync", "reload one table from scratch (full load), then stream again"),
+    ):
+        op = sub.add_parser(action, help=text)
+        op.add_argument("-c", "--config", type=Path, required=True)
+        op.add_argument("table", help="schema.table")
+        op.add_argument("--reason", default="", required=action == "pause", help="shown in `tables`")
+
+    tb = sub.add_parser("tables", help="per table: state (active/paused/resyncing), reason, by whom, since")
+    tb.add_argument("-c", "--config", type=Path, required=True)
+    tb.add_argument("--json", action="store_true", help="machine-readable output")
+
     demo = sub.add_parser("demo", help="generate a sample DMS feed and replicate it into DuckDB (no servers)")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default: ./demo)")
     demo.add_argument("--seed", type=int, default=7)
@@ -57,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             return commands.status(cfg, as_json=args.json)
         if args.command == "check":
             return commands.check(cfg)
+        if args.command in ("pause", "resume", "resync"):
+            return commands.table_action(cfg, args.command, args.table, reason=args.reason)
+        if args.command == "tables":
+            return commands.tables(cfg, as_json=args.json)
     except config.ConfigError as exc:
         print(f"replicator: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
 import time
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -29,9 +32,12 @@ def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
     if not once:
         app_mod.install_signal_handlers(stop, cfg.pipeline.shutdown_grace_seconds)
     started = time.monotonic()
-    with app_mod.build(cfg) as app:
-        stats = app.pipeline.run(stop, once=once)
-        errors = dict(app.pipeline.errors)
+    from replicator.daemon import Daemon
+
+    # The daemon wraps the pipeline with the lease, per-table control, health and reconnects.
+    daemon = Daemon(cfg, stop)
+    daemon.run(once=once)
+    stats, errors = daemon.stats, daemon.errors
     log.info(
         "pipeline_stopped",
         seconds=round(time.monotonic() - started, 2),
@@ -53,9 +59,60 @@ def status(cfg: Config, *, as_json: bool) -> int:
     warehouse = app_mod.open_warehouse(cfg, read_only=True)
     try:
         rows = status_mod.collect(list(schemas), Stager(staging, Quarantine(staging)), warehouse)
+        views = status_mod.collect_views(warehouse)
     finally:
         warehouse.close()
-    print(status_mod.to_json(rows) if as_json else status_mod.to_text(rows))
+    control = _control_rows(cfg)
+    if as_json:
+        doc = json.loads(status_mod.to_json(rows))
+        doc["control"] = control
+        doc["views"] = [asdict(v) for v in views]
+        print(json.dumps(doc, indent=2))
+    else:
+        print(status_mod.to_text(rows))
+        print()
+        print(control_format(control))
+        if views:
+            print()
+            print(status_mod.views_to_text(views))
+    return 0
+
+
+def _control_rows(cfg: Config) -> list[dict[str, Any]]:
+    from replicator import operate
+
+    return operate.tables(cfg)
+
+
+def control_format(rows: list[dict[str, Any]]) -> str:
+    from replicator.control import format_tables
+
+    return format_tables(rows)
+
+
+def table_action(cfg: Config, action: str, table: str, *, reason: str) -> int:
+    """``replicator pause|resume|resync TABLE``: through the running daemon, or directly when none runs."""
+    from replicator import operate
+
+    try:
+        row = operate.act(cfg, action, table, reason=reason)
+    except operate.OperateError as exc:
+        print(f"replicator: {exc}", file=sys.stderr)
+        return 1
+    print(control_format([row]))
+    return 0
+
+
+def tables(cfg: Config, *, as_json: bool) -> int:
+    """``replicator tables``: each table's state, reason, who set it and since when, and its backlog."""
+    from replicator import operate
+
+    try:
+        rows = operate.tables(cfg)
+    except operate.OperateError as exc:
+        print(f"replicator: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"tables": rows}, indent=2) if as_json else control_format(rows))
     return 0
 
 
@@ -175,6 +232,27 @@ level = "warning"
 """
 
 
+def _print_demo_views(con: Any) -> None:
+    """The views after the run (kept current by the merges), and the latest day of cash collected."""
+    from replicator.views_refresh import read_status
+
+    views = read_status(lambda sql: con.execute(sql).fetchall())
+    if not views:
+        return
+    print(f"\n{'view':<36} {'mode':<12} {'rows':>6}")
+    for v in views:
+        result = con.execute(f"SELECT count(*) FROM {quote_table(TableId.parse(v.view))}").fetchone()
+        print(f"{v.view:<36} {v.mode:<12} {result[0] if result else 0:>6}")
+    cash = quote_table(TableId("reporting", "daily_cash_collected"))
+    if any(v.view == "reporting.daily_cash_collected" for v in views):
+        latest = con.execute(
+            f"SELECT practice_id, paid_on, cash_collected, payments FROM {cash}"
+            f" WHERE paid_on = (SELECT max(paid_on) FROM {cash}) ORDER BY practice_id"
+        ).fetchall()
+        for practice, day, amount, n in latest:
+            print(f"  cash collected on {day} by practice {practice}: {amount} ({n} payments)")
+
+
 def _print_demo_summary(cfg: Config, seconds: float) -> None:
     import duckdb
 
@@ -194,6 +272,7 @@ def _print_demo_summary(cfg: Config, seconds: float) -> None:
             count = result[0] if result else 0
             lag = "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}"
             print(f"{r.table:<24} {count:>8} {r.applied_rows:>16} {lag:>8}")
+        _print_demo_views(con)
     finally:
         con.close()
     quarantined = Quarantine(staging).items()

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from replicator.model import TableId
 from replicator.stage import Stager
 from replicator.warehouses.base import Warehouse
+
+if TYPE_CHECKING:
+    from replicator.views_refresh import ViewStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +29,13 @@ class TableStatus:
     lag_seconds: (
         float | None
     )  # commit of the last applied change -> now while a backlog waits, else -> applied
+    error: str | None = None  # why merging this table is stopped (an incompatible schema change)
 
 
 def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list[TableStatus]:
     states = warehouse.table_states()
+    schema_errors = getattr(warehouse, "schema_errors", None)  # SQL warehouses keep them in the warehouse
+    errors: dict[TableId, str] = schema_errors() if schema_errors is not None else {}
     now = datetime.now(UTC)
     out = []
     for table in sorted(set(tables) | set(states)):
@@ -51,9 +58,37 @@ def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list
                 last_commit_time=st.last_commit_time.isoformat() if st and st.last_commit_time else None,
                 last_applied_at=st.last_applied_at.isoformat() if st and st.last_applied_at else None,
                 lag_seconds=round(lag, 3) if lag is not None else None,
+                error=errors.get(table),
             )
         )
     return out
+
+
+def collect_views(warehouse: Warehouse) -> list[ViewStatus]:
+    """Each view's mode (incremental or how it is refreshed) and staleness, from the warehouse's records."""
+    from replicator.views_refresh import read_status
+    from replicator.warehouses.sql_base import SqlWarehouse
+
+    return read_status(warehouse.fetch) if isinstance(warehouse, SqlWarehouse) else []
+
+
+def views_to_text(views: list[ViewStatus]) -> str:
+    headers = ["view", "mode", "refresh", "last refresh", "stale s", "note"]
+    body = [
+        [
+            v.view,
+            v.mode if v.mode == "incremental" else f"{v.mode} ({v.reason})" if v.reason else v.mode,
+            v.policy or "-",
+            (v.refreshed_at or "-")[:19],
+            f"{v.stale_seconds:.1f}",
+            v.note or "",
+        ]
+        for v in views
+    ]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
+    return "\n".join(lines)
 
 
 def to_json(rows: list[TableStatus]) -> str:
@@ -77,6 +112,7 @@ def to_text(rows: list[TableStatus]) -> str:
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
+    lines += [f"STOPPED {r.table}: {r.error}" for r in rows if r.error]
     return "\n".join(lines)
 
 

@@ -38,3 +38,36 @@ QUARANTINED = Counter(
     "replicator_quarantined_total", "Files or rows set aside as unreadable, by reason", ["table", "reason"]
 )
 ERRORS = Counter("replicator_errors_total", "Errors by pipeline stage and kind", ["stage", "kind"])
+
+# -- operations (issue 7): control, lease, source lag, views, admin API ----------------------------------
+REFRESH_SECONDS = Histogram("replicator_refresh_duration_seconds", "Time to refresh one view", ["view"])
+# Set by the view refresh (issue 6), like LAG_SECONDS for tables; the deploy dashboard and alerts read it.
+VIEW_STALENESS_SECONDS = Gauge(
+    "replicator_view_staleness_seconds",
+    "Source commit time of the newest change a view reflects, to the end of its last refresh", ["view"],
+)  # fmt: skip
+SOURCE_LAG_SECONDS = Gauge(
+    "replicator_source_lag_seconds",
+    "Age of the oldest source change not yet staged (DMS: the oldest unconsumed file)", ["table"],
+)  # fmt: skip
+SOURCE_LAG_BYTES = Gauge(
+    "replicator_source_lag_bytes", "Source WAL not yet confirmed (PostgreSQL: slot lag)", ["slot"]
+)
+# PostgreSQL source (issue 4): commit at the source to the end of staging, for the last fully staged txn.
+SOURCE_COMMIT_TO_STAGED_SECONDS = Gauge(
+    "replicator_source_commit_to_staged_seconds",
+    "Source commit time to durably staged, for the last transaction fully staged", ["slot"],
+)  # fmt: skip
+PAUSED_TABLES = Gauge("replicator_paused_tables", "Tables whose merge is paused (or waiting for a resync)")
+TABLE_STATE = Gauge("replicator_table_state", "1 for the control state each table is in", ["table", "state"])
+LEASE_HELD = Gauge("replicator_lease_held", "1 while this process holds the single-writer lease", ["scope"])
+ROUNDS = Counter("replicator_rounds_total", "Completed capture-and-merge rounds of the daemon loop")
+ADMIN_REQUESTS = Counter(
+    "replicator_admin_requests_total", "Admin API requests by action and outcome", ["action", "result"]
+)
+# Views (issue 6): staleness and duration are VIEW_STALENESS_SECONDS and REFRESH_SECONDS above.
+VIEW_REFRESHES = Counter(
+    "replicator_view_refreshes_total",
+    "View refreshes by mode (incremental, recompute, full, concurrent; on Redshift what Redshift did)",
+    ["view", "mode"],
+)  # fmt: skip
