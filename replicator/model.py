@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+import pyarrow as pa
 
 from replicator.types import LogicalType, parse_type
 
@@ -129,6 +131,42 @@ class SchemaChange:
     table: TableId
     schema: TableSchema
     position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeChunk:
+    """Consecutive changes of one table as Arrow columns: what columnar sources (DMS files) yield.
+
+    ``data`` holds the schema's columns by name as wire text (``string``, null for SQL NULL), then
+    ``_op`` (``I``/``U``/``D``, never ``T``), ``_pos`` (``Position.value``, strictly increasing) and
+    ``_commit_time`` (timestamp us UTC, may be null). A chunk means exactly the changes ``change(i)`` gives,
+    in order, without unchanged columns; it is never empty. The buffer and stage keep it columnar.
+    """
+
+    table: TableId
+    schema: TableSchema
+    data: pa.Table
+
+    def __len__(self) -> int:
+        return int(self.data.num_rows)
+
+    @property
+    def first(self) -> Position:
+        return Position(self.data.column(POSITION_COLUMN)[0].as_py())
+
+    @property
+    def last(self) -> Position:
+        return Position(self.data.column(POSITION_COLUMN)[-1].as_py())
+
+    def change(self, i: int) -> Change:
+        """Row ``i`` as a ``Change`` (slow; for fallbacks, policies and quarantine notes)."""
+        row = self.data.slice(i, 1).to_pylist()[0]
+        values = tuple(row.get(c.name) for c in self.schema.columns)
+        return Change(self.table, Op(row[OP_COLUMN]), values, Position(row[POSITION_COLUMN]),
+                      row[COMMIT_TIME_COLUMN])  # fmt: skip
+
+    def changes(self) -> Iterator[Change]:
+        return (self.change(i) for i in range(len(self)))
 
 
 def batch_id(table: TableId, first: Position, last: Position) -> str:

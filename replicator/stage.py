@@ -15,15 +15,17 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
+from replicator.buffer import ChunkedChanges
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -32,6 +34,7 @@ from replicator.model import (
     UNCHANGED_COLUMN,
     Batch,
     Change,
+    ChangeChunk,
     Manifest,
     Op,
     Position,
@@ -39,6 +42,8 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
+from replicator.policies import ColumnPolicies
+from replicator.policies import apply as apply_policies
 from replicator.quarantine import Quarantine
 from replicator.store import ObjectStore
 from replicator.types import text_to_arrow
@@ -62,14 +67,32 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
 
 @dataclass(frozen=True, slots=True)
 class RejectedRow:
-    index: int
+    index: int  # of the change in its batch
     change: Change
     column: str
     detail: str
 
 
+class BatchRejected(Exception):
+    """The batch holds a value that does not parse and the caller chose to stop: nothing was written."""
+
+    def __init__(self, row: RejectedRow) -> None:
+        super().__init__(row.detail)
+        self.row = row
+
+
+# The text form of a batch: the table's columns as wire text, then op, position and commit time.
+_META_TEXT = [
+    pa.field(OP_COLUMN, pa.string()),
+    pa.field(POSITION_COLUMN, pa.string()),
+    pa.field(COMMIT_TIME_COLUMN, pa.timestamp("us", tz="UTC")),
+]
+
+
 def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
     """Build the staged Arrow table; rows whose values do not parse as their types are returned apart."""
+    if isinstance(batch.changes, ChunkedChanges) and _columnar(batch.schema, batch.changes):
+        return _build_columnar(batch.schema, batch.changes)
     changes = list(batch.changes)
     if changes[0].op is Op.TRUNCATE:
         # A truncate carries no row; stage one all-NULL row whose _op says 'T'.
@@ -84,6 +107,76 @@ def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
         except _BadValue as bad:
             rejected.append(RejectedRow(bad.row, changes[bad.row], bad.column, bad.detail))
             del changes[bad.row]
+
+
+def _columnar(schema: TableSchema, changes: ChunkedChanges) -> bool:
+    """Rows and chunks can be staged column-wise (no unchanged columns to fill, every row full width)."""
+    width = len(schema.columns)
+    return not any(
+        isinstance(p, Change) and (p.unchanged or len(p.values) != width or p.op is Op.TRUNCATE)
+        for p in changes.parts
+    )
+
+
+def _build_columnar(schema: TableSchema, changes: ChunkedChanges) -> tuple[pa.Table, list[RejectedRow]]:
+    text = _text_table(schema, changes.parts)
+    original = pa.array(range(text.num_rows), pa.int64())  # row -> index in the batch, as rows go
+    rejected: list[RejectedRow] = []
+    while True:
+        try:
+            return _typed(schema, text), rejected
+        except _BadValue as bad:
+            index = original[bad.row].as_py()
+            rejected.append(RejectedRow(index, changes[index], bad.column, bad.detail))
+            text = pa.concat_tables([text.slice(0, bad.row), text.slice(bad.row + 1)])
+            original = pa.concat_arrays([original.slice(0, bad.row), original.slice(bad.row + 1)])
+
+
+def _text_schema(schema: TableSchema) -> pa.Schema:
+    return pa.schema([pa.field(c.name, pa.string()) for c in schema.columns] + _META_TEXT)
+
+
+def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> pa.Table:
+    """Rows and chunks as one text table (rows transposed per run, chunks taken as they are)."""
+    target = _text_schema(schema)
+    tables: list[pa.Table] = []
+    run: list[Change] = []
+    for p in [*parts, None]:
+        if isinstance(p, Change):
+            run.append(p)
+            continue
+        if run:
+            columns = [pa.array(list(v), pa.string()) for v in zip(*(c.values for c in run), strict=True)]
+            columns.append(pa.array([c.op.value for c in run], pa.string()))
+            columns.append(pa.array([c.position.value for c in run], pa.string()))
+            columns.append(pa.array([c.commit_time for c in run], pa.timestamp("us", tz="UTC")))
+            tables.append(pa.Table.from_arrays(columns, schema=target))
+            run = []
+        if p is not None:
+            data = p.data
+            n = data.num_rows
+            names = set(data.column_names)
+            columns = [
+                data.column(f.name).cast(f.type) if f.name in names else pa.nulls(n, f.type) for f in target
+            ]
+            tables.append(pa.Table.from_arrays(columns, schema=target))
+    return pa.concat_tables(tables)
+
+
+def _typed(schema: TableSchema, text: pa.Table) -> pa.Table:
+    n = text.num_rows
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for col in schema.columns:
+        try:
+            arrays.append(text_to_arrow(text.column(col.name), col.type))
+        except ValueError as exc:
+            raise _BadValue(_row_of(str(exc)), col.name, f"column {col.name}: {exc}") from None
+    arrays.append(text.column(OP_COLUMN))
+    arrays.append(pa.array(range(n), pa.int64()))
+    arrays.append(text.column(POSITION_COLUMN))
+    arrays.append(text.column(COMMIT_TIME_COLUMN))
+    arrays.append(pa.nulls(n, pa.list_(pa.string())))
+    return pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
 
 
 class _BadValue(Exception):
@@ -153,6 +246,10 @@ def _fill_unchanged_from_earlier(schema: TableSchema, changes: list[Change]) -> 
     return out
 
 
+def _counts(ops: pa.ChunkedArray) -> dict[str, int]:
+    return {str(v["values"]): int(v["counts"]) for v in pc.value_counts(ops).to_pylist()}
+
+
 def table_prefix(table: TableId) -> str:
     return f"{BATCHES}{table}/"
 
@@ -160,44 +257,59 @@ def table_prefix(table: TableId) -> str:
 class Stager:
     """Writes batches to the staging store and lists what is staged but not yet applied."""
 
-    def __init__(self, store: ObjectStore, quarantine: Quarantine) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        quarantine: Quarantine,
+        policies: Mapping[TableId, ColumnPolicies] | None = None,
+    ) -> None:
         self.store = store
         self.quarantine = quarantine
+        self.policies = dict(policies or {})
 
-    def stage(self, batch: Batch) -> Manifest:
-        """Write ``batch`` durably. When this returns, the source may be told its positions are done."""
+    def stage(self, batch: Batch, *, keep: Callable[[RejectedRow], bool] | None = None) -> Manifest:
+        """Write ``batch`` durably. When this returns, the source may be told its positions are done.
+
+        A row whose value does not parse as its type is quarantined; ``keep(row)`` (default: always True)
+        says whether the batch goes on without it. When it says False, nothing is written and
+        ``BatchRejected`` is raised (the row is in the quarantine either way).
+        """
         started = time.perf_counter()
+        # Column policies first: a dropped, nulled or hashed value never reaches Arrow, Parquet or the store.
+        batch = apply_policies(batch, self.policies.get(batch.table))
         table, rejected = batch_to_arrow(batch)
         for r in rejected:
             self.quarantine.put(
                 table=str(batch.table),
-                source=f"batch {batch.id} position {r.change.position}",
+                source=f"{batch.table} position {r.change.position}",
                 reason="type_mismatch",
                 detail=r.detail,
                 data=json.dumps({"op": r.change.op.value, "values": list(r.change.values)}).encode(),
                 row=r.index,
             )
+            if keep is not None and not keep(r):
+                raise BatchRejected(r)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd", compression_level=1, write_statistics=False)
         data = sink.getvalue()
         base = f"{table_prefix(batch.table)}{batch.first.value.encode().hex()}-{batch.id}"
-        ops = table.column(OP_COLUMN).to_pylist() if table.num_rows else []
-        times = [c.commit_time for c in batch.changes if c.commit_time is not None]
+        ops = _counts(table.column(OP_COLUMN))
+        times = pc.min_max(table.column(COMMIT_TIME_COLUMN)).as_py() if table.num_rows else {}
         manifest = Manifest(
             table=batch.table,
             batch_id=batch.id,
             first=batch.first,
             last=batch.last,
             rows=table.num_rows,
-            inserts=ops.count("I"),
-            updates=ops.count("U"),
-            deletes=ops.count("D"),
+            inserts=ops.get("I", 0),
+            updates=ops.get("U", 0),
+            deletes=ops.get("D", 0),
             bytes=len(data),
             data_key=base + ".parquet",
             columns=tuple((c.name, str(c.type)) for c in batch.schema.columns),
             primary_key=batch.schema.primary_key,
-            min_commit_time=min(times) if times else None,
-            max_commit_time=max(times) if times else None,
+            min_commit_time=times.get("min"),
+            max_commit_time=times.get("max"),
             staged_at=datetime.now(UTC),
         )
         self.store.put(manifest.data_key, data)

@@ -109,13 +109,17 @@ _TRUE = ["t", "true", "1", "y", "yes", "on"]
 _FALSE = ["f", "false", "0", "n", "no", "off"]
 
 
-def text_to_arrow(values: list[str | None], t: LogicalType) -> pa.Array:
-    """Turn a column of wire text into a typed Arrow array in bulk.
+def text_to_arrow(values: list[str | None] | pa.Array | pa.ChunkedArray, t: LogicalType) -> pa.Array:
+    """Turn a column of wire text (a list, or an Arrow string array) into a typed Arrow array in bulk.
 
     Raises ``ValueError`` naming the first row (0-based) whose text does not parse as ``t``, so the caller
     can quarantine exactly that row.
     """
-    text = pa.array(values, type=pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    text = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
+    if text.type != pa.string():
+        text = text.cast(pa.string())
     target = t.arrow
     if pa.types.is_string(target):
         return text
@@ -124,7 +128,7 @@ def text_to_arrow(values: list[str | None], t: LogicalType) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass
     # Bulk cast failed: find the first offending value so the error names it.
-    for i, v in enumerate(values):
+    for i, v in enumerate(text.to_pylist()):
         if v is None:
             continue
         try:

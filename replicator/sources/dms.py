@@ -1,14 +1,24 @@
 """The DMS source: files that AWS DMS writes to an S3 target (or a local folder with the same layout).
 
+Formats (``DmsOptions``, named as the DMS endpoint settings): CSV (``dms_csv``) and Parquet
+(``dms_parquet``); naming, date partitions and the op column (``dms_layout``); PreserveTransactions feeds
+(``dms_txn``); S3 event hints (``dms_events``).
+
+Bad input goes to the quarantine with its file, row and reason. Per table the policy is ``stop`` (default:
+the table stops at the bad row or file, ``problems()`` says why, and ``resume(table, "retry"|"skip")`` is the
+operator's decision) or ``quarantine`` (the row or file is set aside and the table goes on). A file that
+sorts before one already read always stops its table (``out_of_order``): it is never applied out of order.
+
 Layout under the store's root (the DMS BucketFolder): ``schema/table/LOAD00000001.csv`` ... (full load,
 hex counter) and ``schema/table/20141029-1134010000.csv`` ... (CDC, named by time). Per table we read all
 full-load files in name order, then all CDC files in name order, rows in file order.
 
 Positions (``Position.value``): ``<phase>/<name> <row>``, e.g. ``1/LOAD00000001.csv 0000000042`` and
-``2/20141029-1134010000.csv 0000000001``. Phase ``1`` (full load) sorts before ``2`` (CDC); the name is the
-key below the table's folder, so names sort as the store lists them; the space ends the name and is lower
-than any character a name may hold, so a name that is a prefix of another (``x.csv`` / ``x.csv.gz``) sorts
-first, as listed; rows are zero-padded to a fixed width. Names holding a character at or below the space
+``2/20141029-1134010000.csv 0000000001`` (names as ``dms_layout.Naming`` makes them). Phase ``1`` (full
+load) sorts before ``2`` (CDC); the name is the key below the table's folder, so names sort as the store
+lists them; the space ends the name and is lower than any character a name may hold, so a name that is a
+prefix of another (``x.csv`` / ``x.csv.gz``) sorts first, as listed; rows are zero-padded to a fixed width.
+Names holding a character at or below the space
 cannot be encoded and are quarantined (``bad_file_name``).
 
 Progress (the ``state`` store, ``_state/dms/<schema>.<table>.json``, written atomically)::
@@ -21,7 +31,9 @@ Progress (the ``state`` store, ``_state/dms/<schema>.<table>.json``, written ato
 is the file after it, whose first ``rows`` rows are acknowledged. Listing starts at the oldest remembered
 file of each phase (``start_after``), so it stays cheap however many files the table has, while a late file
 that lands among recently consumed ones is still seen: it is not in ``done``, sorts before the progress
-point, and is set aside as ``out_of_order`` rather than applied out of order.
+point, and stops the table as ``out_of_order`` rather than being applied out of order. With the stop
+policy the doc also holds ``"stopped": {"reason", "file", "row", "detail", "since"}`` and ``"skipped":
+{file id: [rows the operator let go, 0 = the whole file]}``.
 """
 
 from __future__ import annotations
@@ -33,39 +45,31 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import structlog
 
-from replicator.model import Change, Position, TableId, TableSchema
+from replicator.model import Change, ChangeChunk, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.quarantine import Quarantine
-from replicator.sources.dms_csv import BadFile, BadRow, CsvLayout, decode_csv
+from replicator.sources.dms_arrow import decode_csv_columnar
+from replicator.sources.dms_csv import BadFile, BadRow, CsvLayout
+from replicator.sources.dms_events import EventHints, quarantine_unknown_tables
+from replicator.sources.dms_layout import CDC, LOAD, DmsOptions, Naming, is_parquet
+from replicator.sources.dms_parquet import decode_parquet
 from replicator.store import LocalStore, ObjectStore
+
+__all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 
 log = structlog.get_logger(__name__)
 
 STATE_PREFIX = "_state/dms/"
-LOAD, CDC = "1", "2"
-
-
-@dataclass(frozen=True, slots=True)
-class DmsOptions:
-    """How the DMS endpoint writes its files; field names follow the DMS S3 endpoint settings."""
-
-    include_op_for_full_load: bool = False
-    timestamp_column_name: str | None = None  # None or "": no timestamp column
-    csv_null_value: str = "NULL"
-    add_column_name: bool = False  # a header row naming the columns starts every file
-    compression: Literal["none", "gzip"] = "none"  # files ending in .gz are gunzipped either way
-    # Not DMS settings: how many consumed files per phase to remember for late-file detection (the
-    # listing window), and how often to look for folders of tables we do not replicate.
-    recent_files: int = 100
-    discovery_interval_seconds: float = 300.0
+_DEFAULTS = DmsOptions()  # frozen: one shared default is safe
+Action = Literal["retry", "skip"]
 
 
 def encode_position(file_id: str, row: int) -> Position:
@@ -96,10 +100,17 @@ class _Table:
     runs: list[_Run] = field(default_factory=list)
     frontier: tuple[str, int, bool] | None = None  # furthest (file, row, complete) read or acked
     acked: str = ""  # last acknowledged Position.value
+    stopped: dict[str, Any] | None = None  # persisted: why the table waits for an operator
+    skipped: dict[str, list[int]] = field(default_factory=dict)  # persisted: bad rows the operator let go
+    epoch: int = 0  # bumped when the in-memory cursor is rewound to the acknowledged point
 
     @property
     def key(self) -> str:
         return f"{STATE_PREFIX}{self.schema.table.schema}.{self.schema.table.name}.json"
+
+    def load_done(self) -> bool:
+        """Every full-load file seen so far is read and nothing stops the table (CDC may follow)."""
+        return self.stopped is None and not any(r.file_id < CDC and not r.complete for r in self.runs)
 
 
 class DmsSource:
@@ -112,12 +123,14 @@ class DmsSource:
         *,
         state: ObjectStore,
         quarantine: Quarantine,
-        options: DmsOptions = DmsOptions(),  # frozen: one shared default is safe
+        options: DmsOptions = _DEFAULTS,
+        sqs_client: Any = None,
     ) -> None:
         self.store = store
         self.state = state
         self.quarantine = quarantine
         self.options = options
+        self.naming = Naming(options)
         self._tables: dict[TableId, _Table] = {}
         for tid, schema in sorted(tables.items()):
             t = _Table(schema, f"{tid.schema}/{tid.name}/")
@@ -125,18 +138,27 @@ class DmsSource:
             self._tables[tid] = t
         self._next_discovery = 0.0
         self._tmp = tempfile.TemporaryDirectory(prefix="replicator-dms-")
+        self.events = EventHints(options.sqs_queue_url, sqs_client) if options.sqs_queue_url else None
+        self._txn: Any = None
+        if options.preserve_transactions:
+            from replicator.sources.dms_txn import TxnFeed
+
+            self._txn = TxnFeed(self)
 
     # -- Source -------------------------------------------------------------------------------------------
 
     def schemas(self) -> Sequence[TableSchema]:
         return [t.schema for t in self._tables.values()]
 
-    def read(self) -> Iterator[Change]:
+    def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
         """Changes after what was read before in this process (after the acknowledged point on start)."""
         if time.monotonic() >= self._next_discovery:
-            self._quarantine_unknown_tables()
+            skip = {self.options.cdc_path.strip("/").split("/")[0]} if self._txn else set()
+            quarantine_unknown_tables(self.store, self.state, self.quarantine, set(self._tables), skip)
             self._next_discovery = time.monotonic() + self.options.discovery_interval_seconds
         for tid, t in self._tables.items():
+            if t.stopped is not None:
+                continue
             try:
                 yield from self._read_table(t)
             except Exception as exc:
@@ -146,6 +168,8 @@ class DmsSource:
                 log.error(
                     "dms_read_failed", table=str(tid), error=f"{type(exc).__name__}: {exc}", exc_info=True
                 )
+        if self._txn is not None:
+            yield from self._txn.read()
 
     def ack(self, positions: Mapping[TableId, Position]) -> None:
         """Record that every change of each table up to its position is staged; persist it. Idempotent."""
@@ -164,7 +188,7 @@ class DmsSource:
                 if run.complete and row >= run.last_yielded:
                     consumed.append(t.runs.pop(0).file_id)
                     t.partial = None
-                    # Files after it that gave nothing (empty, or all rows quarantined) need no ack.
+                    # Files after it that gave nothing (all rows quarantined) need no ack.
                     while t.runs and t.runs[0].complete and t.runs[0].last_yielded == 0:
                         consumed.append(t.runs.pop(0).file_id)
             elif t.done and file_id <= t.done[-1]:
@@ -173,86 +197,211 @@ class DmsSource:
             if t.frontier is None or (file_id, row) > t.frontier[:2]:
                 t.frontier = (file_id, row, t.partial is None)
             self._save(t)
+        if self._txn is not None:
+            self._txn.acked()
 
     def close(self) -> None:
         self._tmp.cleanup()
 
+    def resync(self, table: TableId) -> None:
+        """``Resyncable``: forget what was read and acknowledged of ``table`` (persisted at once), so the
+        next ``read`` starts again at its first full-load file and then its CDC files."""
+        old = self._tables[table]
+        self._tables[table] = fresh = _Table(old.schema, old.prefix)
+        self._save(fresh)
+
+    # -- operator -----------------------------------------------------------------------------------------
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Tables (and the shared transaction feed) stopped until an operator decides, with the reason."""
+        out = [{"table": str(tid), **t.stopped} for tid, t in self._tables.items() if t.stopped is not None]
+        if self._txn is not None and self._txn.stopped is not None:
+            out.append({"table": "*", **self._txn.stopped})
+        return out
+
+    def resume(self, table: TableId | None, action: Action) -> None:
+        """The operator's decision for a stopped table (``None``: the transaction feed).
+
+        ``retry`` reads the file again from the stop (after the file was fixed or replaced in place);
+        ``skip`` leaves the bad row or file in the quarantine and goes on after it. Both are persisted.
+        """
+        if table is None:
+            self._txn.resume(action)
+            return
+        t = self._tables[table]
+        if t.stopped is None:
+            return
+        if action == "skip":
+            t.skipped.setdefault(t.stopped["file"], []).append(t.stopped["row"] or 0)
+        log.info("dms_table_resumed", table=str(table), action=action, file=t.stopped["file"])
+        t.stopped = None
+        self._save(t)
+
+    def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool:
+        """``Stoppable``: bad input found after the source (a value that does not parse as its type).
+
+        With the table's policy ``quarantine``, or when the operator chose ``skip`` for exactly this row,
+        returns False (the row is set aside and the table goes on). Otherwise the table stops like any other
+        bad input here (``problems()``, ``resume``) and its cursor goes back to the acknowledged point, so
+        that after the operator's decision everything after it is read again; returns True.
+        """
+        t = self._tables.get(table)
+        if t is None:
+            return False
+        file_id, row = decode_position(position)
+        if self._tolerated(t, file_id, row):
+            return False
+        name = file_id[2:]
+        txn = self._txn is not None and name.startswith("CDC_TXN")
+        key = self._txn.prefix + name if txn else t.prefix + self.naming.name(file_id)
+        self._rewind(t)
+        self._stop(t, reason, file_id, key, row, detail)
+        return True
+
+    def _rewind(self, t: _Table) -> None:
+        """Forget what was read of ``t`` after its acknowledged point (as a restart would)."""
+        t.epoch += 1
+        t.runs = []
+        t.frontier = None
+        if t.partial:
+            t.frontier = (t.partial[0], t.partial[1], False)
+        elif t.done:
+            t.frontier = (t.done[-1], 0, True)
+
     # -- reading ------------------------------------------------------------------------------------------
 
-    def _read_table(self, t: _Table) -> Iterator[Change]:
-        bound = log.bind(table=str(t.schema.table))
-        for file_id, key in self._new_files(t, bound):
-            run = self._run(t, file_id)
-            skip = t.frontier[1] if t.frontier and t.frontier[0] == file_id else 0
-            has_op = file_id.startswith(CDC) or self.options.include_op_for_full_load
-            layout = CsvLayout(
-                t.schema.table, t.schema, self.options.csv_null_value, self.options.add_column_name,
-                self.options.timestamp_column_name or None,
-            )  # fmt: skip
-            last: Change | None = None
-            last_bad = 0
-            with self._open(key) as stream:
-                try:
-                    for item in decode_csv(
-                        stream, layout, position_prefix=f"{file_id} ", has_op=has_op, skip=skip
-                    ):
-                        if isinstance(item, BadRow):
-                            self._quarantine_row(t, key, item)
-                            last_bad = item.row
-                            continue
-                        last = item
+    def _read_table(self, t: _Table) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        for file_id, key in self._new_files(t):
+            if t.stopped is not None:
+                return
+            yield from self.read_file(t, file_id, key)
+
+    def read_file(self, t: _Table, file_id: str, key: str) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        """Yield one file's changes after the table's cursor; quarantine bad input by the table's policy."""
+        run = self._run(t, file_id)
+        skip = t.frontier[1] if t.frontier and t.frontier[0] == file_id else 0
+        last: Position | None = None
+        passed = 0  # last bad row let go
+        epoch = t.epoch
+        try:
+            for item in self._decode(t, file_id, key, skip):
+                if isinstance(item, (Change, ChangeChunk)):
+                    last = item.position if isinstance(item, Change) else item.last
+                    yield item
+                    if t.epoch != epoch:
+                        return  # stopped downstream (stop_table): the cursor was rewound
+                elif isinstance(item, SchemaChange):
+                    if item.schema != t.schema:
+                        t.schema = item.schema
                         yield item
-                except BadFile as exc:
-                    self._quarantine_file(t, key, exc.reason, exc.detail)
-                except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                    # A corrupt or truncated gzip: the rows before the damage went on, the rest cannot.
-                    self._quarantine_file(t, key, "bad_compression", f"{type(exc).__name__}: {exc}")
-                finally:
-                    # The cursor follows what was handed out, also when the consumer stops early (the
-                    # generator is closed at its yield): the next read() goes on right after it.
-                    row = decode_position(last.position)[1] if last is not None else 0
-                    run.last_yielded = max(run.last_yielded, row)
-                    if max(row, last_bad):
-                        t.frontier = (file_id, max(row, last_bad), False)
-            run.complete = True
-            row = t.frontier[1] if t.frontier and t.frontier[0] == file_id else 0
-            t.frontier = (file_id, row, True)
-            if run.last_yielded == 0 and t.runs and t.runs[0] is run:
-                # Nothing yielded and nothing before it is waiting for an ack: consumed right away, so
-                # an empty file never holds the table's progress back.
-                bound.info("dms_file_empty", file=key)
-                t.runs.pop(0)
-                t.partial = None
+                else:
+                    self._quarantine_row(t, key, item)
+                    if not self._tolerated(t, file_id, item.row):
+                        self._stop(t, item.reason, file_id, key, item.row, item.detail)
+                        return
+                    passed = item.row
+        except BadFile as exc:
+            if not self._bad_file(t, file_id, key, exc.reason, exc.detail):
+                return
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            # A corrupt or truncated gzip: the rows before the damage went on, the rest cannot.
+            if not self._bad_file(t, file_id, key, "bad_compression", f"{type(exc).__name__}: {exc}"):
+                return
+        finally:
+            # The cursor follows what was handed out, also when the consumer stops early (the generator is
+            # closed at its yield): the next read() goes on right after it.
+            if t.epoch == epoch:
+                row = decode_position(last)[1] if last is not None else 0
+                run.last_yielded = max(run.last_yielded, row)
+                row = max(row, passed)
+                if row and (t.frontier is None or (file_id, row) > t.frontier[:2]):
+                    t.frontier = (file_id, row, False)
+        run.complete = True
+        row = t.frontier[1] if t.frontier and t.frontier[0] == file_id else 0
+        t.frontier = (file_id, row, True)
+        if run.last_yielded == 0 and t.runs and t.runs[0] is run:
+            # Nothing yielded and nothing before it is waiting for an ack: consumed right away.
+            t.runs.pop(0)
+            t.partial = None
+            self._mark_done(t, [file_id])
+            self._save(t)
+
+    def _decode(
+        self, t: _Table, file_id: str, key: str, skip: int
+    ) -> Iterator[Change | BadRow | SchemaChange | ChangeChunk]:
+        has_op, default_op = self.options.op_mode(file_id[0])
+        tid = t.schema.table
+        prefix = f"{file_id} "
+        with self._local(key) as path:
+            if path.stat().st_size == 0:
+                raise BadFile("empty_file", "the file has no bytes (DMS never writes an empty file)")
+            if is_parquet(key, self.options):
+                yield from decode_parquet(
+                    path, tid, t.schema, position_prefix=prefix, has_op=has_op, default_op=default_op,
+                    timestamp_column=self.options.timestamp_column_name or None, skip=skip,
+                )  # fmt: skip
+                return
+            with open(path, "rb") as f:
+                magic = f.read(2)
+            gz = key.endswith(".gz") or magic == b"\x1f\x8b"  # CompressionType=GZIP, whatever the name
+            with ExitStack() as files:
+
+                def open_stream() -> IO[bytes]:
+                    f = files.enter_context(open(path, "rb"))
+                    if not gz:
+                        return f
+                    z: IO[bytes] = files.enter_context(gzip.GzipFile(fileobj=f, mode="rb"))  # type: ignore[arg-type]
+                    return z
+
+                yield from decode_csv_columnar(
+                    open_stream, self.csv_layout(t), position_prefix=prefix, has_op=has_op,
+                    default_op=default_op, skip=skip,
+                )  # fmt: skip
+
+    def csv_layout(self, t: _Table) -> CsvLayout:
+        o = self.options
+        return CsvLayout(
+            t.schema.table, t.schema, o.csv_null_value, o.add_column_name, o.timestamp_column_name or None,
+            o.csv_delimiter, o.csv_row_delimiter, o.rfc_4180,
+            o.csv_no_sup_value if o.use_csv_no_sup_value else None,
+        )  # fmt: skip
+
+    def _new_files(self, t: _Table) -> list[tuple[str, str]]:
+        """Files to read now, in read order. A late file stops the table (see the module docstring)."""
+        found: dict[str, str] = {}
+        known = set(t.done) | {r.file_id for r in t.runs if r.complete}
+        oldest = {p: next((d for d in t.done if d[0] == p), None) for p in (LOAD, CDC)}
+        starts = {self._start_after(t, oldest[LOAD] or oldest[CDC])}
+        starts.add(self._start_after(t, oldest[CDC]) if self.naming.key_order_is_time else None)
+        for after in starts:
+            for info in self.store.list(t.prefix, start_after=after):
+                name = info.key[len(t.prefix) :]
+                file_id = self.naming.file_id(name)
+                floor = oldest[file_id[0]]
+                if file_id in known or (floor is not None and file_id < floor):
+                    continue  # consumed (below the remembered window: consumed long ago)
+                found[file_id] = info.key
+        out: list[tuple[str, str]] = []
+        for file_id, key in sorted(found.items()):
+            if any(c <= " " for c in key):
+                self._quarantine_file(t, key, "bad_file_name", "name holds a space or control character")
                 self._mark_done(t, [file_id])
                 self._save(t)
-
-    def _new_files(self, t: _Table, bound: structlog.typing.FilteringBoundLogger) -> list[tuple[str, str]]:
-        """Files to read now, in read order; late files are set aside here."""
-        out: list[tuple[str, str]] = []
-        known = set(t.done) | {r.file_id for r in t.runs if r.complete}
-        for phase, sub in ((LOAD, "LOAD"), (CDC, "")):
-            oldest = next((d for d in t.done if d.startswith(phase)), None)
-            after = t.prefix + oldest[2:] if oldest else None
-            for info in self.store.list(t.prefix + sub, start_after=after):
-                name = info.key[len(t.prefix) :]
-                if (phase == CDC) == name.startswith("LOAD"):
+            elif t.frontier is not None and file_id < t.frontier[0]:
+                if 0 in t.skipped.get(file_id, ()):
+                    self._mark_done(t, [file_id])  # the operator chose to leave it set aside
+                    self._save(t)
                     continue
-                file_id = f"{phase}/{name}"
-                if file_id in known:
-                    continue
-                if any(c <= " " for c in name):
-                    self._set_aside(
-                        t, file_id, info.key, "bad_file_name", "name holds a space or control character"
-                    )
-                elif t.frontier is not None and file_id < t.frontier[0]:
-                    self._set_aside(
-                        t, file_id, info.key, "out_of_order",
-                        f"sorts before {t.frontier[0]!r}, which is already read; not applied out of order",
-                    )  # fmt: skip
-                    bound.error("dms_file_out_of_order", file=info.key, progress=t.frontier[0])
-                else:
-                    out.append((file_id, info.key))
+                detail = f"sorts before {t.frontier[0]!r}, which is already read; not applied out of order"
+                self._quarantine_file(t, key, "out_of_order", detail)
+                self._stop(t, "out_of_order", file_id, key, None, detail)
+                return out
+            else:
+                out.append((file_id, key))
         return out
+
+    def _start_after(self, t: _Table, file_id: str | None) -> str | None:
+        return t.prefix + self.naming.name(file_id) if file_id else None
 
     def _run(self, t: _Table, file_id: str) -> _Run:
         for r in t.runs:
@@ -263,24 +412,44 @@ class DmsSource:
         return run
 
     @contextmanager
-    def _open(self, key: str) -> Iterator[IO[bytes]]:
-        """A binary stream of the object, never all of it in memory (S3: via a temporary file)."""
+    def _local(self, key: str) -> Iterator[Path]:
+        """A local file with the object's bytes, never all of them in memory (S3: a temporary file)."""
         if isinstance(self.store, LocalStore):
-            f: IO[bytes] = open(self.store.root / key, "rb")  # noqa: SIM115 - closed below
-        else:
-            path = Path(self._tmp.name) / "object"
-            self.store.download(key, path)
-            f = open(path, "rb")  # noqa: SIM115
+            yield self.store.root / key
+            return
+        path = Path(self._tmp.name) / "object"
+        self.store.download(key, path)
         try:
-            if self.options.compression == "gzip" or key.endswith(".gz"):
-                with gzip.GzipFile(fileobj=f, mode="rb") as g:
-                    yield g  # type: ignore[misc]
-            else:
-                yield f
+            yield path
         finally:
-            f.close()
+            path.unlink(missing_ok=True)
 
     # -- bad input ----------------------------------------------------------------------------------------
+
+    def _tolerated(self, t: _Table, file_id: str, row: int) -> bool:
+        let_go = t.skipped.get(file_id, ())
+        return self.options.policy(t.schema.table) == "quarantine" or row in let_go or 0 in let_go
+
+    def _bad_file(self, t: _Table, file_id: str, key: str, reason: str, detail: str) -> bool:
+        """Quarantine a file that cannot be read (further); True when the table goes on."""
+        self._quarantine_file(t, key, reason, detail)
+        if self._tolerated(t, file_id, 0):
+            return True
+        self._stop(t, reason, file_id, key, None, detail)
+        return False
+
+    def _stop(self, t: _Table, reason: str, file_id: str, key: str, row: int | None, detail: str) -> None:  # noqa: PLR0917
+        t.stopped = {
+            "reason": reason, "file": file_id, "source": self.store.uri(key), "row": row, "detail": detail,
+            "since": datetime.now(UTC).isoformat(), "actions": ["retry", "skip"],
+        }  # fmt: skip
+        metrics.ERRORS.labels(stage="source", kind=reason).inc()
+        log.error(
+            "dms_table_stopped", table=str(t.schema.table), file=key, row=row, reason=reason, detail=detail,
+            todo="fix or replace the file and resume with 'retry', or resume with 'skip' to leave it in the "
+            "quarantine; other tables go on",
+        )  # fmt: skip
+        self._save(t)
 
     def _quarantine_row(self, t: _Table, key: str, bad: BadRow) -> None:
         self.quarantine.put(
@@ -294,65 +463,13 @@ class DmsSource:
             detail=f"{t.schema.table} {key}: {detail}",
         )  # fmt: skip
 
-    def _set_aside(self, t: _Table, file_id: str, key: str, reason: str, detail: str) -> None:
-        """Note a file that must not be read, once: it is remembered as handled."""
-        metrics.ERRORS.labels(stage="source", kind=reason).inc()
-        self.quarantine.put(
-            table=str(t.schema.table), source=self.store.uri(key), reason=reason, detail=f"{key}: {detail}"
-        )
-        self._mark_done(t, [file_id])
-        self._save(t)
-
-    def _quarantine_unknown_tables(self) -> None:
-        """Note each file of a folder that is no table of ours, once (cursor per folder in the state)."""
-        after: str | None = None
-        while True:
-            first = next(iter(self.store.list("", start_after=after)), None)
-            if first is None:
-                return
-            parts = first.key.split("/")
-            if parts[0].startswith("_") and len(parts) > 1:
-                after = parts[0] + "0"  # our own state/quarantine sharing the root: skip the folder
-                continue
-            if len(parts) < 3:
-                after = first.key  # a stray key outside any table folder
-                continue
-            schema, name = parts[0], parts[1]
-            after = f"{schema}/{name}0"  # "/" < "0": the first key past this folder
-            if TableId(schema, name) in self._tables:
-                continue
-            self._quarantine_folder(schema, name)
-
-    def _quarantine_folder(self, schema: str, name: str) -> None:
-        # One cursor per phase: full-load names sort after CDC names, so one cursor over both would miss
-        # CDC files written after the full load.
-        key = f"{STATE_PREFIX}_unknown/{schema}.{name}.json"
-        try:
-            through: dict[str, str] = json.loads(self.state.get(key))["through"]
-        except KeyError:
-            through = {}
-        prefix = f"{schema}/{name}/"
-        moved = dict(through)
-        for phase, sub in ((LOAD, "LOAD"), (CDC, "")):
-            for info in self.store.list(prefix + sub, start_after=through.get(phase)):
-                if (phase == CDC) == info.key[len(prefix) :].startswith("LOAD"):
-                    continue
-                self.quarantine.put(
-                    table=f"{schema}.{name}",
-                    source=self.store.uri(info.key),
-                    reason="unknown_table",
-                    detail=f"{info.key}: {schema}.{name} is not in the schemas folder; add it to replicate",
-                )
-                moved[phase] = info.key
-        if moved != through:
-            self.state.put(key, json.dumps({"version": 1, "through": moved}).encode())
-
     # -- state --------------------------------------------------------------------------------------------
 
     def _mark_done(self, t: _Table, file_ids: list[str]) -> None:
         for f in file_ids:
             if f not in t.done:
                 bisect.insort(t.done, f)
+            t.skipped.pop(f, None)
         for phase in (LOAD, CDC):
             mine = [d for d in t.done if d.startswith(phase)]
             for old in mine[: max(0, len(mine) - self.options.recent_files)]:
@@ -366,6 +483,8 @@ class DmsSource:
         t.done = sorted(doc["done"])
         p = doc.get("partial")
         t.partial = (p["file"], int(p["rows"])) if p else None
+        t.stopped = doc.get("stopped")
+        t.skipped = {k: list(v) for k, v in doc.get("skipped", {}).items()}
         if t.partial:
             t.frontier = (t.partial[0], t.partial[1], False)
             t.acked = encode_position(*t.partial).value
@@ -378,6 +497,8 @@ class DmsSource:
             "table": str(t.schema.table),
             "done": t.done,
             "partial": {"file": t.partial[0], "rows": t.partial[1]} if t.partial else None,
+            "stopped": t.stopped,
+            "skipped": t.skipped,
             "updated_at": datetime.now(UTC).isoformat(),
         }
         self.state.put(t.key, json.dumps(doc, indent=1).encode())
