@@ -135,6 +135,27 @@ ensure_venv() {
     echo "$hash $want" >"$stamp"
 }
 
+# ensure_checkov: checkov (IaC scanner for deploy/, tests/test_deploy.py) in its own venv, .venv-checkov: its
+# pinned dependencies (an older boto3, networkx, packaging) would clash with the project's dev extra.
+CHECKOV_VERSION=3.3.30
+ensure_checkov() {
+    local venv="$REPO_ROOT/.venv-checkov" py
+    section "checkov ($venv)"
+    if [[ -x "$venv/bin/checkov" ]] && [[ "$("$venv/bin/checkov" --version 2>/dev/null)" == "$CHECKOV_VERSION" ]]; then
+        note "checkov $CHECKOV_VERSION: present"
+        return 0
+    fi
+    py="$(find_python)" || die "need Python >= 3.11 as python3.11 or python3"
+    rm -rf "$venv"
+    "$py" -m venv "$venv" || die "could not create $venv"
+    note "pip install checkov==$CHECKOV_VERSION (about 300 MB, a minute)"
+    if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION" 2>&1 |
+        { grep -v 'is ignored: it is neither a file nor a directory' || true; }; then
+        die "pip install checkov failed"
+    fi
+    [[ -x "$venv/bin/checkov" ]] || die "checkov installed but $venv/bin/checkov is missing"
+}
+
 # ---------------------------------------------------------------------------------------------------------
 # Services: a throwaway PostgreSQL 15 cluster and moto's S3 server, both on 127.0.0.1 free ports.
 # All state lives in one directory (SVC_DIR); DIR/env holds the exports for it.

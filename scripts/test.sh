@@ -12,6 +12,7 @@ cd "$REPO_ROOT"
 t_start=$SECONDS
 ensure_system_packages
 ensure_venv dev
+ensure_checkov
 
 run_lint
 
