@@ -58,6 +58,27 @@ class DmsConfig:
     timestamp_column_name: str = ""
     csv_null_value: str = "NULL"
     add_column_name: bool = False
+    data_format: Literal["csv", "parquet"] = "csv"
+    parquet_version: Literal["parquet-1-0", "parquet-2-0"] = "parquet-1-0"  # both are read alike
+    compression_type: Literal["none", "gzip", "NONE", "GZIP"] = "none"
+    csv_delimiter: str = ","
+    csv_row_delimiter: str = "\n"
+    rfc_4180: bool = True
+    cdc_inserts_only: bool = False
+    cdc_inserts_and_updates: bool = False
+    use_csv_no_sup_value: bool = False
+    csv_no_sup_value: str = ""
+    date_partition_enabled: bool = False
+    date_partition_sequence: Literal["YYYYMMDD", "YYYYMMDDHH", "YYYYMM", "MMYYYYDD", "DDMMYYYY"] = "YYYYMMDD"
+    date_partition_delimiter: Literal["SLASH", "UNDERSCORE", "DASH", "NONE"] = "SLASH"
+    preserve_transactions: bool = False
+    cdc_path: str = ""
+    # Not DMS settings: what bad input does to its table ("stop" until an operator decides, or
+    # "quarantine" the row/file and go on), per-table overrides ("dbo.a=quarantine,dbo.b=stop"), and an SQS
+    # queue of S3 event notifications used only as a hint to look sooner.
+    bad_input_policy: Literal["stop", "quarantine"] = "stop"
+    bad_input_policy_tables: str = ""
+    sqs_queue_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +111,15 @@ class SqlServerSourceConfig:
     password_file: str = ""
     poll_interval_seconds: float = 1.0
     net_changes: bool = False
+    # When a poll finds nothing, the wait doubles from poll_interval_seconds up to this.
+    max_poll_interval_seconds: float = 30.0
+    page_rows: int = 10_000  # rows per query: bounds memory however large the backlog
+    # "schema.table=capture_instance, ..." for tables whose capture instance is not <schema>_<table>.
+    capture_instances: str = ""
+    check_capture_job: bool = True  # false where no SQL Server Agent runs the capture (e.g. Azure SQL)
+    server_time_zone: str = "UTC"  # IANA zone of the server clock: CDC commit times are server local time
+    initial_load: bool = True  # load each table's current rows before its changes
+    login_timeout_seconds: int = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +145,7 @@ class S3Config:
 
 @dataclass(frozen=True, slots=True)
 class WarehouseConfig:
-    kind: Literal["duckdb", "postgres"] = "duckdb"
+    kind: Literal["duckdb", "postgres", "redshift"] = "duckdb"
     path: str = "demo/warehouse.duckdb"  # duckdb only
     host: str = "127.0.0.1"
     port: int = 5432
@@ -126,6 +156,20 @@ class WarehouseConfig:
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     sslrootcert: str = ""
     connect_timeout_seconds: int = 10
+    # redshift only (port 5439, sslmode other than "disable" means TLS):
+    auth: Literal["password", "iam"] = "password"  # iam: temporary credentials from the task role
+    cluster_identifier: str = ""  # iam, provisioned cluster
+    workgroup: str = ""  # iam, Serverless workgroup
+    region: str = ""  # iam and COPY; empty: the [s3] region
+    iam_role: str = ""  # role ARN Redshift assumes to read staged Parquet (COPY ... IAM_ROLE)
+
+
+@dataclass(frozen=True, slots=True)
+class PoliciesConfig:
+    """Column policies (schemas/ ``[policies]``): the HMAC key of ``hash``, a secret."""
+
+    hmac_key: Secret | None = None  # REPLICATOR__POLICIES__HMAC_KEY or hmac_key_file
+    hmac_key_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +194,22 @@ class HttpConfig:
     port: int = 9100  # 0: no HTTP server
     admin_token: Secret | None = None  # REPLICATOR__HTTP__ADMIN_TOKEN or admin_token_file
     admin_token_file: str = ""
+    # /readyz answers 503 when the daemon loop has not completed a round for this long (a hung merge, a
+    # source that blocks): ECS and load balancers then see the task as unhealthy.
+    ready_stall_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseConfig:
+    """The single-writer lease: a row in the warehouse's ``_replicator.leases``, one per scope.
+
+    Tasks sharing a scope take turns (one merges, the others wait); tasks that replicate disjoint table sets
+    use different scopes and run side by side.
+    """
+
+    scope: str = "default"
+    ttl_seconds: float = 15.0  # a holder that stops renewing loses the lease after this long
+    renew_interval_seconds: float = 3.0  # well below ttl: a few missed renewals are survivable
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +228,13 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     log: LogConfig = field(default_factory=LogConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
+    policies: PoliciesConfig = field(default_factory=PoliciesConfig)
     schemas: str = "schemas"  # folder with table definitions
     base_dir: str = "."  # relative paths in the file are resolved against the file's folder
 
 
-SECRET_KEYS = frozenset({"password", "admin_token"})
+SECRET_KEYS = frozenset({"password", "admin_token", "hmac_key"})
 
 T = TypeVar("T")
 
@@ -323,8 +385,22 @@ def validate(cfg: Config) -> list[str]:
         problems.append("batch.max_bytes: expected at least 1024")
     if cfg.warehouse.kind == "postgres" and not cfg.warehouse.host:
         problems.append("warehouse.host: required when warehouse.kind = 'postgres'")
+    if cfg.warehouse.kind == "redshift":
+        wh = cfg.warehouse
+        if not cfg.staging.path.startswith("s3://"):
+            problems.append("staging.path: Redshift COPYs staged batches from S3 (s3://bucket/prefix)")
+        if not wh.iam_role:
+            problems.append("warehouse.iam_role: required for redshift (the role COPY uses to read staging)")
+        if wh.auth == "iam" and not (wh.cluster_identifier or wh.workgroup):
+            problems.append("warehouse.cluster_identifier or warehouse.workgroup: required with auth = 'iam'")
+        if wh.auth == "password" and not wh.host:
+            problems.append("warehouse.host: required for redshift with auth = 'password'")
     if not cfg.source.path:
         problems.append("source.path: required (a folder or s3://bucket/prefix)")
     if not cfg.staging.path:
         problems.append("staging.path: required (a folder or s3://bucket/prefix)")
+    if cfg.lease.renew_interval_seconds * 2 > cfg.lease.ttl_seconds:
+        problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
+    if not cfg.lease.scope:
+        problems.append("lease.scope: required (a name shared by the tasks that take turns)")
     return problems

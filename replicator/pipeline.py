@@ -21,18 +21,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pyarrow.compute as pc
 import structlog
 
 from replicator.buffer import Buffer
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.faults import crash_point
-from replicator.model import Batch, Manifest, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.model import (
+    OP_COLUMN,
+    Batch,
+    ChangeChunk,
+    Manifest,
+    Op,
+    Position,
+    SchemaChange,
+    TableId,
+    TableSchema,
+)
 from replicator.obs import metrics
-from replicator.sources.base import Source
-from replicator.stage import Stager
+from replicator.sources.base import Source, Stoppable
+from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.store import LocalStore
 from replicator.warehouses.base import Warehouse
+
+if TYPE_CHECKING:
+    from replicator.views_refresh import ViewRefresher
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +73,11 @@ class Pipeline:
         schemas: Mapping[TableId, TableSchema],
         batch: BatchConfig,
         settings: PipelineConfig,
+        views: ViewRefresher | None = None,
     ) -> None:
         self.source = source
+        self.views = views  # refreshes views after merges; None when there are none
+        self._changed: set[TableId] = set()  # tables with batches applied since the last view refresh
         self.stager = stager
         self.warehouse = warehouse
         self.schemas = dict(schemas)
@@ -68,6 +86,12 @@ class Pipeline:
         self.stats = RunStats()
         self.errors: dict[TableId, str] = {}
         self._buffer: Buffer | None = None
+        self._halted: set[TableId] = set()  # tables the source stopped during this capture round
+        # Tables whose merge is held back (paused, or waiting for a resync); capture and staging go on.
+        # Changed by the daemon and its admin API under ``merge_gate``, which each apply holds, so once a
+        # pause returns no further batch of that table commits.
+        self.paused: set[TableId] = set()
+        self.merge_gate = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -76,6 +100,8 @@ class Pipeline:
         self.warehouse.setup()
         for schema in self.schemas.values():
             self.warehouse.ensure_table(schema)
+        if self.views is not None:
+            self.views.start()
         seen: dict[TableId, Position] = {}
         for table, state in self.warehouse.table_states().items():
             if state.applied_through is not None:
@@ -108,6 +134,7 @@ class Pipeline:
             if stop.is_set():
                 break
             self.merge_all(stop)
+            self.refresh_views(flush=once and captured == 0)
             if once and captured == 0:
                 break
             if not once:
@@ -120,18 +147,38 @@ class Pipeline:
         assert buffer is not None, "start() first"
         n = 0
         last_merge = time.monotonic()
+        already_staged: dict[TableId, Position] = {}
+        self._halted = set()
+        check_at = 1024
         for change in self.source.read():
+            if change.table in self._halted:
+                continue  # stopped for bad input this round: the source yields it again once resumed
             if isinstance(change, SchemaChange):
                 for batch in buffer.set_schema(change):
                     self._stage(batch)
                 self.schemas[change.table] = change.schema
                 log.info("schema_changed", table=str(change.table), columns=list(change.schema.column_names))
                 continue
-            n += 1
-            metrics.CHANGES_CAPTURED.labels(table=str(change.table), op=_OP_LABEL[change.op]).inc()
-            for batch in buffer.add(change):
+            dropped = buffer.dropped
+            if isinstance(change, ChangeChunk):
+                n += len(change)
+                _count_chunk(change)
+                batches = buffer.add_chunk(change)
+            else:
+                n += 1
+                metrics.CHANGES_CAPTURED.labels(table=str(change.table), op=_OP_LABEL[change.op]).inc()
+                batches = buffer.add(change)
+            for batch in batches:
                 self._stage(batch)
-            if n % 1024 == 0:
+            if buffer.dropped != dropped and buffer.dropped_through is not None:
+                # Staged before a restart: acknowledge it anyway (in bulk below), or a source that waits
+                # for every yielded change (PostgreSQL's flush position) would wait for it forever.
+                already_staged[change.table] = buffer.dropped_through
+            if n >= check_at:
+                check_at = n + 1024
+                if already_staged:
+                    self.source.ack(already_staged)
+                    already_staged = {}
                 for batch in buffer.due():
                     self._stage(batch)
                 if stop.is_set():
@@ -141,6 +188,8 @@ class Pipeline:
                 if time.monotonic() - last_merge >= self.settings.merge_interval_seconds:
                     self.merge_all(stop)
                     last_merge = time.monotonic()
+        if already_staged:
+            self.source.ack(already_staged)
         if stop.is_set():
             return n
         # The source has caught up: holding changes back now would only add latency.
@@ -150,8 +199,20 @@ class Pipeline:
         return n
 
     def _stage(self, batch: Batch) -> None:
+        if batch.table in self._halted:
+            return
         bound = log.bind(table=str(batch.table), batch_id=batch.id)
-        manifest = self.stager.stage(batch)
+        try:
+            manifest = self.stager.stage(batch, keep=self._keep_rejected)
+        except BatchRejected as exc:
+            # The source stopped the table (its bad-input policy): nothing of this batch is staged or
+            # acknowledged, and the buffer forgets it, so the source's re-read after the operator's
+            # decision is taken in full.
+            assert self._buffer is not None
+            self._buffer.rewind(batch)
+            self._halted.add(batch.table)
+            bound.error("batch_rejected", position=str(exc.row.change.position), detail=exc.row.detail)
+            return
         crash_point("after_stage")
         self.source.ack({batch.table: batch.last})
         self.stats.staged_batches += 1
@@ -163,11 +224,25 @@ class Pipeline:
             last=str(batch.last),
         )
 
+    def _keep_rejected(self, row: RejectedRow) -> bool:
+        """A value that does not parse: the source's policy decides (sources without one go on)."""
+        if not isinstance(self.source, Stoppable):
+            return True
+        stopped = self.source.stop_table(
+            row.change.table, reason="type_mismatch", position=row.change.position, detail=row.detail
+        )
+        return not stopped
+
     def merge_all(self, stop: threading.Event | None = None) -> None:
         """Apply every staged batch, table by table, oldest first. A failing table does not stop others."""
         for table in sorted(self.schemas):
             if stop is not None and stop.is_set():
                 return
+            if table in self.paused:
+                # Paused: the backlog keeps growing and is reported, nothing is applied.
+                backlog = sum(1 for _ in self.stager.pending(table))
+                metrics.BACKLOG_BATCHES.labels(table=str(table)).set(backlog)
+                continue
             try:
                 self.merge_table(table, stop)
                 self.errors.pop(table, None)
@@ -184,11 +259,38 @@ class Pipeline:
         for i, manifest in enumerate(pending):
             if stop is not None and stop.is_set():
                 break
-            # The batch's own shape, not the catalog's: it may have been staged before or after a change.
-            self._apply(manifest, manifest.schema())
+            with self.merge_gate:
+                if table in self.paused:
+                    break
+                # The batch's own shape, not the catalog's: it may have been staged before or after a change.
+                self._apply(manifest, manifest.schema())
             applied += 1
             metrics.BACKLOG_BATCHES.labels(table=str(table)).set(len(pending) - i - 1)
         return applied
+
+    def refresh_views(self, *, flush: bool = False) -> None:
+        """Refresh the views that read tables changed since the last call (as their policies allow; all
+        dirty ones with ``flush``). A view error is logged and counted; it never stops the merges."""
+        if self.views is None:
+            return
+        changed, self._changed = self._changed, set()
+        try:
+            self.views.after_merges(changed, blocked=self.paused | set(self.errors), flush=flush)
+        except Exception as exc:
+            metrics.ERRORS.labels(stage="view", kind=type(exc).__name__).inc()
+            log.error("view_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def forget(self, table: TableId) -> int:
+        """For a resync: drop ``table``'s staged, unapplied batches and the buffer's memory of what was
+        staged, so the source's fresh full load is staged from scratch. Call between rounds only (the buffer
+        holds nothing then). Returns the number of batches dropped."""
+        dropped = 0
+        for manifest in list(self.stager.pending(table)):
+            self.stager.remove(manifest)
+            dropped += 1
+        if self._buffer is not None:
+            self._buffer.seen_through.pop(table, None)
+        return dropped
 
     def _apply(self, manifest: Manifest, schema: TableSchema) -> None:
         name = str(manifest.table)
@@ -208,6 +310,7 @@ class Pipeline:
         metrics.MERGE_SECONDS.labels(table=name).observe(seconds)
         if result.applied:
             self.stats.applied_batches += 1
+            self._changed.add(manifest.table)
             metrics.BATCHES_MERGED.labels(table=name, result="applied").inc()
             for op, count in (
                 ("insert", manifest.inserts),
@@ -230,3 +333,9 @@ class Pipeline:
             self.stats.skipped_batches += 1
             metrics.BATCHES_MERGED.labels(table=name, result="skipped").inc()
             bound.info("batch_already_applied", last=str(manifest.last))
+
+
+def _count_chunk(chunk: ChangeChunk) -> None:
+    for item in pc.value_counts(chunk.data.column(OP_COLUMN)).to_pylist():
+        label = _OP_LABEL[Op(item["values"])]
+        metrics.CHANGES_CAPTURED.labels(table=str(chunk.table), op=label).inc(item["counts"])

@@ -46,7 +46,7 @@ def test_wrong_type_names_the_key_and_expected_value(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"batch\.max_rows: expected an integer, got 'many'"):
         config.load(write(tmp_path, '[batch]\nmax_rows = "many"\n'), environ={})
     with pytest.raises(
-        ConfigError, match=r"warehouse\.kind: expected one of 'duckdb', 'postgres', got 'oracle'"
+        ConfigError, match=r"warehouse\.kind: expected one of 'duckdb', 'postgres', 'redshift', got 'oracle'"
     ):
         config.load(write(tmp_path, ""), environ={"REPLICATOR__WAREHOUSE__KIND": "oracle"})
     with pytest.raises(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from replicator.model import Change, Position, SchemaChange, TableId, TableSchema
+from replicator.model import Change, ChangeChunk, Position, SchemaChange, TableId, TableSchema
 
 
 class Source(Protocol):
@@ -19,6 +19,8 @@ class Source(Protocol):
     - ``ack`` is called only after every change of each named table up to and including its position is
       durable in staging. The source persists it so a restart resumes right after it. It must be idempotent.
     - A ``SchemaChange`` comes before the first change of a table that uses the new shape.
+    - A ``ChangeChunk`` stands for its rows' changes, in order (columnar sources yield chunks for speed;
+      rows and chunks of one table may alternate). Positions rise across both alike.
     - Bad input never stops other tables: it goes to the quarantine with its reason.
     """
 
@@ -26,8 +28,37 @@ class Source(Protocol):
         """The tables this source replicates, as currently known."""
         ...
 
-    def read(self) -> Iterator[Change | SchemaChange]: ...
+    def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]: ...
 
     def ack(self, positions: Mapping[TableId, Position]) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Resyncable(Protocol):
+    """A source that can start one table over (``replicator resync TABLE``). Optional capability.
+
+    Contract: ``resync(table)`` forgets everything read and acknowledged of ``table`` and persists that at
+    once; the next ``read`` yields a fresh full copy of the table (DMS: its LOAD files again; PostgreSQL: a
+    new snapshot, as inserts) followed by its changes after that copy, with positions that sort after
+    nothing already staged for it. It is called between reads, after the pipeline dropped the table's staged
+    but unapplied batches, and before the warehouse empties the target; other tables are not affected.
+    """
+
+    def resync(self, table: TableId) -> None: ...
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """A source that applies its bad-input policy to bad input found after it (optional capability).
+
+    The stage finds values that do not parse as their declared type; the pipeline then calls
+    ``stop_table``. Contract: returns False when the table's policy lets the row go (``quarantine``, or the
+    operator chose to skip exactly that row): the stage quarantines it and goes on. Returns True when the
+    table stops: the source persists the reason (shown with its other stops), yields nothing more of the
+    table, and forgets what it yielded of it after the last acknowledged position, so that once the
+    operator resumes it yields those changes again. The pipeline then stages nothing of the batch.
+    """
+
+    def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool: ...

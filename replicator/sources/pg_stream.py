@@ -1,0 +1,314 @@
+"""The replication connection: slot and publication set-up, pre-flight checks, the message stream, feedback.
+
+Feedback contract: the server is told ``flush_lsn`` = what the source says is durably staged (``confirm``),
+never more. psycopg2 answers keepalive requests itself with the last values given to ``send_feedback``;
+besides that a status update goes out every ``status_interval`` seconds while ``messages`` is iterated, so
+the walsender never times out while the pipeline is reading. Between two ``read`` calls (while the pipeline
+merges) nothing is sent: a merge longer than the server's ``wal_sender_timeout`` costs a reconnect, which
+``messages`` does by itself with backoff and jitter, resuming from the confirmed position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import select
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import structlog
+
+from replicator.model import TableId
+from replicator.sources.pgoutput import lsn_text, parse_lsn
+from replicator.sql.ident import quote_ident, quote_table
+
+log = structlog.get_logger(__name__)
+
+
+class SourceSetupError(RuntimeError):
+    """The source database is not ready for logical replication; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableCheck:
+    table: TableId
+    replica_identity: str  # default | nothing | full | index
+    has_primary_key: bool
+
+    @property
+    def insert_only(self) -> bool:
+        """Updates and deletes cannot be identified: PostgreSQL refuses them, so only inserts arrive."""
+        return self.replica_identity == "nothing" or (
+            self.replica_identity == "default" and not self.has_primary_key
+        )
+
+
+_IDENT = {"d": "default", "n": "nothing", "f": "full", "i": "index"}
+
+
+def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableId]) -> list[TableCheck]:
+    """Check wal_level, the replication privilege, table access and replica identity; raise with the fix."""
+    with conn.cursor() as cur:
+        cur.execute("SHOW wal_level")
+        row = cur.fetchone()
+        if row is None or row[0] != "logical":
+            raise SourceSetupError(
+                f"wal_level is {row[0] if row else '?'}, logical replication needs wal_level=logical "
+                "(RDS/Aurora: set rds.logical_replication=1 in the parameter group and reboot)"
+            )
+        cur.execute(
+            "SELECT rolsuper OR rolreplication OR pg_has_role(current_user, 'rds_replication', 'member') "
+            "FROM pg_roles WHERE rolname = current_user"
+            if _role_exists(cur, "rds_replication")
+            else "SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user"
+        )
+        row = cur.fetchone()
+        if not row or not row[0]:
+            raise SourceSetupError(
+                "the source user may not replicate: ALTER ROLE <user> REPLICATION "
+                "(RDS/Aurora: GRANT rds_replication TO <user>)"
+            )
+        checks: list[TableCheck] = []
+        for t in tables:
+            cur.execute(
+                "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
+                "AND i.indisprimary), has_table_privilege(c.oid, 'SELECT') FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                (t.schema, t.name),
+            )
+            found = cur.fetchone()
+            if found is None:
+                raise SourceSetupError(f"source table {t} does not exist (or is not visible to the user)")
+            ident, has_pk, can_select = found
+            if not can_select:
+                raise SourceSetupError(f"the source user cannot read {t}: GRANT SELECT ON {t} TO <user>")
+            check = TableCheck(t, _IDENT.get(ident, ident), bool(has_pk))
+            if check.insert_only:
+                log.warning(
+                    "source_table_insert_only",
+                    table=str(t),
+                    replica_identity=check.replica_identity,
+                    detail="no primary key and no replica identity: updates and deletes cannot be "
+                    "replicated (PostgreSQL rejects them); ALTER TABLE ... REPLICA IDENTITY FULL to fix",
+                )
+            checks.append(check)
+    return checks
+
+
+def _role_exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+    return cur.fetchone() is not None
+
+
+def ensure_publication(
+    conn: psycopg2.extensions.connection, name: str, tables: Sequence[TableId], *, create: bool
+) -> None:
+    """The publication exists and publishes every table; created or extended only when ``create``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (name,))
+        row = cur.fetchone()
+        if row is None:
+            if not create:
+                raise SourceSetupError(f"publication {name!r} does not exist: CREATE PUBLICATION {name} ...")
+            listed = ", ".join(quote_table(t) for t in tables)
+            cur.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {listed}")
+            log.info("publication_created", publication=name, tables=[str(t) for t in tables])
+            return
+        if row[0]:
+            return
+        cur.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,))
+        have = {TableId(s, n) for s, n in cur.fetchall()}
+        missing = [t for t in tables if t not in have]
+        if not missing:
+            return
+        if not create:
+            raise SourceSetupError(
+                f"publication {name!r} lacks {[str(t) for t in missing]}: "
+                f"ALTER PUBLICATION {name} ADD TABLE ..."
+            )
+        cur.execute(
+            f"ALTER PUBLICATION {quote_ident(name)} ADD TABLE {', '.join(quote_table(t) for t in missing)}"
+        )
+        log.info("publication_extended", publication=name, tables=[str(t) for t in missing])
+
+
+def slot_exists(conn: psycopg2.extensions.connection, slot: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    if row is not None and row[0] != "pgoutput":
+        raise SourceSetupError(f"replication slot {slot!r} uses plugin {row[0]}, not pgoutput: drop it")
+    return row is not None
+
+
+def drop_slot(conn: psycopg2.extensions.connection, slot: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+
+
+def slot_lag_bytes(conn: psycopg2.extensions.connection, slot: str) -> int | None:
+    """Current WAL position minus the slot's confirmed flush: what the slot holds back."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            (slot,),
+        )
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+class ReplicationStream:
+    """One logical replication connection. ``messages`` yields ``(data_start, payload)`` until idle."""
+
+    def __init__(
+        self,
+        dsn: str,
+        slot: str,
+        publication: str,
+        *,
+        status_interval: float = 10.0,
+        idle_seconds: float = 0.3,
+        max_backoff: float = 30.0,
+        max_read_seconds: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.slot = slot
+        self.publication = publication
+        self.status_interval = status_interval
+        self.idle_seconds = idle_seconds
+        self.max_backoff = max_backoff
+        self.max_read_seconds = max_read_seconds  # return now and then under endless load: the caller's turn
+        self.flush_lsn = 0  # what we confirm; only ever moves forward
+        self.received_lsn = 0
+        self.reconnects = 0
+        self._conn: psycopg2.extras.LogicalReplicationConnection | None = None
+        self._cur: psycopg2.extras.ReplicationCursor | None = None
+        self._streaming = False
+        self._last_status = 0.0
+
+    # -- set-up ---------------------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg2.extras.ReplicationCursor:
+        self._conn = psycopg2.connect(
+            self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection
+        )
+        self._cur = self._conn.cursor()
+        return self._cur
+
+    def create_slot_exporting_snapshot(self) -> tuple[int, str]:
+        """Create the slot and keep its exported snapshot alive: (consistent point, snapshot name).
+
+        The snapshot is valid until this connection runs its next command (``start``), so the caller copies
+        the tables in between. Changes committed after the consistent point come through the slot; the
+        snapshot sees exactly those committed before it: no gap, no overlap.
+        """
+        cur = self._connect()
+        cur.execute(f"CREATE_REPLICATION_SLOT {quote_ident(self.slot)} LOGICAL pgoutput EXPORT_SNAPSHOT")
+        row = cur.fetchone()
+        assert row is not None
+        _name, consistent_point, snapshot, _plugin = row
+        log.info("replication_slot_created", slot=self.slot, consistent_point=consistent_point)
+        return parse_lsn(consistent_point), str(snapshot)
+
+    def start(self) -> None:
+        cur = self._cur or self._connect()
+        cur.start_replication(
+            slot_name=self.slot,
+            decode=False,
+            start_lsn=self.flush_lsn,  # 0: the slot's confirmed position
+            options={"proto_version": "1", "publication_names": self.publication},
+        )
+        self._streaming = True
+        self._last_status = time.monotonic()
+        log.info("replication_started", slot=self.slot, from_lsn=lsn_text(self.flush_lsn))
+
+    # -- streaming ------------------------------------------------------------------------------------
+
+    @property
+    def server_wal_end(self) -> int:
+        """The server's sent position as of the last message or keepalive (0 before any)."""
+        return int(self._cur.wal_end) if self._cur is not None else 0
+
+    def messages(self) -> Iterator[tuple[int, bytes]]:
+        """Messages until none arrives for ``idle_seconds`` (or for at most ``max_read_seconds``).
+        Reconnects (with backoff) on connection loss;
+        after a reconnect the server resends from the confirmed position, which the caller deduplicates."""
+        backoff = 0.5
+        idle_since = started = time.monotonic()
+        count = 0  # messages since the clock was last read
+        while True:
+            try:
+                if not self._streaming:
+                    self.start()
+                    backoff = 0.5
+                cur = self._cur
+                assert cur is not None
+                msg = cur.read_message()
+                if msg is not None:
+                    self.received_lsn = max(self.received_lsn, msg.data_start)
+                    yield msg.data_start, msg.payload
+                    count += 1
+                    if count & 255:
+                        continue
+                    # Under endless load the socket never drains: keep the status updates on time anyway.
+                    idle_since = now = time.monotonic()
+                    if now - self._last_status >= self.status_interval:
+                        self.send_status()
+                    if now - started >= self.max_read_seconds:
+                        return
+                    continue
+                now = time.monotonic()
+                if count:
+                    idle_since, count = now, 0
+                if now - self._last_status >= self.status_interval:
+                    self.send_status()
+                if now - idle_since >= self.idle_seconds or now - started >= self.max_read_seconds:
+                    return
+                # Sleeping a little when the socket is drained reads faster than waking per message.
+                select.select([cur], [], [], 0.002)
+            except psycopg2.OperationalError as exc:
+                self._drop_connection()
+                self.reconnects += 1
+                delay = min(backoff, self.max_backoff) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+                log.warning("replication_connection_lost", error=str(exc).strip(), retry_in=round(delay, 2))
+                time.sleep(delay)
+                backoff *= 2
+                if time.monotonic() - idle_since >= max(self.idle_seconds, 5.0):
+                    return
+
+    def confirm(self, flush_lsn: int) -> None:
+        """Everything up to ``flush_lsn`` is durably staged (never called with more)."""
+        if flush_lsn > self.flush_lsn:
+            self.flush_lsn = flush_lsn
+            if self._streaming and time.monotonic() - self._last_status >= self.status_interval:
+                self.send_status()
+
+    def send_status(self) -> None:
+        if self._cur is None or not self._streaming:
+            return
+        self._cur.send_feedback(  # type: ignore[no-untyped-call]
+            flush_lsn=self.flush_lsn, write_lsn=self.flush_lsn, force=True
+        )
+        self._last_status = time.monotonic()
+
+    def _drop_connection(self) -> None:
+        self._streaming = False
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.close()
+        self._conn = None
+        self._cur = None
+
+    def close(self) -> None:
+        if self._streaming:
+            with contextlib.suppress(psycopg2.Error):
+                self.send_status()
+        self._drop_connection()
