@@ -134,7 +134,6 @@ class SourceConfig:
 @dataclass(frozen=True, slots=True)
 class StagingConfig:
     path: str = "demo/staging"  # local folder or s3://bucket/prefix
-    keep_applied: bool = False  # keep staged batches after they are applied (for audits and replays)
 
 
 @dataclass(frozen=True, slots=True)
