@@ -9,6 +9,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
+# This script installs every tool the tests use (promtool, hadolint, cfn-lint, checkov), so a test that finds
+# one missing must fail, not skip: CI=true tells tests/deploy_support.py so.
+export CI="${CI:-true}"
+
 t_start=$SECONDS
 ensure_system_packages
 ensure_venv dev

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -55,7 +55,7 @@ class Kind:
     name: str  # the bad file's name below dbo/t/
     data: bytes
     fix: bytes | None = None  # the operator replaces the file and retries; None: the operator skips
-    options: tuple[tuple[str, object], ...] = ()
+    options: DmsOptions = field(default_factory=DmsOptions)
 
 
 KINDS = {
@@ -76,7 +76,7 @@ KINDS = {
         "bad_timestamp",
         f"{C2}.csv",
         b"I,2024-01-01 01:00:00,2,two\nI,yesterday,9,x\nI,2024-01-01 01:00:01,3,three\n",
-        options=(("timestamp_column_name", "ts"),),
+        options=DmsOptions(timestamp_column_name="ts"),
     ),
     "empty file": Kind("empty_file", f"{C2}.csv", b"", GOOD2),
     "header that does not match": Kind(
@@ -84,7 +84,7 @@ KINDS = {
         f"{C2}.csv",
         b"Op,name\nI,two\n",
         b"Op,id,name\nI,2,two\nI,3,three\n",
-        options=(("add_column_name", True),),
+        options=DmsOptions(add_column_name=True),
     ),
 }
 
@@ -103,14 +103,14 @@ def quarantined(table: str, reason: str) -> float:
 
 
 def first_file(kind: Kind) -> bytes:
-    ts = dict(kind.options).get("timestamp_column_name")
-    header = b"Op,id,name\n" if dict(kind.options).get("add_column_name") else b""
+    ts = kind.options.timestamp_column_name
+    header = b"Op,id,name\n" if kind.options.add_column_name else b""
     return header + (b"I,2024-01-01 00:00:00,1,one\n" if ts else b"I,1,one\n")
 
 
 def last_file(kind: Kind) -> bytes:
-    ts = dict(kind.options).get("timestamp_column_name")
-    header = b"Op,id,name\n" if dict(kind.options).get("add_column_name") else b""
+    ts = kind.options.timestamp_column_name
+    header = b"Op,id,name\n" if kind.options.add_column_name else b""
     return header + (b"I,2024-01-01 02:00:00,4,four\n" if ts else b"I,4,four\n")
 
 
@@ -123,23 +123,17 @@ def test_bad_input_stops_only_its_table_and_after_the_operator_acts_every_good_r
     put(data, T, f"{C1}.csv", first_file(kind))
     put(data, T, kind.name, kind.data)
     put(data, T, f"{C3}.csv", last_file(kind))
-    opts = dict(kind.options)
+    opts = kind.options
     for name_, k in ((C1, b"10"), (C2, b"11")):  # the other table's files, in the same settings
-        header = b"Op,k\n" if opts.get("add_column_name") else b""
+        header = b"Op,k\n" if opts.add_column_name else b""
         put(
             data,
             U,
             f"{name_}.csv",
-            header
-            + b"I,"
-            + (b"2024-01-01 00:00:00," if opts.get("timestamp_column_name") else b"")
-            + k
-            + b"\n",
+            header + b"I," + (b"2024-01-01 00:00:00," if opts.timestamp_column_name else b"") + k + b"\n",
         )
     before = quarantined("dbo.t", kind.reason)
-    src = DmsSource(
-        data, SCHEMAS, state=state, quarantine=Quarantine(state), options=DmsOptions(**dict(kind.options))
-    )  # type: ignore[arg-type]
+    src = DmsSource(data, SCHEMAS, state=state, quarantine=Quarantine(state), options=kind.options)
     got = expand(src.read())
     assert ids(got, U) == [10, 11]  # the other table is unaffected
     assert 4 not in ids(got)  # nothing after the bad part is applied
@@ -157,9 +151,7 @@ def test_bad_input_stops_only_its_table_and_after_the_operator_acts_every_good_r
     mine = [c for c in got if isinstance(c, Change) and c.table == T]
     src.ack({T: mine[-1].position})
     # A restart keeps the table stopped: only the operator's decision moves it.
-    src = DmsSource(
-        data, SCHEMAS, state=state, quarantine=Quarantine(state), options=DmsOptions(**dict(kind.options))
-    )  # type: ignore[arg-type]
+    src = DmsSource(data, SCHEMAS, state=state, quarantine=Quarantine(state), options=kind.options)
     assert ids(expand(src.read())) == [] and src.problems()[0]["reason"] == kind.reason
     if kind.fix is not None:
         put(data, T, kind.name, kind.fix)

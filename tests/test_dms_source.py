@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,8 +72,8 @@ def notes(stores: tuple[ObjectStore, ObjectStore]) -> list[dict[str, object]]:
     return sorted(Quarantine(stores[1]).items(), key=lambda n: (str(n["source"]), str(n["row"])))
 
 
-def state_doc(stores: tuple[ObjectStore, ObjectStore], table: TableId = T) -> dict[str, object]:
-    doc: dict[str, object] = json.loads(stores[1].get(f"_state/dms/{table.schema}.{table.name}.json"))
+def state_doc(stores: tuple[ObjectStore, ObjectStore], table: TableId = T) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(stores[1].get(f"_state/dms/{table.schema}.{table.name}.json"))
     return doc
 
 

@@ -2,7 +2,8 @@
 
 Formats (``DmsOptions``, named as the DMS endpoint settings): CSV (``dms_csv``) and Parquet
 (``dms_parquet``); naming, date partitions and the op column (``dms_layout``); PreserveTransactions feeds
-(``dms_txn``); S3 event hints (``dms_events``).
+(``dms_txn``); S3 event hints (``dms_events``); progress and its document (``dms_state``); what bad input
+does to its table (``dms_policy``).
 
 Bad input goes to the quarantine with its file, row and reason. Per table the policy is ``stop`` (default:
 the table stops at the bad row or file, ``problems()`` says why, and ``resume(table, "retry"|"skip")`` is the
@@ -38,16 +39,12 @@ policy the doc also holds ``"stopped": {"reason", "file", "row", "detail", "sinc
 
 from __future__ import annotations
 
-import bisect
 import gzip
-import json
 import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -61,56 +58,16 @@ from replicator.sources.dms_csv import BadFile, BadRow, CsvLayout
 from replicator.sources.dms_events import EventHints, quarantine_unknown_tables
 from replicator.sources.dms_layout import CDC, LOAD, DmsOptions, Naming, is_parquet
 from replicator.sources.dms_parquet import decode_parquet
+from replicator.sources.dms_policy import BadInput
+from replicator.sources.dms_state import Run, TableState, decode_position, encode_position, load, save
 from replicator.store import LocalStore, ObjectStore
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 
 log = structlog.get_logger(__name__)
 
-STATE_PREFIX = "_state/dms/"
 _DEFAULTS = DmsOptions()  # frozen: one shared default is safe
 Action = Literal["retry", "skip"]
-
-
-def encode_position(file_id: str, row: int) -> Position:
-    return Position(f"{file_id} {row:010d}")
-
-
-def decode_position(position: Position) -> tuple[str, int]:
-    """``"2/x.csv 0000000042"`` -> ``("2/x.csv", 42)``."""
-    file_id, _, row = position.value.rpartition(" ")
-    return file_id, int(row)
-
-
-@dataclass(slots=True)
-class _Run:
-    """A file read (or being read) in this process and not yet consumed."""
-
-    file_id: str
-    last_yielded: int = 0  # row number of the last change yielded, 0 if none
-    complete: bool = False  # read to its end
-
-
-@dataclass(slots=True)
-class _Table:
-    schema: TableSchema
-    prefix: str  # "schema/table/"
-    done: list[str] = field(default_factory=list)  # persisted, sorted
-    partial: tuple[str, int] | None = None  # persisted
-    runs: list[_Run] = field(default_factory=list)
-    frontier: tuple[str, int, bool] | None = None  # furthest (file, row, complete) read or acked
-    acked: str = ""  # last acknowledged Position.value
-    stopped: dict[str, Any] | None = None  # persisted: why the table waits for an operator
-    skipped: dict[str, list[int]] = field(default_factory=dict)  # persisted: bad rows the operator let go
-    epoch: int = 0  # bumped when the in-memory cursor is rewound to the acknowledged point
-
-    @property
-    def key(self) -> str:
-        return f"{STATE_PREFIX}{self.schema.table.schema}.{self.schema.table.name}.json"
-
-    def load_done(self) -> bool:
-        """Every full-load file seen so far is read and nothing stops the table (CDC may follow)."""
-        return self.stopped is None and not any(r.file_id < CDC and not r.complete for r in self.runs)
 
 
 class DmsSource:
@@ -131,10 +88,11 @@ class DmsSource:
         self.quarantine = quarantine
         self.options = options
         self.naming = Naming(options)
-        self._tables: dict[TableId, _Table] = {}
+        self.bad = BadInput(store, quarantine, options, self._save)
+        self._tables: dict[TableId, TableState] = {}
         for tid, schema in sorted(tables.items()):
-            t = _Table(schema, f"{tid.schema}/{tid.name}/")
-            self._load(t)
+            t = TableState(schema, f"{tid.schema}/{tid.name}/")
+            load(state, t)
             self._tables[tid] = t
         self._next_discovery = 0.0
         self._tmp = tempfile.TemporaryDirectory(prefix="replicator-dms-")
@@ -193,7 +151,7 @@ class DmsSource:
                         consumed.append(t.runs.pop(0).file_id)
             elif t.done and file_id <= t.done[-1]:
                 t.partial = None  # an old position: already covered
-            self._mark_done(t, consumed)
+            t.mark_done(consumed, self.options.recent_files)
             if t.frontier is None or (file_id, row) > t.frontier[:2]:
                 t.frontier = (file_id, row, t.partial is None)
             self._save(t)
@@ -207,7 +165,7 @@ class DmsSource:
         """``Resyncable``: forget what was read and acknowledged of ``table`` (persisted at once), so the
         next ``read`` starts again at its first full-load file and then its CDC files."""
         old = self._tables[table]
-        self._tables[table] = fresh = _Table(old.schema, old.prefix)
+        self._tables[table] = fresh = TableState(old.schema, old.prefix)
         self._save(fresh)
 
     # -- operator -----------------------------------------------------------------------------------------
@@ -249,34 +207,26 @@ class DmsSource:
         if t is None:
             return False
         file_id, row = decode_position(position)
-        if self._tolerated(t, file_id, row):
+        if self.bad.tolerated(t, file_id, row):
             return False
         name = file_id[2:]
         txn = self._txn is not None and name.startswith("CDC_TXN")
         key = self._txn.prefix + name if txn else t.prefix + self.naming.name(file_id)
-        self._rewind(t)
-        self._stop(t, reason, file_id, key, row, detail)
+        t.rewind()
+        self.bad.stop(t, reason, file_id, key, row, detail)
         return True
-
-    def _rewind(self, t: _Table) -> None:
-        """Forget what was read of ``t`` after its acknowledged point (as a restart would)."""
-        t.epoch += 1
-        t.runs = []
-        t.frontier = None
-        if t.partial:
-            t.frontier = (t.partial[0], t.partial[1], False)
-        elif t.done:
-            t.frontier = (t.done[-1], 0, True)
 
     # -- reading ------------------------------------------------------------------------------------------
 
-    def _read_table(self, t: _Table) -> Iterator[Change | SchemaChange | ChangeChunk]:
+    def _read_table(self, t: TableState) -> Iterator[Change | SchemaChange | ChangeChunk]:
         for file_id, key in self._new_files(t):
             if t.stopped is not None:
                 return
             yield from self.read_file(t, file_id, key)
 
-    def read_file(self, t: _Table, file_id: str, key: str) -> Iterator[Change | SchemaChange | ChangeChunk]:
+    def read_file(
+        self, t: TableState, file_id: str, key: str
+    ) -> Iterator[Change | SchemaChange | ChangeChunk]:
         """Yield one file's changes after the table's cursor; quarantine bad input by the table's policy."""
         run = self._run(t, file_id)
         skip = t.frontier[1] if t.frontier and t.frontier[0] == file_id else 0
@@ -295,17 +245,17 @@ class DmsSource:
                         t.schema = item.schema
                         yield item
                 else:
-                    self._quarantine_row(t, key, item)
-                    if not self._tolerated(t, file_id, item.row):
-                        self._stop(t, item.reason, file_id, key, item.row, item.detail)
+                    self.bad.quarantine_row(t, key, item)
+                    if not self.bad.tolerated(t, file_id, item.row):
+                        self.bad.stop(t, item.reason, file_id, key, item.row, item.detail)
                         return
                     passed = item.row
         except BadFile as exc:
-            if not self._bad_file(t, file_id, key, exc.reason, exc.detail):
+            if not self.bad.bad_file(t, file_id, key, exc.reason, exc.detail):
                 return
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             # A corrupt or truncated gzip: the rows before the damage went on, the rest cannot.
-            if not self._bad_file(t, file_id, key, "bad_compression", f"{type(exc).__name__}: {exc}"):
+            if not self.bad.bad_file(t, file_id, key, "bad_compression", f"{type(exc).__name__}: {exc}"):
                 return
         finally:
             # The cursor follows what was handed out, also when the consumer stops early (the generator is
@@ -323,11 +273,11 @@ class DmsSource:
             # Nothing yielded and nothing before it is waiting for an ack: consumed right away.
             t.runs.pop(0)
             t.partial = None
-            self._mark_done(t, [file_id])
+            t.mark_done([file_id], self.options.recent_files)
             self._save(t)
 
     def _decode(
-        self, t: _Table, file_id: str, key: str, skip: int
+        self, t: TableState, file_id: str, key: str, skip: int
     ) -> Iterator[Change | BadRow | SchemaChange | ChangeChunk]:
         has_op, default_op = self.options.op_mode(file_id[0])
         tid = t.schema.table
@@ -358,7 +308,7 @@ class DmsSource:
                     default_op=default_op, skip=skip,
                 )  # fmt: skip
 
-    def csv_layout(self, t: _Table) -> CsvLayout:
+    def csv_layout(self, t: TableState) -> CsvLayout:
         o = self.options
         return CsvLayout(
             t.schema.table, t.schema, o.csv_null_value, o.add_column_name, o.timestamp_column_name or None,
@@ -366,7 +316,7 @@ class DmsSource:
             o.csv_no_sup_value if o.use_csv_no_sup_value else None,
         )  # fmt: skip
 
-    def _new_files(self, t: _Table) -> list[tuple[str, str]]:
+    def _new_files(self, t: TableState) -> list[tuple[str, str]]:
         """Files to read now, in read order. A late file stops the table (see the module docstring)."""
         found: dict[str, str] = {}
         known = set(t.done) | {r.file_id for r in t.runs if r.complete}
@@ -384,30 +334,32 @@ class DmsSource:
         out: list[tuple[str, str]] = []
         for file_id, key in sorted(found.items()):
             if any(c <= " " for c in key):
-                self._quarantine_file(t, key, "bad_file_name", "name holds a space or control character")
-                self._mark_done(t, [file_id])
+                self.bad.quarantine_file(t, key, "bad_file_name", "name holds a space or control character")
+                t.mark_done([file_id], self.options.recent_files)
                 self._save(t)
             elif t.frontier is not None and file_id < t.frontier[0]:
                 if 0 in t.skipped.get(file_id, ()):
-                    self._mark_done(t, [file_id])  # the operator chose to leave it set aside
+                    t.mark_done(
+                        [file_id], self.options.recent_files
+                    )  # the operator chose to leave it set aside
                     self._save(t)
                     continue
                 detail = f"sorts before {t.frontier[0]!r}, which is already read; not applied out of order"
-                self._quarantine_file(t, key, "out_of_order", detail)
-                self._stop(t, "out_of_order", file_id, key, None, detail)
+                self.bad.quarantine_file(t, key, "out_of_order", detail)
+                self.bad.stop(t, "out_of_order", file_id, key, None, detail)
                 return out
             else:
                 out.append((file_id, key))
         return out
 
-    def _start_after(self, t: _Table, file_id: str | None) -> str | None:
+    def _start_after(self, t: TableState, file_id: str | None) -> str | None:
         return t.prefix + self.naming.name(file_id) if file_id else None
 
-    def _run(self, t: _Table, file_id: str) -> _Run:
+    def _run(self, t: TableState, file_id: str) -> Run:
         for r in t.runs:
             if r.file_id == file_id:
                 return r
-        run = _Run(file_id)
+        run = Run(file_id)
         t.runs.append(run)
         return run
 
@@ -426,79 +378,5 @@ class DmsSource:
 
     # -- bad input ----------------------------------------------------------------------------------------
 
-    def _tolerated(self, t: _Table, file_id: str, row: int) -> bool:
-        let_go = t.skipped.get(file_id, ())
-        return self.options.policy(t.schema.table) == "quarantine" or row in let_go or 0 in let_go
-
-    def _bad_file(self, t: _Table, file_id: str, key: str, reason: str, detail: str) -> bool:
-        """Quarantine a file that cannot be read (further); True when the table goes on."""
-        self._quarantine_file(t, key, reason, detail)
-        if self._tolerated(t, file_id, 0):
-            return True
-        self._stop(t, reason, file_id, key, None, detail)
-        return False
-
-    def _stop(self, t: _Table, reason: str, file_id: str, key: str, row: int | None, detail: str) -> None:  # noqa: PLR0917
-        t.stopped = {
-            "reason": reason, "file": file_id, "source": self.store.uri(key), "row": row, "detail": detail,
-            "since": datetime.now(UTC).isoformat(), "actions": ["retry", "skip"],
-        }  # fmt: skip
-        metrics.ERRORS.labels(stage="source", kind=reason).inc()
-        log.error(
-            "dms_table_stopped", table=str(t.schema.table), file=key, row=row, reason=reason, detail=detail,
-            todo="fix or replace the file and resume with 'retry', or resume with 'skip' to leave it in the "
-            "quarantine; other tables go on",
-        )  # fmt: skip
-        self._save(t)
-
-    def _quarantine_row(self, t: _Table, key: str, bad: BadRow) -> None:
-        self.quarantine.put(
-            table=str(t.schema.table), source=self.store.uri(key), reason=bad.reason, row=bad.row,
-            detail=f"{t.schema.table} {key} row {bad.row}: {bad.detail}", data=bad.data,
-        )  # fmt: skip
-
-    def _quarantine_file(self, t: _Table, key: str, reason: str, detail: str) -> None:
-        self.quarantine.put(
-            table=str(t.schema.table), source=self.store.uri(key), reason=reason,
-            detail=f"{t.schema.table} {key}: {detail}",
-        )  # fmt: skip
-
-    # -- state --------------------------------------------------------------------------------------------
-
-    def _mark_done(self, t: _Table, file_ids: list[str]) -> None:
-        for f in file_ids:
-            if f not in t.done:
-                bisect.insort(t.done, f)
-            t.skipped.pop(f, None)
-        for phase in (LOAD, CDC):
-            mine = [d for d in t.done if d.startswith(phase)]
-            for old in mine[: max(0, len(mine) - self.options.recent_files)]:
-                t.done.remove(old)
-
-    def _load(self, t: _Table) -> None:
-        try:
-            doc = json.loads(self.state.get(t.key))
-        except KeyError:
-            return
-        t.done = sorted(doc["done"])
-        p = doc.get("partial")
-        t.partial = (p["file"], int(p["rows"])) if p else None
-        t.stopped = doc.get("stopped")
-        t.skipped = {k: list(v) for k, v in doc.get("skipped", {}).items()}
-        if t.partial:
-            t.frontier = (t.partial[0], t.partial[1], False)
-            t.acked = encode_position(*t.partial).value
-        elif t.done:
-            t.frontier = (t.done[-1], 0, True)
-
-    def _save(self, t: _Table) -> None:
-        doc = {
-            "version": 1,
-            "table": str(t.schema.table),
-            "done": t.done,
-            "partial": {"file": t.partial[0], "rows": t.partial[1]} if t.partial else None,
-            "stopped": t.stopped,
-            "skipped": t.skipped,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        self.state.put(t.key, json.dumps(doc, indent=1).encode())
+    def _save(self, t: TableState) -> None:
+        save(self.state, t)

@@ -163,9 +163,9 @@ class TxnFeed:
             from replicator.sources.dms_csv import BadRow
 
             bad = BadRow(row, reason, detail, record.encode("utf-8", "surrogateescape"))
-            src._quarantine_row(t, key, bad)
-            if not src._tolerated(t, file_id, row):
-                src._stop(t, reason, file_id, key, row, detail)
+            src.bad.quarantine_row(t, key, bad)
+            if not src.bad.tolerated(t, file_id, row):
+                src.bad.stop(t, reason, file_id, key, row, detail)
                 self.waiting.add(tid)
                 run.blocked = True
             else:

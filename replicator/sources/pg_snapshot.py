@@ -7,12 +7,14 @@ output: the same wire text pgoutput sends later, so snapshot rows and streamed r
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 from collections.abc import Iterator, Sequence
 
 import psycopg2
 import psycopg2.extensions
+import psycopg2.extras
 
 from replicator.model import TableId
 from replicator.sql.ident import quote_ident, quote_table
@@ -88,3 +90,25 @@ class SnapshotReader:
             self.conn.rollback()
         finally:
             self.conn.close()
+
+
+@contextlib.contextmanager
+def temporary_snapshot(dsn: str, slot: str) -> Iterator[tuple[int, str]]:
+    """A snapshot exported by a new temporary logical slot: ``(consistent point, snapshot name)``.
+
+    For copying one table again while the main slot keeps streaming: a transaction is in the snapshot
+    exactly when its commit record is before the consistent point, so the main slot's changes committed
+    before it are in the copy and those committed at or after it are not. The slot exists, and the snapshot
+    stays valid, until the block ends (the connection closes and the server drops the temporary slot).
+    """
+    conn = psycopg2.connect(dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+    try:
+        cur = conn.cursor()
+        cur.execute(f"CREATE_REPLICATION_SLOT {quote_ident(slot)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT")
+        row = cur.fetchone()
+        assert row is not None
+        _name, consistent_point, snapshot, _plugin = row
+        hi, _, lo = str(consistent_point).partition("/")
+        yield (int(hi, 16) << 32) | int(lo, 16), str(snapshot)
+    finally:
+        conn.close()
