@@ -45,13 +45,14 @@ SCHEMA = TableSchema(
     ("id",),
 )
 TRICKY = 'Ann, "the" \nsecond'
-# (op, commit ts, values) in source order; values None = SQL NULL
-LOAD = [
+Row = tuple[str, str, tuple[str | None, ...]]  # (op, commit ts, values); values None = SQL NULL
+# in source order
+LOAD: list[Row] = [
     ("I", "2024-01-31 09:00:00.000000", ("1", "one", "10.00", "2024-01-01")),
     ("I", "2024-01-31 09:00:00.000000", ("2", "two", None, "2024-01-02")),
     ("I", "2024-01-31 09:00:00.000000", ("3", "NULL", "30.50", None)),  # the text NULL, quoted in CSV
 ]
-CDC = [
+CDC: list[Row] = [
     ("I", "2024-01-31 23:59:00.000000", ("4", "four", "4.00", "2024-02-01")),
     ("U", "2024-02-01 00:00:01.000000", ("1", "uno", "11.00", "2024-01-01")),
     ("D", "2024-02-01 00:00:02.000000", ("2", "two", None, "2024-01-02")),
@@ -62,6 +63,19 @@ EXPECTED = {
     3: (3, "NULL", Decimal("30.50"), None),
     4: (4, TRICKY, Decimal("4.50"), dt.date(2024, 2, 1)),
 }
+
+# CdcInsertsOnly: DMS writes inserts only (updates and deletes never reach the files); CdcInsertsAndUpdates:
+# no deletes. Without IncludeOpForFullLoad those CDC files have no Op column.
+INSERTS_ONLY = {
+    1: (1, "one", Decimal("10.00"), dt.date(2024, 1, 1)),
+    2: (2, "two", None, dt.date(2024, 1, 2)),
+    3: EXPECTED[3],
+    4: (4, "four", Decimal("4.00"), dt.date(2024, 2, 1)),
+}
+INSERTS_AND_UPDATES = {**EXPECTED, 2: INSERTS_ONLY[2]}
+NOSUP = "@@nosup@@"
+# UseCsvNoSupValue: the update of id 1 did not carry name (not in the supplemental log): the target keeps it.
+CDC_NOSUP: list[Row] = [CDC[0], ("U", CDC[1][1], ("1", NOSUP, "11.00", "2024-01-01")), *CDC[2:]]
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class Case:
         f"20240201-1000000000{ext}",
     ]
     expected: dict[int, tuple[Any, ...]] = field(default_factory=lambda: EXPECTED)
+    cdc: list[Row] = field(default_factory=lambda: CDC)
 
 
 def _dated(seq: str, delim: str) -> Callable[[str], list[str]]:
@@ -130,6 +145,25 @@ CASES = [
         "parquet-timestamp-op-full-load",
         {"data_format": "parquet", "timestamp_column_name": "ts", "include_op_for_full_load": True},
     ),
+    *(
+        Case(
+            f"{fmt}-{name}{'-with-op' if op else ''}",
+            {**fo, flag: True, "include_op_for_full_load": op},
+            expected=expected,
+        )
+        for fmt, fo in (("csv", {}), ("parquet", {"data_format": "parquet"}))
+        for name, flag, expected in (
+            ("inserts-only", "cdc_inserts_only", INSERTS_ONLY),
+            ("inserts-and-updates", "cdc_inserts_and_updates", INSERTS_AND_UPDATES),
+        )
+        for op in (False, True)
+    ),
+    Case(
+        "csv-no-sup-value",
+        {"use_csv_no_sup_value": True, "csv_no_sup_value": NOSUP},
+        cdc=CDC_NOSUP,
+        expected={**EXPECTED, 1: (1, "one", Decimal("11.00"), dt.date(2024, 1, 1))},
+    ),
     Case(
         "preserve-transactions",
         {"preserve_transactions": True, "cdc_path": "cdc", "timestamp_column_name": "ts"},
@@ -138,17 +172,17 @@ CASES = [
 
 
 def _csv_field(v: str | None, o: dict[str, Any]) -> str:
-    null = o.get("csv_null_value", "NULL")
+    null: str = o.get("csv_null_value", "NULL")
     delim = o.get("csv_delimiter", ",")
     if v is None:
         return null
     if not o.get("rfc_4180", True):
         return v
     needs = v == null or any(c in v for c in (delim, '"', "\n", "\r")) or (v == "" and null == "")
-    return '"' + v.replace('"', '""') + '"' if needs or v == "NULL" else v
+    return '"' + v.replace('"', '""') + '"' if (needs or v == "NULL") and v != NOSUP else v
 
 
-def _csv(rows: list[tuple[str, str, tuple[str | None, ...]]], o: dict[str, Any], *, op: bool) -> bytes:
+def _csv(rows: list[Row], o: dict[str, Any], *, op: bool) -> bytes:
     ts = bool(o.get("timestamp_column_name"))
     delim, rowd = o.get("csv_delimiter", ","), o.get("csv_row_delimiter", "\n")
     lines = []
@@ -161,7 +195,7 @@ def _csv(rows: list[tuple[str, str, tuple[str | None, ...]]], o: dict[str, Any],
     return gzip.compress(data) if o.get("compression_type") == "gzip" else data
 
 
-def _parquet(rows: list[tuple[str, str, tuple[str | None, ...]]], o: dict[str, Any], *, op: bool) -> bytes:
+def _parquet(rows: list[Row], o: dict[str, Any], *, op: bool) -> bytes:
     cols: dict[str, pa.Array] = {}
     if op:
         cols["Op"] = pa.array([r[0] for r in rows], pa.string())
@@ -186,8 +220,15 @@ def write_feed(store: S3Store, case: Case) -> None:
     parquet = o.get("data_format") == "parquet"
     ext = ".parquet" if parquet else (".csv.gz" if o.get("compression_type") == "gzip" else ".csv")
     encode = _parquet if parquet else _csv
-    cdc = CDC if case.tricky else [(a, b, tuple(v if v != TRICKY else "plain" for v in c)) for a, b, c in CDC]
+    cdc = case.cdc
+    if not case.tricky:
+        cdc = [(a, b, tuple(v if v != TRICKY else "plain" for v in c)) for a, b, c in cdc]
     full_op = bool(o.get("include_op_for_full_load"))
+    cdc_op = True
+    if o.get("cdc_inserts_only") or o.get("cdc_inserts_and_updates"):
+        kept = "I" if o.get("cdc_inserts_only") else "IU"
+        cdc = [r for r in cdc if r[0] in kept]
+        cdc_op = full_op  # DMS writes the Op column in these feeds only with IncludeOpForFullLoad
     if o.get("segments"):  # parallel load: one folder per segment, each with its own counter
         store.put(f"dbo/acct/SEGMENT1/LOAD00000001{ext}", encode(LOAD[:2], o, op=full_op))
         store.put(f"dbo/acct/SEGMENT2/LOAD00000001{ext}", encode(LOAD[2:], o, op=full_op))
@@ -219,8 +260,9 @@ def write_feed(store: S3Store, case: Case) -> None:
             store.put(f"cdc/{name}", "".join(line + "\n" for line in lines).encode())
         return
     first, second = case.cdc_files(ext)
-    store.put(f"dbo/acct/{second}", encode(cdc[2:], o, op=True))  # written first: listing order decides
-    store.put(f"dbo/acct/{first}", encode(cdc[:2], o, op=True))
+    for name, part in ((second, cdc[2:]), (first, cdc[:2])):  # second written first: listing order decides
+        if part:  # DMS writes no file for a period without changes it records
+            store.put(f"dbo/acct/{name}", encode(part, o, op=cdc_op))
 
 
 def replicate(
@@ -261,3 +303,30 @@ def test_every_dms_format_replicates_to_the_expected_rows(
         expected[4] = (4, "plain", Decimal("4.50"), dt.date(2024, 2, 1))
         expected[3] = (3, None, Decimal("30.50"), None)
     assert got == expected
+
+
+def test_columns_added_at_the_source_appear_in_later_parquet_files_and_reach_the_target(
+    tmp_path: Path, s3_settings: S3Settings, s3_bucket: str
+) -> None:
+    store = S3Store(s3_bucket, "dms", s3_settings)
+    o = {"data_format": "parquet"}
+    store.put("dbo/acct/LOAD00000001.parquet", _parquet(LOAD, o, op=False))
+    store.put("dbo/acct/20240131-2359000000.parquet", _parquet(CDC[:2], o, op=True))
+
+    def with_region(rows: list[Row], regions: list[str | None]) -> bytes:
+        # After ALTER TABLE ... ADD region varchar, score int at the source: DMS writes the new columns.
+        table = pq.read_table(io.BytesIO(_parquet(rows, o, op=True)))
+        table = table.append_column("region", pa.array(regions, pa.string()))
+        table = table.append_column("score", pa.array([len(r or "") for r in regions], pa.int32()))
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return sink.getvalue()
+
+    store.put("dbo/acct/20240201-1000000000.parquet", with_region(CDC[2:], [None, "north"]))
+    update_3: list[Row] = [("U", "2024-02-02 00:00:00.000000", ("3", "three", "30.50", None))]
+    store.put("dbo/acct/20240202-0000000000.parquet", with_region(update_3, ["south"]))
+    con = replicate(store, DmsOptions(data_format="parquet"), tmp_path, {T: SCHEMA})
+    columns = [r[0] for r in con.execute("DESCRIBE dbo.acct").fetchall()]
+    assert columns[:6] == ["id", "name", "amount", "opened", "region", "score"]
+    got = con.execute("SELECT id, name, region, score FROM dbo.acct ORDER BY id").fetchall()
+    assert got == [(1, "uno", None, None), (3, "three", "south", 5), (4, TRICKY, "north", 5)]

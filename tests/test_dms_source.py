@@ -352,6 +352,18 @@ def test_an_empty_null_marker_makes_unquoted_empty_fields_null(
     ]
 
 
+def test_the_unquoted_no_sup_value_marks_a_column_unchanged_and_quoted_it_is_text(
+    stores: tuple[ObjectStore, ObjectStore],
+) -> None:
+    put(stores[0], T, CDC1, 'U,1,#NS#,NULL\nU,2,"#NS#",#NS#\nI,3,three,NULL\n')
+    got = expand(source(stores, use_csv_no_sup_value=True, csv_no_sup_value="#NS#").read())
+    assert [(c.values, c.unchanged) for c in got] == [
+        (("1", None, None), frozenset({"name"})),
+        (("2", "#NS#", None), frozenset({"note"})),
+        (("3", "three", None), frozenset()),
+    ]
+
+
 def test_quoted_fields_keep_commas_quotes_and_newlines(stores: tuple[ObjectStore, ObjectStore]) -> None:
     text = 'I,1,"a, b","line one\nline two"\nU,1,"he said ""no""","crlf\r\ninside"\nD,1,"",x\n'
     put(stores[0], T, CDC1, text)

@@ -213,6 +213,8 @@ class DmsSource:
         txn = self._txn is not None and name.startswith("CDC_TXN")
         key = self._txn.prefix + name if txn else t.prefix + self.naming.name(file_id)
         t.rewind()
+        if txn:
+            self._txn.rewound(table)
         self.bad.stop(t, reason, file_id, key, row, detail)
         return True
 

@@ -186,8 +186,10 @@ def _rows(  # noqa: PLR0917 - one private call site
             flags = [False if i is None else quoted[i] for i in shape.columns] if quoted is not None else None
         unchanged = _NO_UNCHANGED
         if nosup is not None and nosup in values:
-            unchanged = frozenset(n for n, v in zip(names, values, strict=True) if v == nosup)
-            values = [None if v == nosup else v for v in values]
+            # Like the NULL marker, only the unquoted marker means "not sent"; quoted, it is text.
+            gone = [v == nosup and not (flags and flags[i]) for i, v in enumerate(values)]
+            unchanged = frozenset(n for n, g in zip(names, gone, strict=True) if g)
+            values = [None if g else v for v, g in zip(values, gone, strict=True)]
         if marker in values:
             if flags is None:
                 values = [None if v == marker else v for v in values]

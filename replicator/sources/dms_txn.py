@@ -126,7 +126,7 @@ class TxnFeed:
         self, run: _TxnRun, file_id: str, key: str, row: int, fields: list[str], quoted: list[bool] | None,
         ts_on: bool, marker: str, record: str,
     ) -> Change | None:  # fmt: skip
-        src = self.src
+        src, opts = self.src, self.src.options
         if len(fields) < 3:
             self._bad(run.name, key, row, "column_count", "fewer than 3 fields (Op,table,schema)", record)
             return None
@@ -172,12 +172,17 @@ class TxnFeed:
                 t.frontier = (file_id, row, False)
             return None
         flags = quoted[start:] if quoted is not None else None
-        values = [None if v == marker and not (flags and flags[i]) else v for i, v in enumerate(values)]
+        nosup = opts.csv_no_sup_value if opts.use_csv_no_sup_value else None
+        gone = [v == nosup and not (flags and flags[i]) for i, v in enumerate(values)]
+        unchanged = frozenset(n for n, g in zip(t.schema.column_names, gone, strict=True) if g)
+        values = [
+            None if g or (v == marker and not (flags and flags[i])) else v
+            for i, (v, g) in enumerate(zip(values, gone, strict=True))
+        ]
         t.frontier = (file_id, row, False)
         run.need[tid] = row
-        return Change(
-            tid, op or Op.INSERT, tuple(values), Position(f"{file_id} {row:0{ROW_DIGITS}d}"), commit_time
-        )
+        position = Position(f"{file_id} {row:0{ROW_DIGITS}d}")
+        return Change(tid, op or Op.INSERT, tuple(values), position, commit_time, unchanged)
 
     def _bad(self, name: str, key: str, row: int, reason: str, detail: str, record: str) -> None:  # noqa: PLR0917
         """A row that names no table: the feed's policy decides."""
@@ -205,6 +210,13 @@ class TxnFeed:
         if moved:
             self.done = self.done[-self.src.options.recent_files :]
             self._save()
+
+    def rewound(self, table: TableId) -> None:
+        """``table``'s cursor went back to its acknowledged point (``DmsSource.stop_table``): the unconsumed
+        files are read again for it once it can take rows, and none is consumed before that."""
+        self.waiting.add(table)
+        for run in self.runs:
+            run.blocked = True
 
     def resume(self, action: str) -> None:
         if self.stopped is None:
