@@ -731,12 +731,13 @@ def test_redshift_retries_an_apply_that_hit_a_serializable_isolation_violation(
     wh._retry = RetryPolicy(attempts=3, base_seconds=0.01)
     wh.setup()
     wh.ensure_table(ACCOUNTS)
-    real, failures = wh._execute, []
+    real = wh._execute
+    failures: list[str] = []
 
     def flaky(sql: str) -> None:
         if sql.startswith("MERGE") and len(failures) < 2:
             failures.append(sql)
-            raise redshift_connector.ProgrammingError(
+            raise redshift_connector.ProgrammingError(  # type: ignore[attr-defined]
                 {"S": "ERROR", "C": "XX000", "M": "1023", "D": "Serializable isolation violation on table"}
             )
         real(sql)
