@@ -59,7 +59,15 @@ from replicator.sources.dms_events import EventHints, quarantine_unknown_tables
 from replicator.sources.dms_layout import CDC, LOAD, DmsOptions, Naming, is_parquet
 from replicator.sources.dms_parquet import decode_parquet
 from replicator.sources.dms_policy import BadInput
-from replicator.sources.dms_state import Run, TableState, decode_position, encode_position, load, save
+from replicator.sources.dms_state import (
+    Run,
+    TableState,
+    decode_position,
+    encode_position,
+    lag_seconds,
+    load,
+    save,
+)
 from replicator.store import LocalStore, ObjectStore
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
@@ -116,6 +124,7 @@ class DmsSource:
             self._next_discovery = time.monotonic() + self.options.discovery_interval_seconds
         for tid, t in self._tables.items():
             if t.stopped is not None:
+                self._report_lag(t)  # a stopped table falls further behind
                 continue
             try:
                 yield from self._read_table(t)
@@ -152,6 +161,7 @@ class DmsSource:
             elif t.done and file_id <= t.done[-1]:
                 t.partial = None  # an old position: already covered
             t.mark_done(consumed, self.options.recent_files)
+            self._report_lag(t)
             if t.frontier is None or (file_id, row) > t.frontier[:2]:
                 t.frontier = (file_id, row, t.partial is None)
             self._save(t)
@@ -333,6 +343,7 @@ class DmsSource:
                 if file_id in known or (floor is not None and file_id < floor):
                     continue  # consumed (below the remembered window: consumed long ago)
                 found[file_id] = info.key
+                t.pending.setdefault(file_id, info.modified)
         out: list[tuple[str, str]] = []
         for file_id, key in sorted(found.items()):
             if any(c <= " " for c in key):
@@ -352,7 +363,12 @@ class DmsSource:
                 return out
             else:
                 out.append((file_id, key))
+        self._report_lag(t)
         return out
+
+    @staticmethod
+    def _report_lag(t: TableState) -> None:
+        metrics.SOURCE_LAG_SECONDS.labels(table=str(t.schema.table)).set(lag_seconds(t))
 
     def _start_after(self, t: TableState, file_id: str | None) -> str | None:
         return t.prefix + self.naming.name(file_id) if file_id else None

@@ -51,6 +51,8 @@ class TableState:
     stopped: dict[str, Any] | None = None  # persisted: why the table waits for an operator
     skipped: dict[str, list[int]] = field(default_factory=dict)  # persisted: bad rows the operator let go
     epoch: int = 0  # bumped when the in-memory cursor is rewound to the acknowledged point
+    # Listed and not yet consumed: file id -> when the store says it was written (source lag).
+    pending: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -76,10 +78,18 @@ class TableState:
             if f not in self.done:
                 bisect.insort(self.done, f)
             self.skipped.pop(f, None)
+            self.pending.pop(f, None)
         for phase in (LOAD, CDC):
             mine = [d for d in self.done if d.startswith(phase)]
             for old in mine[: max(0, len(mine) - recent_files)]:
                 self.done.remove(old)
+
+
+def lag_seconds(t: TableState, now: datetime | None = None) -> float:
+    """Age of the oldest listed file of ``t`` not yet consumed, in seconds; 0 when caught up."""
+    if not t.pending:
+        return 0.0
+    return max(0.0, ((now or datetime.now(UTC)) - min(t.pending.values())).total_seconds())
 
 
 def load(state: ObjectStore, t: TableState) -> None:
