@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 
 import psycopg2
 import structlog
 
-from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.model import Change, ChangeChunk, Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources import pgoutput as pg
-from replicator.sources.pg_snapshot import SnapshotReader
+from replicator.sources.pg_columns import RowCollector
+from replicator.sources.pg_snapshot import SnapshotReader, temporary_snapshot
 from replicator.sources.pg_stream import (
     ReplicationStream,
     SourceSetupError,
@@ -80,6 +83,9 @@ def encode_position(lsn: int, ordinal: int) -> Position:
 def decode_position(position: Position) -> tuple[int, int]:
     lsn, _, ordinal = position.value.partition(".")
     return int(lsn, 16), int(ordinal, 16)
+
+
+_OPS = {73: "I", 85: "U", 68: "D"}  # pgoutput message tag -> ChangeChunk ``_op``
 
 
 @dataclass(slots=True)
@@ -138,15 +144,23 @@ class PostgresSource:
         self._yielded: dict[TableId, str] = {}
         self._snapshot_pending: dict[TableId, str] | None = None
         self._ready = False
+        self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
+        self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
+        self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
+        self._resync_wanted: set[TableId] = set()  # copies not yet durably staged (kept in the state)
+        self._resync_todo: set[TableId] = set()  # copies this process has not read yet
+        self._resync_pending: dict[TableId, str] = {}  # copied: its last position, until acknowledged
 
     # -- Source -------------------------------------------------------------------------------------------
 
     def schemas(self) -> Sequence[TableSchema]:
         return list(self._schemas.values())
 
-    def read(self) -> Iterator[Change | SchemaChange]:
+    def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
         if not self._ready:
             yield from self._prepare()
+        if self._resync_todo:
+            yield from self._recopy()
         yield from self._stream()
         if self._txn is None and not self._txns and self._snapshot_pending is None:
             # Nothing pending: everything the server sent up to its position is handled (keepalive-only
@@ -177,6 +191,13 @@ class PostgresSource:
             self._snapshot_pending = None
             self._save_state(done=True)
             log.info("snapshot_complete", slot=self.slot)
+        copied = [t for t, p in self._resync_pending.items() if acked.get(t, "") >= p]
+        if copied:
+            for t in copied:
+                del self._resync_pending[t]
+                self._resync_wanted.discard(t)
+            self._save_state(done=self._snapshot_pending is None)
+            log.info("resync_copy_staged", tables=sorted(map(str, copied)))
 
     def close(self) -> None:
         self.stream.close()
@@ -199,6 +220,7 @@ class PostgresSource:
             "version": 1,
             "slot": self.slot,
             "snapshot_done": done,
+            "resync": sorted(str(t) for t in self._resync_wanted),
             "tables": [str(t) for t in self._schemas],
             "updated_at": datetime.now(UTC).isoformat(),
         }
@@ -208,6 +230,9 @@ class PostgresSource:
         state = self._load_state()
         exists = slot_exists(self._conn, self.slot)
         if exists and state.get("snapshot_done"):
+            wanted = {t for t in self._schemas if str(t) in state.get("resync", [])}  # type: ignore[operator]
+            self._resync_wanted |= wanted
+            self._resync_todo |= wanted
             missing = set(map(str, self._schemas)) - set(map(str, state.get("tables", [])))  # type: ignore[call-overload]
             if missing:
                 log.warning(
@@ -228,6 +253,8 @@ class PostgresSource:
             # TRUNCATE clears what the unfinished one staged.
             log.warning("snapshot_restarted", slot=self.slot)
             drop_slot(self._conn, self.slot)
+        self._resync_wanted.clear()  # the full copy below covers them
+        self._resync_todo.clear()
         self._save_state(done=False)
         consistent, snapshot = self.stream.create_slot_exporting_snapshot()
         yield from self._copy(consistent - 1, snapshot)
@@ -258,13 +285,98 @@ class PostgresSource:
         self._snapshot_pending = pending
         self.ack({})  # the pipeline may have acknowledged all of it already (batches staged on the way)
 
+    # -- resync (``Resyncable``) ----------------------------------------------------------------------
+
+    def resync(self, table: TableId) -> None:
+        """Start ``table`` over: the next ``read`` copies it under a fresh snapshot, then streams on.
+
+        The snapshot is a temporary slot's, with consistent point C: the copy holds exactly the transactions
+        committed before C, so the main slot's changes of ``table`` committed before C are dropped and those
+        at or after C are kept (no gap, no double effect). The copy's positions (``C - 1``, ordinal 0 a
+        TRUNCATE) sort after everything streamed before. The request is persisted until the copy is
+        acknowledged, so a restart in between copies again.
+        """
+        self._acked.pop(table, None)
+        for txn in self._txns:
+            txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
+        self._resync_pending.pop(table, None)
+        self._resync_wanted.add(table)
+        self._resync_todo.add(table)
+        if self._ready or self._load_state().get("snapshot_done"):
+            self._save_state(done=self._snapshot_pending is None)
+        log.info("resync_requested", table=str(table), slot=self.slot)
+
+    def _recopy(self) -> Iterator[Change]:
+        for table in sorted(self._resync_todo):
+            temp = f"{self.slot[:40]}_resync_{uuid.uuid4().hex[:8]}"
+            with temporary_snapshot(self.dsn, temp) as (consistent, snapshot):
+                reader = SnapshotReader(self.dsn, snapshot)
+                lsn, n, now = consistent - 1, 0, datetime.now(UTC)
+                try:
+                    yield Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now)
+                    for chunk in reader.rows(table, self._schemas[table].column_names):
+                        for values in chunk:
+                            n += 1
+                            yield Change(table, Op.INSERT, values, encode_position(lsn, n), now)
+                finally:
+                    reader.close()
+            self._resync_pending[table] = encode_position(lsn, n).value
+            # Streamed changes committed before the consistent point are in the copy: skip them.
+            self._yielded[table] = encode_position(lsn, 0xFFFFFFFFFFFF).value
+            self._resync_todo.discard(table)
+            log.info("table_recopied", table=str(table), rows=n, consistent_point=f"{consistent:X}")
+        self.ack({})
+
     # -- streaming ------------------------------------------------------------------------------------
 
-    def _stream(self) -> Iterator[Change | SchemaChange]:
-        decode = self._decoder.decode
+    def _stream(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        """The slot's changes. Plain rows (inserts, updates without an old tuple, deletes; no unchanged
+        TOAST value) skip the message objects: their raw values are collected per table and yielded as
+        ``ChangeChunk``s. A table's collected rows are yielded before anything else of that table (a row
+        ``Change``, TRUNCATE, schema change) and all of them before this returns, so each table's order
+        holds; chunks of different tables may interleave, which the per-table buffer does not mind."""
+        decoder = self._decoder
+        decode = decoder.decode
         yielded = self._yielded
+        rels = self._rels
+        collectors = self._collectors
+        by_rel = self._collector_of
+        raw = pg.raw_tuple
+        limit = self.chunk_rows
         txn = self._txn
-        for _start, payload in self.stream.messages():
+        for payload in chain.from_iterable(self.stream.messages()):
+            tag = payload[0]
+            if tag in _OPS and not decoder.in_stream:  # 'I', 'U', 'D'
+                rel_id = int.from_bytes(payload[1:5])
+                rel = rels.get(rel_id)
+                if rel is None:
+                    continue  # a table we do not replicate
+                flag = payload[5]  # 'N' new tuple first: no old one; a delete's 'K' key or 'O' old row
+                values = raw(payload, 6) if flag == 78 or (tag == 68 and flag in (75, 79)) else None
+                if values is not None:
+                    assert txn is not None
+                    txn.ordinal += 1
+                    at = txn.prefix + f"{txn.ordinal:012X}"
+                    # Keyed by relation id: hashing a TableId per row costs more than the decoding.
+                    rows = by_rel.get(rel_id)
+                    if rows is None:
+                        rows = by_rel[rel_id] = collectors.setdefault(rel.table, RowCollector(rel.table))
+                    # Collected rows count as yielded (``take`` records them in ``_yielded``).
+                    if at <= (rows.positions[-1] if rows.positions else yielded.get(rel.table, "")):
+                        continue  # resent after a reconnect, and already yielded
+                    if rel.index is not None:
+                        values = [values[j] if j >= 0 else None for j in rel.index]
+                    if rows.txn is not txn:
+                        rows.txn = txn
+                        rows.starts.append((len(rows.rows), txn))
+                        txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
+                    rows.rows.append(values)
+                    rows.ops.append(_OPS[tag])
+                    rows.positions.append(at)
+                    if len(rows.positions) >= limit:
+                        yield from self._flush(rel.table)
+                    continue
+                yield from self._flush(rel.table)  # the row path follows for this one
             msg = decode(payload)
             kind = type(msg)
             if kind is pg.Insert or kind is pg.Update or kind is pg.Delete:
@@ -292,6 +404,7 @@ class PostgresSource:
             elif kind is pg.Relation:
                 assert isinstance(msg, pg.Relation)
                 at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
+                yield from self._flush(TableId(msg.namespace, msg.name))  # rows of the shape before
                 schema_change = self._relation(msg, at)
                 if schema_change is not None:
                     yield schema_change
@@ -301,12 +414,28 @@ class PostgresSource:
                     rel = self._rels.get(rel_id)
                     if rel is None:
                         continue
+                    yield from self._flush(rel.table)
                     txn.ordinal += 1
                     value = txn.prefix + f"{txn.ordinal:012X}"
                     if value > yielded.get(rel.table, ""):
                         yielded[rel.table] = txn.last[rel.table] = value
                         yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
             # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
+        for table in list(collectors):
+            yield from self._flush(table)
+
+    def _flush(self, table: TableId) -> Iterator[ChangeChunk]:
+        """The rows collected of ``table``, as one chunk (nothing when there are none)."""
+        rows = self._collectors.get(table)
+        if rows is None or not rows.positions:
+            return
+        ends = [i for i, _ in rows.starts[1:]] + [len(rows.positions)]
+        for (_, txn), end in zip(rows.starts, ends, strict=True):
+            txn.last[table] = rows.positions[end - 1]  # what the slot waits for, per transaction
+        self._yielded[table] = rows.positions[-1]
+        chunk = rows.take(self._schemas[table])
+        if chunk is not None:
+            yield chunk
 
     def _changes(self, msg: pg.Insert | pg.Update | pg.Delete, txn: _Txn) -> list[Change]:
         """The changes one row message makes, numbered within ``txn``."""
