@@ -197,6 +197,7 @@ def open_source(
             publication=pgc.publication_name,
             create_slot=pgc.create_slot,
             create_publication=pgc.create_publication,
+            keyless={t: o.keyless for t, o in table_options(cfg).items()},
         )
     from replicator.sources.dms import DmsSource
 

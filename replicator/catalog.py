@@ -97,6 +97,10 @@ class TableOptions:
     dropped_columns: str = "null"
     policies: tuple[tuple[str, str], ...] = ()
     redshift: RedshiftLayout = field(default_factory=RedshiftLayout)
+    # PostgreSQL source, a table with no primary key and no REPLICA IDENTITY FULL (its updates and deletes
+    # cannot be replicated): "insert_only" replicates its inserts with a start-up warning, "refuse" stops
+    # the start-up with the fix.
+    keyless: str = "insert_only"
 
     @property
     def soft_delete(self) -> bool:
@@ -153,4 +157,5 @@ def parse_options(path: Path, schema: TableSchema) -> TableOptions:
     )
     if layout.distkey and layout.diststyle not in ("", "key"):
         raise CatalogError(f'{path}: redshift.distkey needs diststyle = "key" (or no diststyle)')
-    return TableOptions(deletes, dropped, policies, layout)
+    keyless = choice("keyless", ("insert_only", "refuse"), doc.get("keyless", "insert_only"))
+    return TableOptions(deletes, dropped, policies, layout, keyless=keyless)

@@ -20,6 +20,19 @@ schema lacks becomes a ``SchemaChange`` (type from the column's type OID).
 Transactions are requested whole (protocol 1, no in-progress streaming): the server spills big ones to
 disk and sends them at commit, rows flowing straight through the buffer into staged batches, so memory is
 bounded and a rolled-back transaction never reaches us. The decoder also understands protocol 2 streaming.
+
+Speed: plain rows (inserts, updates without an old tuple, deletes; no unchanged TOAST value) skip the
+message objects and are collected per table as raw values, then yielded as ``ChangeChunk``s
+(``pg_columns``); the rest goes the ``Change`` way.
+
+Types (schema file type -> what the targets hold; values travel as PostgreSQL's own text output):
+int2/int4/int8, bool, date, time, timestamp, text/varchar/char -> the same types. timestamptz -> the same
+instant (UTC). numeric(p,s) with p <= 38 -> exact decimal. Unbounded numeric (any precision, NaN, Infinity)
+-> declare ``numeric``: PostgreSQL keeps it exactly (NaN too); DuckDB/Redshift have only DECIMAL(38, s),
+which refuses NaN and rounds, so declare ``text`` there for a faithful text form. uuid -> uuid (text where
+the warehouse has none). json and jsonb -> json (jsonb's normalised text, as PostgreSQL prints it). bytea ->
+bytes (wire ``\\x`` hex decoded). interval, arrays, enums -> ``text``, in PostgreSQL's text form
+(``1 year 2 mons``, ``{1,2,NULL}``, the label): no warehouse type carries them faithfully.
 """
 
 from __future__ import annotations
@@ -122,7 +135,11 @@ class PostgresSource:
         create_publication: bool = True,
         idle_seconds: float = 0.3,
         status_interval: float = 10.0,
+        keyless: Mapping[TableId, str] | None = None,
     ) -> None:
+        """``keyless``: per table, what to do when it has no primary key and no REPLICA IDENTITY FULL
+        (``TableOptions.keyless``): ``insert_only`` (the default: a start-up warning, inserts replicate) or
+        ``refuse`` (``SourceSetupError`` naming the fix)."""
         self.dsn = dsn
         self._schemas = dict(sorted(tables.items()))
         self.state = state
@@ -132,6 +149,15 @@ class PostgresSource:
         self._conn = psycopg2.connect(dsn)
         self._conn.autocommit = True
         self.checks = preflight(self._conn, list(self._schemas))
+        policy = keyless or {}
+        refused = [str(c.table) for c in self.checks if c.insert_only and policy.get(c.table) == "refuse"]
+        if refused:
+            self._conn.close()
+            raise SourceSetupError(
+                f"{', '.join(refused)}: no primary key and no replica identity, so updates and deletes "
+                "cannot be replicated: ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key), or set "
+                'keyless = "insert_only" in the table\'s schema file to replicate its inserts only'
+            )
         ensure_publication(self._conn, publication, list(self._schemas), create=create_publication)
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
@@ -235,11 +261,12 @@ class PostgresSource:
             self._resync_todo |= wanted
             missing = set(map(str, self._schemas)) - set(map(str, state.get("tables", [])))  # type: ignore[call-overload]
             if missing:
-                log.warning(
-                    "tables_added_without_snapshot",
-                    tables=sorted(missing),
-                    detail="their rows from before now are not copied; changes from now on are",
-                )
+                # Added to the schemas (and so to the publication) since: each is copied on its own under a
+                # fresh snapshot, exactly as a resync; the other tables keep their slot position, no re-copy.
+                added = {t for t in self._schemas if str(t) in missing}
+                self._resync_wanted |= added
+                self._resync_todo |= added
+                log.info("tables_added_copying", tables=sorted(missing))
                 self._save_state(done=True)
             self._ready = True
             return

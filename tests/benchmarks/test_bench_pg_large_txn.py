@@ -1,0 +1,122 @@
+"""PostgreSQL source memory: one 2,000,000-row transaction replicates (source -> staged -> DuckDB) with the
+replicator's peak RSS under 400 MB (issue 4). The replicator runs in a child process so its own peak RSS is
+measured, not this test's. ``REPLICATOR_BENCH_ROWS`` scales it down for a quick look."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+pytestmark = pytest.mark.benchmark
+
+ROWS = int(os.environ.get("REPLICATOR_BENCH_LARGE_TXN_ROWS", "2000000"))
+LIMIT_MB = 400
+
+TABLE_TOML = """schema = "public"
+name = "big"
+primary_key = ["id"]
+[columns]
+id = "bigint not null"
+a = "integer"
+b = "text"
+c = "timestamptz"
+d = "numeric"
+"""
+
+# The replicator, as app.build would assemble it: PostgreSQL source, local staging, DuckDB target.
+CHILD = """
+import json, resource, sys, threading, time
+from pathlib import Path
+import duckdb
+from replicator.catalog import load_tables
+from replicator.config import BatchConfig, PipelineConfig
+from replicator.pipeline import Pipeline
+from replicator.quarantine import Quarantine
+from replicator.sources.pgoutput import parse_lsn
+from replicator.sources.postgres import PostgresSource
+from replicator.stage import Stager
+from replicator.store import LocalStore
+from replicator.warehouses.duckdb import DuckDBWarehouse
+
+dsn, tmp, slot, target = sys.argv[1], Path(sys.argv[2]), sys.argv[3], parse_lsn(sys.argv[4])
+schemas = load_tables(tmp / "schemas")
+staging = LocalStore(tmp / "staging")
+source = PostgresSource(dsn, schemas, state=staging, slot=slot, publication="pub")
+warehouse = DuckDBWarehouse(str(tmp / "wh.duckdb"))
+pipeline = Pipeline(source=source, stager=Stager(staging, Quarantine(staging)), warehouse=warehouse,
+                    schemas=schemas, batch=BatchConfig(max_rows=100_000, max_age_seconds=1.0),
+                    settings=PipelineConfig(poll_interval_seconds=0.05))
+started = time.monotonic()
+pipeline.run(threading.Event(), once=True)  # the first run also creates the slot and copies the table
+while source.stream.flush_lsn < target:
+    pipeline.run(threading.Event(), once=True)
+    assert time.monotonic() - started < 1200, "did not catch up"
+seconds = time.monotonic() - started
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+source.close()
+warehouse.close()
+count = ids = 0
+if target:  # the first run only sets up
+    con = duckdb.connect(str(tmp / "wh.duckdb"), read_only=True)
+    count, ids = con.execute("SELECT count(*), count(DISTINCT id) FROM public.big").fetchone()
+print(json.dumps({"rss_mb": rss_mb, "rows": count, "distinct": ids, "seconds": seconds}))
+"""
+
+
+def _sql(dsn: str, *statements: str) -> list[tuple[object, ...]]:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    out: list[tuple[object, ...]] = []
+    with conn.cursor() as cur:
+        for s in statements:
+            cur.execute(s)
+            if cur.description:
+                out = cur.fetchall()
+    conn.close()
+    return out
+
+
+def test_a_two_million_row_transaction_replicates_with_peak_rss_under_400_mb(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    (tmp_path / "schemas" / "tables").mkdir(parents=True)
+    (tmp_path / "schemas" / "tables" / "big.toml").write_text(TABLE_TOML)
+    slot = f"big_{uuid.uuid4().hex[:8]}"
+    _sql(
+        pg_dsn,
+        "CREATE TABLE big (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric)",
+        "CREATE PUBLICATION pub FOR TABLE big",
+    )
+    # A first run creates the slot and copies the (empty) table before the load: the second only streams.
+    first = subprocess.run(
+        [sys.executable, "-c", CHILD, pg_dsn, str(tmp_path), slot, "0/0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    try:
+        [(end,)] = _sql(
+            pg_dsn,
+            f"INSERT INTO big SELECT g, g, 'value ' || g, now(), g / 7.0 FROM generate_series(1, {ROWS}) g",
+            "SELECT pg_current_wal_lsn()::text",
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", CHILD, pg_dsn, str(tmp_path), slot, str(end)],
+            capture_output=True, text=True, timeout=1500, check=False,
+        )  # fmt: skip
+    finally:
+        _sql(pg_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    print(
+        f"\n{ROWS:,}-row transaction: replicated in {result['seconds']:.1f} s, "
+        f"replicator peak RSS {result['rss_mb']:.0f} MB (bound {LIMIT_MB} MB)"
+    )
+    assert (result["rows"], result["distinct"]) == (ROWS, ROWS)
+    assert result["rss_mb"] < LIMIT_MB
