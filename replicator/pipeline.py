@@ -77,7 +77,8 @@ class Pipeline:
     ) -> None:
         self.source = source
         self.views = views  # refreshes views after merges; None when there are none
-        self._changed: set[TableId] = set()  # tables with batches applied since the last view refresh
+        self._changed: set[TableId] = set()
+        self._recorded_errors: set[TableId] = set()  # tables with batches applied since the last view refresh
         self.stager = stager
         self.warehouse = warehouse
         self.schemas = dict(schemas)
@@ -102,6 +103,9 @@ class Pipeline:
             self.warehouse.ensure_table(schema)
         if self.views is not None:
             self.views.start()
+        # Reasons a previous run recorded for stopped tables: cleared once such a table merges again.
+        recorded = getattr(self.warehouse, "schema_errors", None)
+        self._recorded_errors = set(recorded()) if recorded is not None else set()
         seen: dict[TableId, Position] = {}
         for table, state in self.warehouse.table_states().items():
             if state.applied_through is not None:
@@ -245,12 +249,34 @@ class Pipeline:
                 continue
             try:
                 self.merge_table(table, stop)
-                self.errors.pop(table, None)
+                if self.errors.pop(table, None) is not None or table in self._recorded_errors:
+                    self._recorded_errors.discard(table)
+                    self._note_table_error(table, None)
             except Exception as exc:
+                # The table's oldest batch failed: nothing after it may apply (order), so the table is
+                # stopped while the others go on. Each round retries it, so a transient failure (a dropped
+                # connection, a lock timeout) heals by itself; a terminal one stays, with its reason in
+                # `status` and replicator_table_failing, until an operator fixes the cause.
                 self.stats.failed_tables += 1
-                self.errors[table] = f"{type(exc).__name__}: {exc}"
+                reason = f"{type(exc).__name__}: {exc}"
                 metrics.ERRORS.labels(stage="merge", kind=type(exc).__name__).inc()
-                log.error("merge_failed", table=str(table), error=self.errors[table])
+                log.error("merge_failed", table=str(table), error=reason)
+                if self.errors.get(table) != reason:
+                    self.errors[table] = reason
+                    self._note_table_error(table, reason)
+
+    def _note_table_error(self, table: TableId, reason: str | None) -> None:
+        """Publish (or, with None, clear) why a table is stopped: a metric here, a row in the warehouse for
+        ``replicator status`` in other processes. Best effort: the warehouse may be what is failing."""
+        metrics.TABLE_FAILING.labels(table=str(table)).set(0 if reason is None else 1)
+        name = "clear_table_error" if reason is None else "record_table_error"
+        fn = getattr(self.warehouse, name, None)
+        if fn is None:
+            return
+        try:
+            fn(table) if reason is None else fn(table, reason[:2000])
+        except Exception as exc:
+            log.warning("table_error_not_recorded", table=str(table), error=f"{type(exc).__name__}: {exc}")
 
     def merge_table(self, table: TableId, stop: threading.Event | None = None) -> int:
         pending = list(self.stager.pending(table))

@@ -147,8 +147,16 @@ class S3Store:
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        from botocore.config import Config as BotoConfig
+
+        # S3 5xx, throttling and dropped connections are retried by botocore with exponential backoff and
+        # jitter ("adaptive" also slows down when S3 asks it to).
+        retries: Any = {"mode": "adaptive", "max_attempts": 10}
         self.client: Any = boto3.client(
-            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region or "us-east-1"
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region or "us-east-1",
+            config=BotoConfig(retries=retries, connect_timeout=10, read_timeout=60),
         )
 
     def _key(self, key: str) -> str:

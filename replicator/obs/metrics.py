@@ -58,6 +58,11 @@ SOURCE_COMMIT_TO_STAGED_SECONDS = Gauge(
     "replicator_source_commit_to_staged_seconds",
     "Source commit time to durably staged, for the last transaction fully staged", ["slot"],
 )  # fmt: skip
+TABLE_FAILING = Gauge(
+    "replicator_table_failing",
+    "1 while a table's merge fails (retried each round; the reason is in status)",
+    ["table"],
+)
 PAUSED_TABLES = Gauge("replicator_paused_tables", "Tables whose merge is paused (or waiting for a resync)")
 TABLE_STATE = Gauge("replicator_table_state", "1 for the control state each table is in", ["table", "state"])
 LEASE_HELD = Gauge("replicator_lease_held", "1 while this process holds the single-writer lease", ["scope"])

@@ -155,6 +155,13 @@ class SqlWarehouse(abc.ABC):
         """Physical layout keywords for ``Dialect.create_table`` (Redshift: DISTKEY, SORTKEY, ENCODE)."""
         return {}
 
+    def record_table_error(self, table: TableId, reason: str) -> None:
+        """Remember why ``table`` is stopped, so ``replicator status`` in another process can say it."""
+        self._in_transaction(evolution.record_error(self.dialect, table, reason))
+
+    def clear_table_error(self, table: TableId) -> None:
+        self._in_transaction([evolution.clear_error(table)])
+
     def schema_errors(self) -> dict[TableId, str]:
         """Tables stopped by an incompatible schema change, with the reason (for ``replicator status``)."""
         return evolution.errors(self)
