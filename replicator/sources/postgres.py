@@ -37,23 +37,29 @@ bytes (wire ``\\x`` hex decoded). interval, arrays, enums -> ``text``, in Postgr
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain
 
 import psycopg2
 import structlog
 
-from replicator.model import Change, ChangeChunk, Column, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources import pgoutput as pg
 from replicator.sources.pg_columns import RowCollector
-from replicator.sources.pg_snapshot import SnapshotReader, temporary_snapshot
+from replicator.sources.pg_resync import STATE_PREFIX, copy_tables, load_state, recopy_table, save_state
+from replicator.sources.pg_rows import (
+    OPS,
+    Rel,
+    Txn,
+    column_type,
+    decode_position,
+    encode_position,
+    relation_shape,
+    row_changes,
+)
 from replicator.sources.pg_stream import (
     ReplicationStream,
     SourceSetupError,
@@ -64,60 +70,16 @@ from replicator.sources.pg_stream import (
     slot_lag_bytes,
 )
 from replicator.store import ObjectStore
-from replicator.types import LogicalType
+
+__all__ = [  # re-exported: these names were defined here before the module was split
+    "STATE_PREFIX",
+    "PostgresSource",
+    "column_type",
+    "decode_position",
+    "encode_position",
+]
 
 log = structlog.get_logger(__name__)
-
-STATE_PREFIX = "_state/postgres/"
-
-# Built-in type OIDs -> logical types for columns that appear after start-up (Relation messages).
-_OID_KIND = {
-    16: "boolean", 17: "bytea", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 114: "json",
-    700: "real", 701: "double", 1042: "char", 1043: "varchar", 1082: "date", 1083: "time",
-    1114: "timestamp", 1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "json",
-}  # fmt: skip
-
-
-def column_type(oid: int, typmod: int) -> LogicalType:
-    """The logical type of a pgoutput column; arrays, enums, interval and others stay text."""
-    kind = _OID_KIND.get(oid, "text")
-    if kind == "numeric" and typmod >= 4:
-        p, s = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
-        return LogicalType("numeric", precision=p, scale=s) if p <= 38 else LogicalType("numeric")
-    if kind in ("varchar", "char") and typmod >= 4:
-        return LogicalType(kind, length=typmod - 4)
-    return LogicalType(kind)
-
-
-def encode_position(lsn: int, ordinal: int) -> Position:
-    return Position(f"{lsn:016X}.{ordinal:012X}")
-
-
-def decode_position(position: Position) -> tuple[int, int]:
-    lsn, _, ordinal = position.value.partition(".")
-    return int(lsn, 16), int(ordinal, 16)
-
-
-_OPS = {73: "I", 85: "U", 68: "D"}  # pgoutput message tag -> ChangeChunk ``_op``
-
-
-@dataclass(slots=True)
-class _Rel:
-    table: TableId
-    index: list[int] | None  # schema column i <- relation column index[i] (-1: absent); None: same order
-    names: tuple[str, ...]  # relation column names
-    key: list[int]  # indexes (in schema order values) of the primary key
-
-
-@dataclass(slots=True)
-class _Txn:
-    final_lsn: int
-    commit_time: datetime
-    end_lsn: int = 0
-    committed: bool = False
-    prefix: str = ""  # f"{final_lsn:016X}."
-    ordinal: int = 0  # changes numbered so far (kept here: a read() may end inside a transaction)
-    last: dict[TableId, str] = field(default_factory=dict)  # last position yielded per table
 
 
 class PostgresSource:
@@ -163,9 +125,9 @@ class PostgresSource:
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
         self._decoder = pg.Decoder()
-        self._rels: dict[int, _Rel | None] = {}
-        self._txns: deque[_Txn] = deque()
-        self._txn: _Txn | None = None
+        self._rels: dict[int, Rel | None] = {}
+        self._txns: deque[Txn] = deque()
+        self._txn: Txn | None = None
         self._acked: dict[TableId, str] = {}
         self._yielded: dict[TableId, str] = {}
         self._snapshot_pending: dict[TableId, str] | None = None
@@ -231,26 +193,11 @@ class PostgresSource:
 
     # -- start-up: slot and snapshot ------------------------------------------------------------------
 
-    def _state_key(self) -> str:
-        return f"{STATE_PREFIX}{self.slot}.json"
-
     def _load_state(self) -> dict[str, object]:
-        try:
-            doc: dict[str, object] = json.loads(self.state.get(self._state_key()))
-            return doc
-        except KeyError:
-            return {}
+        return load_state(self.state, self.slot)
 
     def _save_state(self, *, done: bool) -> None:
-        doc = {
-            "version": 1,
-            "slot": self.slot,
-            "snapshot_done": done,
-            "resync": sorted(str(t) for t in self._resync_wanted),
-            "tables": [str(t) for t in self._schemas],
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        self.state.put(self._state_key(), json.dumps(doc, indent=1).encode())
+        save_state(self.state, self.slot, done=done, resync=self._resync_wanted, tables=self._schemas)
 
     def _prepare(self) -> Iterator[Change]:
         state = self._load_state()
@@ -284,33 +231,10 @@ class PostgresSource:
         self._resync_todo.clear()
         self._save_state(done=False)
         consistent, snapshot = self.stream.create_slot_exporting_snapshot()
-        yield from self._copy(consistent - 1, snapshot)
-        self._ready = True
-
-    def _copy(self, lsn: int, snapshot: str) -> Iterator[Change]:
-        reader = SnapshotReader(self.dsn, snapshot)
-        pending: dict[TableId, str] = {}
-        now = datetime.now(UTC)
-        try:
-            for table, schema in self._schemas.items():
-                started = time.monotonic()
-                pos = encode_position(lsn, 0)
-                yield Change(table, Op.TRUNCATE, (), pos, now)
-                n = 0
-                for chunk in reader.rows(table, schema.column_names):
-                    for values in chunk:
-                        n += 1
-                        pos = encode_position(lsn, n)
-                        yield Change(table, Op.INSERT, values, pos, now)
-                pending[table] = pos.value
-                self._yielded[table] = pos.value
-                log.info(
-                    "table_copied", table=str(table), rows=n, seconds=round(time.monotonic() - started, 2)
-                )
-        finally:
-            reader.close()
-        self._snapshot_pending = pending
+        lsn = consistent - 1
+        self._snapshot_pending = yield from copy_tables(self.dsn, snapshot, self._schemas, lsn, self._yielded)
         self.ack({})  # the pipeline may have acknowledged all of it already (batches staged on the way)
+        self._ready = True
 
     # -- resync (``Resyncable``) ----------------------------------------------------------------------
 
@@ -335,18 +259,8 @@ class PostgresSource:
 
     def _recopy(self) -> Iterator[Change]:
         for table in sorted(self._resync_todo):
-            temp = f"{self.slot[:40]}_resync_{uuid.uuid4().hex[:8]}"
-            with temporary_snapshot(self.dsn, temp) as (consistent, snapshot):
-                reader = SnapshotReader(self.dsn, snapshot)
-                lsn, n, now = consistent - 1, 0, datetime.now(UTC)
-                try:
-                    yield Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now)
-                    for chunk in reader.rows(table, self._schemas[table].column_names):
-                        for values in chunk:
-                            n += 1
-                            yield Change(table, Op.INSERT, values, encode_position(lsn, n), now)
-                finally:
-                    reader.close()
+            names = self._schemas[table].column_names
+            consistent, lsn, n = yield from recopy_table(self.dsn, self.slot, table, names)
             self._resync_pending[table] = encode_position(lsn, n).value
             # Streamed changes committed before the consistent point are in the copy: skip them.
             self._yielded[table] = encode_position(lsn, 0xFFFFFFFFFFFF).value
@@ -373,7 +287,7 @@ class PostgresSource:
         txn = self._txn
         for payload in chain.from_iterable(self.stream.messages()):
             tag = payload[0]
-            if tag in _OPS and not decoder.in_stream:  # 'I', 'U', 'D'
+            if tag in OPS and not decoder.in_stream:  # 'I', 'U', 'D'
                 rel_id = int.from_bytes(payload[1:5])
                 rel = rels.get(rel_id)
                 if rel is None:
@@ -398,7 +312,7 @@ class PostgresSource:
                         rows.starts.append((len(rows.rows), txn))
                         txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
                     rows.rows.append(values)
-                    rows.ops.append(_OPS[tag])
+                    rows.ops.append(OPS[tag])
                     rows.positions.append(at)
                     if len(rows.positions) >= limit:
                         yield from self._flush(rel.table)
@@ -419,7 +333,7 @@ class PostgresSource:
                     txn = self._txns[-1]  # resent after a reconnect: numbered again from the start
                     txn.ordinal = 0
                 else:
-                    txn = _Txn(msg.final_lsn, msg.commit_time, prefix=f"{msg.final_lsn:016X}.")
+                    txn = Txn(msg.final_lsn, msg.commit_time, prefix=f"{msg.final_lsn:016X}.")
                     self._txns.append(txn)
                 self._txn = txn
             elif kind is pg.Commit:
@@ -464,41 +378,12 @@ class PostgresSource:
         if chunk is not None:
             yield chunk
 
-    def _changes(self, msg: pg.Insert | pg.Update | pg.Delete, txn: _Txn) -> list[Change]:
+    def _changes(self, msg: pg.Insert | pg.Update | pg.Delete, txn: Txn) -> list[Change]:
         """The changes one row message makes, numbered within ``txn``."""
         rel = self._rels.get(msg.relation_id)
         if rel is None:
             return []
-        t, prefix = txn.commit_time, txn.prefix
-        if type(msg) is pg.Insert:
-            values, unchanged = self._values(rel, msg.new)
-            txn.ordinal += 1
-            return [Change(rel.table, Op.INSERT, values, Position(prefix + f"{txn.ordinal:012X}"), t)]
-        if type(msg) is pg.Delete:
-            values, _ = self._values(rel, msg.old)
-            txn.ordinal += 1
-            return [Change(rel.table, Op.DELETE, values, Position(prefix + f"{txn.ordinal:012X}"), t)]
-        assert isinstance(msg, pg.Update)
-        values, unchanged = self._values(rel, msg.new)
-        out: list[Change] = []
-        if msg.old is not None:
-            old, _ = self._values(rel, msg.old)
-            if any(old[i] != values[i] for i in rel.key):
-                # The key changed: the row under the old key goes away, the new key is upserted.
-                txn.ordinal += 1
-                out.append(Change(rel.table, Op.DELETE, old, Position(prefix + f"{txn.ordinal:012X}"), t))
-        txn.ordinal += 1
-        pos = Position(prefix + f"{txn.ordinal:012X}")
-        out.append(Change(rel.table, Op.UPDATE, values, pos, t, unchanged))
-        return out
-
-    @staticmethod
-    def _values(rel: _Rel, data: pg.TupleData) -> tuple[tuple[str | None, ...], frozenset[str]]:
-        unchanged = frozenset(rel.names[i] for i in data.unchanged) if data.unchanged else frozenset()
-        if rel.index is None:
-            return data.values, unchanged
-        v = data.values
-        return tuple(v[j] if j >= 0 else None for j in rel.index), unchanged
+        return row_changes(rel, msg, txn)
 
     def _relation(self, msg: pg.Relation, position: str) -> SchemaChange | None:
         table = TableId(msg.namespace, msg.name)
@@ -506,22 +391,12 @@ class PostgresSource:
         if schema is None:
             self._rels[msg.relation_id] = None
             return None
-        names = tuple(c.name for c in msg.columns)
-        change: SchemaChange | None = None
-        new = [c for c in msg.columns if c.name not in schema.column_names]
-        if new:
-            columns = schema.columns + tuple(
-                Column(c.name, column_type(c.type_oid, c.type_modifier)) for c in new
-            )
-            schema = TableSchema(table, columns, schema.primary_key)
-            self._schemas[table] = schema
-            change = SchemaChange(table, schema, Position(position))
-            log.info("source_columns_added", table=str(table), columns=[c.name for c in new])
-        index = [names.index(n) if n in names else -1 for n in schema.column_names]
-        same = index == list(range(len(names))) and len(names) == len(index)
-        key = [schema.column_names.index(k) for k in schema.primary_key]
-        self._rels[msg.relation_id] = _Rel(table, None if same else index, names, key)
-        return change
+        schema, added, self._rels[msg.relation_id] = relation_shape(table, schema, msg)
+        if not added:
+            return None
+        self._schemas[table] = schema
+        log.info("source_columns_added", table=str(table), columns=added)
+        return SchemaChange(table, schema, Position(position))
 
     def _report_lag(self) -> None:
         try:

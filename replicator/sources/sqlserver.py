@@ -29,123 +29,58 @@ lost: the table needs a resync and says so; it is never skipped silently.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from datetime import time as dtime
-from decimal import Decimal
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from replicator.model import Change, Column, Op, Position, TableId, TableSchema
+from replicator.model import Change, Op, Position, TableId, TableSchema
 from replicator.obs import metrics
+from replicator.sources.sqlserver_checks import check_not_expired, check_source, source_schema
+from replicator.sources.sqlserver_state import (
+    STATE_PREFIX,
+    Connection,
+    Cursor,
+    NeedsResync,
+    SqlServerOptions,
+    SqlServerSourceError,
+    TableState,
+    load_state,
+    state_doc,
+)
+from replicator.sources.sqlserver_values import (
+    OPS,
+    ZERO,
+    commit_time,
+    decode_position,
+    encode_position,
+    next_seqval,
+    to_wire,
+)
 from replicator.sql import sqlserver as q
 from replicator.store import ObjectStore
 
+__all__ = [  # re-exported: these names were defined here before the module was split
+    "STATE_PREFIX",
+    "ZERO",
+    "Connection",
+    "Cursor",
+    "NeedsResync",
+    "SqlServerOptions",
+    "SqlServerSource",
+    "SqlServerSourceError",
+    "decode_position",
+    "encode_position",
+    "next_seqval",
+    "to_wire",
+]
+
 log = structlog.get_logger(__name__)
 
-STATE_PREFIX = "_state/sqlserver/"
-ZERO = bytes(10)
-_OPS = {1: Op.DELETE, 2: Op.INSERT, 4: Op.UPDATE}
-
-
-class Cursor(Protocol):
-    def execute(self, operation: str, params: Any = ...) -> Any: ...
-    def fetchall(self) -> list[tuple[Any, ...]]: ...
-    def close(self) -> Any: ...
-
-
-class Connection(Protocol):
-    def cursor(self) -> Cursor: ...
-    def close(self) -> Any: ...
-
-
-class SqlServerSourceError(RuntimeError):
-    """A problem the operator must fix; the message says what and how."""
-
-
-class NeedsResync(SqlServerSourceError):
-    """The table's position is older than what the capture instance still holds: changes were cleaned up."""
-
-
-def encode_position(lsn: bytes, seqval: bytes, ordinal: int) -> Position:
-    return Position(f"{lsn.hex()}:{seqval.hex()}:{ordinal:012x}")
-
-
-def decode_position(position: str) -> tuple[bytes, bytes, int]:
-    lsn, seqval, ordinal = position.split(":")
-    return bytes.fromhex(lsn), bytes.fromhex(seqval), int(ordinal, 16)
-
-
-def next_seqval(seqval: bytes) -> bytes:
-    """The smallest binary(10) above ``seqval`` (binary values compare as big-endian numbers)."""
-    return (int.from_bytes(seqval, "big") + 1).to_bytes(10, "big")
-
-
-def to_wire(value: object) -> str | None:
-    """A pymssql value as the wire text ``replicator.types.text_to_arrow`` parses."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):  # bit; before int, bool is an int
-        return "1" if value else "0"
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, date | dtime):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, int | float | uuid.UUID):
-        return str(value)
-    return str(value)
-
-
-@dataclass(frozen=True, slots=True)
-class SqlServerOptions:
-    net_changes: bool = False
-    page_rows: int = 10_000
-    poll_interval_seconds: float = 1.0
-    max_poll_interval_seconds: float = 30.0
-    capture_instances: Mapping[TableId, str] = field(default_factory=dict)
-    check_capture_job: bool = True
-    server_time_zone: str = "UTC"
-    initial_load: bool = True
-    idle_save_seconds: float = 60.0  # how often an idle table's advancing next_lsn is persisted
-
-
-@dataclass(slots=True)
-class _Table:
-    schema: TableSchema
-    ci: str  # capture instance
-    # persisted
-    next_lsn: bytes | None = None  # None: never started
-    acked: str = ""
-    snapshot: dict[str, Any] | None = None
-    # reading cursor (in memory)
-    cur_lsn: bytes = ZERO
-    cur_seq: bytes = ZERO
-    after: str = ""  # skip positions up to this one
-    range: tuple[bytes, bytes] | None = None  # net: the LSN range being read, or read and not yet staged
-    offset: int = 0  # net: rows of the current range already read
-    last_yielded: str = ""
-    caught_up: bool = False  # everything up to cur_lsn's predecessor has been yielded
-    snap_ordinal: int = 0
-    snap_after: list[str | None] | None = None
-    snap_complete: bool = False
-    snap_keys: deque[tuple[int, list[str | None]]] = field(default_factory=deque)
-    saved_at: float = 0.0
-    failed: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{STATE_PREFIX}{self.schema.table.schema}.{self.schema.table.name}.json"
+_DEFAULT_OPTIONS = SqlServerOptions()  # frozen: one shared default is safe
 
 
 class SqlServerSource:
@@ -157,7 +92,7 @@ class SqlServerSource:
         tables: Mapping[TableId, TableSchema],
         *,
         state: ObjectStore,
-        options: SqlServerOptions = SqlServerOptions(),  # frozen: one shared default is safe
+        options: SqlServerOptions = _DEFAULT_OPTIONS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if options.page_rows < 2:
@@ -168,9 +103,9 @@ class SqlServerSource:
         self.options = options
         self._clock = clock
         self._zone = ZoneInfo(options.server_time_zone)
-        self._tables: dict[TableId, _Table] = {}
+        self._tables: dict[TableId, TableState] = {}
         for tid, schema in sorted(tables.items()):
-            t = _Table(schema, options.capture_instances.get(tid, f"{tid.schema}_{tid.name}"))
+            t = TableState(schema, options.capture_instances.get(tid, f"{tid.schema}_{tid.name}"))
             self._load(t)
             self._tables[tid] = t
         self._idle_delay = 0.0
@@ -183,97 +118,11 @@ class SqlServerSource:
     def check(self) -> None:
         """Raise ``SqlServerSourceError`` naming every problem: CDC off, capture instances or captured
         columns missing, capture job not running, stored positions the capture instance no longer holds."""
-        problems: list[str] = []
-        resync: list[str] = []
-        rows = self._query(q.database_cdc_enabled())
-        if not rows or not rows[0][1]:
-            name = rows[0][0] if rows else "?"
-            raise SqlServerSourceError(
-                f"change data capture is not enabled for database {name}: run EXEC sys.sp_cdc_enable_db"
-            )
-        instances = {r[0]: (r[1], r[2], bool(r[3])) for r in self._query(q.capture_instances())}
-        for tid, t in self._tables.items():
-            found = instances.get(t.ci)
-            if found is None or (found[0], found[1]) != (tid.schema, tid.name):
-                problems.append(
-                    f"{tid}: no capture instance {t.ci!r} on this table; run EXEC sys.sp_cdc_enable_table "
-                    f"@source_schema = N'{tid.schema}', @source_name = N'{tid.name}', "
-                    f"@role_name = NULL, @capture_instance = N'{t.ci}'"
-                    + (", @supports_net_changes = 1" if self.options.net_changes else "")
-                    + " (or name its capture instance in source.sqlserver.capture_instances)"
-                )
-                continue
-            if self.options.net_changes and not found[2]:
-                problems.append(f"{tid}: capture instance {t.ci!r} does not support net changes")
-            problems.extend(self._compare_schema(t))
-            captured = {r[0] for r in self._query(q.captured_columns(t.ci))}
-            missing = [c for c in t.schema.column_names if c not in captured]
-            if missing:
-                problems.append(
-                    f"{tid}: capture instance {t.ci!r} does not capture column(s) {missing}; columns added "
-                    "after a capture instance was created need a new capture instance"
-                )
-            elif t.next_lsn is not None:
-                try:
-                    self._check_not_expired(t, t.next_lsn)
-                except NeedsResync as exc:
-                    resync.append(str(exc))
-        if self.options.check_capture_job:
-            jobs = self._query(q.capture_job())
-            if not jobs:
-                problems.append("the database has no CDC capture job (msdb.dbo.cdc_jobs): run EXEC "
-                                "sys.sp_cdc_add_job @job_type = N'capture'")  # fmt: skip
-            elif not any(r[1] for r in jobs):
-                problems.append("the CDC capture job is not running: start SQL Server Agent, or EXEC "
-                                "sys.sp_cdc_start_job @job_type = N'capture'")  # fmt: skip
-        if problems:
-            raise SqlServerSourceError("SQL Server source: " + "; ".join(problems + resync))
-        if resync:
-            raise NeedsResync("SQL Server source: " + "; ".join(resync))
-
-    def _compare_schema(self, t: _Table) -> list[str]:
-        """Catalog columns the source table lacks are problems; differing types are logged only (the
-        catalog may widen a type on purpose)."""
-        source = {r[0]: r for r in self._query(q.table_columns(t.schema.table))}
-        if not source:
-            return [f"{t.schema.table}: no such table in the source database"]
-        problems = []
-        for col in t.schema.columns:
-            r = source.get(col.name)
-            if r is None:
-                problems.append(f"{t.schema.table}: column {col.name} is not in the source table")
-                continue
-            try:
-                mapped = q.logical_type(r[1], r[2], r[3], r[4])
-            except ValueError as exc:
-                problems.append(f"{t.schema.table}: column {col.name}: {exc}")
-                continue
-            if mapped != col.type:
-                log.warning("sqlserver_type_differs", table=str(t.schema.table), column=col.name,
-                            source=str(mapped), catalog=str(col.type))  # fmt: skip
-        return problems
+        check_source(self._query, self._scalar, self._tables, self.options)
 
     def source_schema(self, table: TableId) -> TableSchema:
         """The table as SQL Server describes it (INFORMATION_SCHEMA), in replicator types."""
-        rows = self._query(q.table_columns(table))
-        if not rows:
-            raise SqlServerSourceError(f"{table}: no such table in the source database")
-        pk = tuple(r[0] for r in self._query(q.primary_key(table)))
-        cols = tuple(Column(r[0], q.logical_type(r[1], r[2], r[3], r[4]), r[5] == "YES") for r in rows)
-        return TableSchema(table, cols, pk)
-
-    def _check_not_expired(self, t: _Table, lsn: bytes) -> bytes:
-        low = self._scalar(q.min_lsn(t.ci))
-        if low == ZERO:
-            raise SqlServerSourceError(f"{t.schema.table}: capture instance {t.ci!r} no longer exists")
-        if lsn < low:
-            raise NeedsResync(
-                f"{t.schema.table} needs a resync: its position (LSN 0x{lsn.hex()}) is older than the oldest "
-                f"change capture instance {t.ci!r} still holds (0x{low.hex()}), so changes were cleaned up "
-                f"before they were read. Truncate the target table, delete {t.key} from the staging store "
-                "and restart: the table is then loaded again from a fresh snapshot"
-            )
-        return low
+        return source_schema(self._query, table)
 
     # -- Source -------------------------------------------------------------------------------------------
 
@@ -344,7 +193,7 @@ class SqlServerSource:
 
     # -- reading ------------------------------------------------------------------------------------------
 
-    def _read_table(self, t: _Table, high: bytes) -> Iterator[Change]:
+    def _read_table(self, t: TableState, high: bytes) -> Iterator[Change]:
         if t.next_lsn is None:
             self._begin(t, high)
         snap = t.snapshot
@@ -361,7 +210,7 @@ class SqlServerSource:
             t.next_lsn = t.cur_lsn
             self._save(t)
 
-    def _begin(self, t: _Table, high: bytes) -> None:
+    def _begin(self, t: TableState, high: bytes) -> None:
         """First read of a table: the load's LSN, then where changes start."""
         low = self._scalar(q.min_lsn(t.ci))
         if low == ZERO:
@@ -376,7 +225,7 @@ class SqlServerSource:
         log.info("sqlserver_table_started", table=str(t.schema.table), initial_load=self.options.initial_load,
                  snapshot_lsn=high.hex(), from_lsn=start.hex())  # fmt: skip
 
-    def _snapshot(self, t: _Table) -> Iterator[Change]:
+    def _snapshot(self, t: TableState) -> Iterator[Change]:
         snap = t.snapshot
         assert snap is not None
         s_lsn = bytes.fromhex(snap["lsn"])
@@ -403,12 +252,12 @@ class SqlServerSource:
             self._save(t)
         log.info("sqlserver_initial_load_read", table=str(t.schema.table), rows=t.snap_ordinal)
 
-    def _all(self, t: _Table, high: bytes) -> Iterator[Change]:
+    def _all(self, t: TableState, high: bytes) -> Iterator[Change]:
         if t.cur_lsn > high:
             t.caught_up = True
             return
         t.caught_up = False
-        self._check_not_expired(t, t.cur_lsn)
+        check_not_expired(self._scalar, t, t.cur_lsn)
         names = t.schema.column_names
         key_idx = [names.index(k) for k in t.schema.primary_key]
         limit = self.options.page_rows
@@ -434,7 +283,7 @@ class SqlServerSource:
                     changes.append(Change(t.schema.table, Op.DELETE, old, encode_position(lsn, seqval, 0),
                                           commit))  # fmt: skip
                 changes.append(
-                    Change(t.schema.table, _OPS[op], values, encode_position(lsn, seqval, 1), commit)
+                    Change(t.schema.table, OPS[op], values, encode_position(lsn, seqval, 1), commit)
                 )
                 old = None
                 t.cur_lsn, t.cur_seq = lsn, next_seqval(seqval)
@@ -448,7 +297,7 @@ class SqlServerSource:
         t.cur_lsn, t.cur_seq = self._scalar(q.increment_lsn(high)), ZERO
         t.caught_up = True
 
-    def _net(self, t: _Table, high: bytes) -> Iterator[Change]:
+    def _net(self, t: TableState, high: bytes) -> Iterator[Change]:
         if t.range is None or t.caught_up:
             if t.last_yielded > t.acked:
                 return  # a new range starts only once the last one is staged (its ordinals restart)
@@ -457,7 +306,7 @@ class SqlServerSource:
                 return
             t.range, t.offset, t.after = (t.cur_lsn, high), 0, ""
         t.caught_up = False
-        self._check_not_expired(t, t.range[0])
+        check_not_expired(self._scalar, t, t.range[0])
         names = t.schema.column_names
         limit = self.options.page_rows
         while True:
@@ -479,7 +328,7 @@ class SqlServerSource:
                     continue
                 t.after = t.last_yielded = pos.value
                 self._yielded += 1
-                yield Change(t.schema.table, _OPS[op], tuple(to_wire(v) for v in data), pos,
+                yield Change(t.schema.table, OPS[op], tuple(to_wire(v) for v in data), pos,
                              self._commit_time(when))  # fmt: skip
             if len(rows) < limit:
                 break
@@ -487,11 +336,7 @@ class SqlServerSource:
         t.caught_up = True
 
     def _commit_time(self, when: object) -> datetime | None:
-        if not isinstance(when, datetime):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=self._zone)
-        return when.astimezone(UTC)
+        return commit_time(when, self._zone)
 
     # -- connection ---------------------------------------------------------------------------------------
 
@@ -527,52 +372,9 @@ class SqlServerSource:
 
     # -- state --------------------------------------------------------------------------------------------
 
-    def _load(self, t: _Table) -> None:
-        try:
-            doc = json.loads(self.state.get(t.key))
-        except KeyError:
-            return
-        if doc.get("capture_instance") != t.ci:
-            raise SqlServerSourceError(
-                f"{t.schema.table}: its position belongs to capture instance "
-                f"{doc.get('capture_instance')!r}, not {t.ci!r}; LSNs of different capture instances "
-                "are not comparable. Resync the table "
-                f"(delete {t.key} from the staging store) or configure the old capture instance"
-            )
-        t.next_lsn = bytes.fromhex(doc["next_lsn"]) if doc.get("next_lsn") else None
-        if doc.get("range_to") and t.next_lsn is not None:
-            t.range = (t.next_lsn, bytes.fromhex(doc["range_to"]))
-        t.acked = t.after = doc.get("acked") or ""
-        t.snapshot = doc.get("snapshot")
-        t.cur_lsn = t.next_lsn or ZERO
-        if t.snapshot is not None and not t.snapshot["done"]:
-            t.snap_ordinal = int(t.snapshot["rows"])
-            t.snap_after = t.snapshot["after_key"]
-        elif t.acked and not self.options.net_changes:
-            lsn, seqval, _ = decode_position(t.acked)
-            if lsn == t.next_lsn:
-                t.cur_seq = seqval  # resume inside the transaction at next_lsn, after what is acked
-        if t.range is not None:
-            # The same range pages the same way: continue right after the acknowledged row.
-            t.offset = decode_position(t.acked)[2] if t.acked and t.acked[:20] >= t.range[0].hex() else 0
-        t.last_yielded = t.acked
+    def _load(self, t: TableState) -> None:
+        load_state(self.state, t, net_changes=self.options.net_changes)
 
-    def _pending_range_to(self, t: _Table) -> str | None:
-        """Net changes: the end of the range read but not staged whole; a restart reads it again."""
-        if not self.options.net_changes or t.range is None or t.next_lsn != t.range[0]:
-            return None
-        return t.range[1].hex()
-
-    def _save(self, t: _Table) -> None:
-        doc = {
-            "version": 1,
-            "table": str(t.schema.table),
-            "capture_instance": t.ci,
-            "next_lsn": t.next_lsn.hex() if t.next_lsn is not None else None,
-            "range_to": self._pending_range_to(t),
-            "acked": t.acked,
-            "snapshot": t.snapshot,
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        self.state.put(t.key, json.dumps(doc, indent=1).encode())
+    def _save(self, t: TableState) -> None:
+        self.state.put(t.key, state_doc(t, net_changes=self.options.net_changes))
         t.saved_at = self._clock()

@@ -1,0 +1,115 @@
+"""PostgreSQL source: positions, column types of Relation messages, and row messages as ``Change``s.
+
+Positions and types are described in ``replicator.sources.postgres``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from replicator.model import Change, Column, Op, Position, TableId, TableSchema
+from replicator.sources import pgoutput as pg
+from replicator.types import LogicalType
+
+# Built-in type OIDs -> logical types for columns that appear after start-up (Relation messages).
+_OID_KIND = {
+    16: "boolean", 17: "bytea", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 114: "json",
+    700: "real", 701: "double", 1042: "char", 1043: "varchar", 1082: "date", 1083: "time",
+    1114: "timestamp", 1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "json",
+}  # fmt: skip
+
+
+def column_type(oid: int, typmod: int) -> LogicalType:
+    """The logical type of a pgoutput column; arrays, enums, interval and others stay text."""
+    kind = _OID_KIND.get(oid, "text")
+    if kind == "numeric" and typmod >= 4:
+        p, s = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+        return LogicalType("numeric", precision=p, scale=s) if p <= 38 else LogicalType("numeric")
+    if kind in ("varchar", "char") and typmod >= 4:
+        return LogicalType(kind, length=typmod - 4)
+    return LogicalType(kind)
+
+
+def encode_position(lsn: int, ordinal: int) -> Position:
+    return Position(f"{lsn:016X}.{ordinal:012X}")
+
+
+def decode_position(position: Position) -> tuple[int, int]:
+    lsn, _, ordinal = position.value.partition(".")
+    return int(lsn, 16), int(ordinal, 16)
+
+
+OPS = {73: "I", 85: "U", 68: "D"}  # pgoutput message tag -> ChangeChunk ``_op``
+
+
+@dataclass(slots=True)
+class Rel:
+    table: TableId
+    index: list[int] | None  # schema column i <- relation column index[i] (-1: absent); None: same order
+    names: tuple[str, ...]  # relation column names
+    key: list[int]  # indexes (in schema order values) of the primary key
+
+
+@dataclass(slots=True)
+class Txn:
+    final_lsn: int
+    commit_time: datetime
+    end_lsn: int = 0
+    committed: bool = False
+    prefix: str = ""  # f"{final_lsn:016X}."
+    ordinal: int = 0  # changes numbered so far (kept here: a read() may end inside a transaction)
+    last: dict[TableId, str] = field(default_factory=dict)  # last position yielded per table
+
+
+def row_values(rel: Rel, data: pg.TupleData) -> tuple[tuple[str | None, ...], frozenset[str]]:
+    """A tuple's values in schema column order, and the names of its unchanged TOAST columns."""
+    unchanged = frozenset(rel.names[i] for i in data.unchanged) if data.unchanged else frozenset()
+    if rel.index is None:
+        return data.values, unchanged
+    v = data.values
+    return tuple(v[j] if j >= 0 else None for j in rel.index), unchanged
+
+
+def row_changes(rel: Rel, msg: pg.Insert | pg.Update | pg.Delete, txn: Txn) -> list[Change]:
+    """The changes one row message of ``rel`` makes, numbered within ``txn``."""
+    t, prefix = txn.commit_time, txn.prefix
+    if type(msg) is pg.Insert:
+        values, unchanged = row_values(rel, msg.new)
+        txn.ordinal += 1
+        return [Change(rel.table, Op.INSERT, values, Position(prefix + f"{txn.ordinal:012X}"), t)]
+    if type(msg) is pg.Delete:
+        values, _ = row_values(rel, msg.old)
+        txn.ordinal += 1
+        return [Change(rel.table, Op.DELETE, values, Position(prefix + f"{txn.ordinal:012X}"), t)]
+    assert isinstance(msg, pg.Update)
+    values, unchanged = row_values(rel, msg.new)
+    out: list[Change] = []
+    if msg.old is not None:
+        old, _ = row_values(rel, msg.old)
+        if any(old[i] != values[i] for i in rel.key):
+            # The key changed: the row under the old key goes away, the new key is upserted.
+            txn.ordinal += 1
+            out.append(Change(rel.table, Op.DELETE, old, Position(prefix + f"{txn.ordinal:012X}"), t))
+    txn.ordinal += 1
+    pos = Position(prefix + f"{txn.ordinal:012X}")
+    out.append(Change(rel.table, Op.UPDATE, values, pos, t, unchanged))
+    return out
+
+
+def relation_shape(
+    table: TableId, schema: TableSchema, msg: pg.Relation
+) -> tuple[TableSchema, list[str], Rel]:
+    """What a Relation message of ``table`` (known as ``schema``) says: the schema extended by the columns
+    it lacks (their types from the type OIDs), the names of those columns, and how to map its tuples."""
+    names = tuple(c.name for c in msg.columns)
+    new = [c for c in msg.columns if c.name not in schema.column_names]
+    if new:
+        columns = schema.columns + tuple(
+            Column(c.name, column_type(c.type_oid, c.type_modifier)) for c in new
+        )
+        schema = TableSchema(table, columns, schema.primary_key)
+    index = [names.index(n) if n in names else -1 for n in schema.column_names]
+    same = index == list(range(len(names))) and len(names) == len(index)
+    key = [schema.column_names.index(k) for k in schema.primary_key]
+    return schema, [c.name for c in new], Rel(table, None if same else index, names, key)
