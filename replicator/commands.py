@@ -173,7 +173,9 @@ def demo(folder: Path, *, seed: int, files: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     dms = folder / "dms"
     if dms.is_dir() and any(dms.iterdir()):
-        summary = feed.generate_more(dms, seed=seed, files=files)
+        # The new flushes end about now (the last one a minute ago), like a live feed's.
+        start = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=files + 1)
+        summary = feed.generate_more(dms, seed=seed, files=files, not_before=start)
         print(f"added {files} CDC files to the sample DMS feed in {dms}")
     else:
         # The feed's clock ends about now, so the lag figures read like a live system's.

@@ -117,14 +117,18 @@ def generate_more(
     files: int = 5,
     changes_per_file: int = 100,
     fmt: FeedFormat | None = None,
+    not_before: datetime | None = None,
 ) -> GenerationSummary:
     """Append ``files`` more CDC flushes to the feed in ``folder``, continuing from its state and clock.
 
     The state is rebuilt by replaying the feed's own files, so new keys never collide with any key the feed
     ever used, and new file names sort after every existing one. Deterministic for the same feed and seed.
+    ``not_before`` (naive UTC) moves the clock forward first, e.g. to "now" when the feed is replayed live.
     """
     fmt = fmt or FeedFormat()
     world, windows = _replay(folder, fmt)
+    if not_before is not None and not_before > world.now:
+        world.now = not_before
     world.rng = random.Random(f"{seed}/{windows}")  # noqa: S311 - demo data, not security
     writer = _Writer(folder, fmt)
     _run_cdc(world, writer, files=files, changes_per_file=changes_per_file)
