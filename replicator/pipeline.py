@@ -77,8 +77,9 @@ class Pipeline:
     ) -> None:
         self.source = source
         self.views = views  # refreshes views after merges; None when there are none
-        self._changed: set[TableId] = set()
-        self._recorded_errors: set[TableId] = set()  # tables with batches applied since the last view refresh
+        self._changed: set[TableId] = set()  # tables with batches applied since the last view refresh
+        self._recorded_errors: set[TableId] = set()  # tables a stop reason is recorded for
+        self._staged_through: dict[TableId, Position] = {}  # durably staged or applied, per table
         self.stager = stager
         self.warehouse = warehouse
         self.schemas = dict(schemas)
@@ -121,6 +122,9 @@ class Pipeline:
             max_age_seconds=self.batch_cfg.max_age_seconds,
             seen_through=seen,
         )
+        # What is durably staged (or applied) per table. The buffer's seen_through runs ahead of it: it also
+        # covers changes only held in memory, which must never be acknowledged.
+        self._staged_through = dict(seen)
         log.info(
             "pipeline_started",
             tables=len(self.schemas),
@@ -174,9 +178,16 @@ class Pipeline:
                 batches = buffer.add(change)
             for batch in batches:
                 self._stage(batch)
-            if buffer.dropped != dropped and buffer.dropped_through is not None:
-                # Staged before a restart: acknowledge it anyway (in bulk below), or a source that waits
-                # for every yielded change (PostgreSQL's flush position) would wait for it forever.
+            durable = self._staged_through.get(change.table)
+            if (
+                buffer.dropped != dropped
+                and buffer.dropped_through is not None
+                and durable is not None
+                and buffer.dropped_through <= durable
+            ):
+                # Staged before (e.g. before a restart): acknowledge it anyway (in bulk below), or a source
+                # that waits for every yielded change (PostgreSQL's flush position) would wait forever. A
+                # re-yielded change that is only buffered is acknowledged when its batch is staged.
                 already_staged[change.table] = buffer.dropped_through
             if n >= check_at:
                 check_at = n + 1024
@@ -218,6 +229,7 @@ class Pipeline:
             bound.error("batch_rejected", position=str(exc.row.change.position), detail=exc.row.detail)
             return
         crash_point("after_stage")
+        self._staged_through[batch.table] = batch.last
         self.source.ack({batch.table: batch.last})
         self.stats.staged_batches += 1
         bound.debug(
@@ -316,6 +328,7 @@ class Pipeline:
             dropped += 1
         if self._buffer is not None:
             self._buffer.seen_through.pop(table, None)
+        self._staged_through.pop(table, None)
         return dropped
 
     def _apply(self, manifest: Manifest, schema: TableSchema) -> None:
