@@ -48,15 +48,6 @@ class PostgresWarehouse(SqlWarehouse):
             cur.execute(sql)
             return cur.fetchall()
 
-    def _begin(self) -> None:
-        self._execute("BEGIN")
-
-    def _commit(self) -> None:
-        self._execute("COMMIT")
-
-    def _rollback(self) -> None:
-        self._execute("ROLLBACK")
-
     def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
         """COPY the file in slices of ``_SLICE_ROWS``: memory stays bounded however large the batch."""
         columns = list(self.dialect.staging_columns(schema))

@@ -140,15 +140,6 @@ class RedshiftWarehouse(SqlWarehouse):
         finally:
             cur.close()
 
-    def _begin(self) -> None:
-        self._execute("BEGIN")
-
-    def _commit(self) -> None:
-        self._execute("COMMIT")
-
-    def _rollback(self) -> None:
-        self._execute("ROLLBACK")
-
     def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
         if self._loader is not None:
             self._loader(self, schema, staging, parquet)

@@ -121,14 +121,15 @@ class SqlWarehouse(abc.ABC):
     @abc.abstractmethod
     def _query(self, sql: str) -> list[tuple[Any, ...]]: ...
 
-    @abc.abstractmethod
-    def _begin(self) -> None: ...
+    # Transactions as plain SQL statements (PostgreSQL, Redshift); drivers with their own calls override.
+    def _begin(self) -> None:
+        self._execute("BEGIN")
 
-    @abc.abstractmethod
-    def _commit(self) -> None: ...
+    def _commit(self) -> None:
+        self._execute("COMMIT")
 
-    @abc.abstractmethod
-    def _rollback(self) -> None: ...
+    def _rollback(self) -> None:
+        self._execute("ROLLBACK")
 
     @abc.abstractmethod
     def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
