@@ -198,6 +198,7 @@ def open_source(
             create_slot=pgc.create_slot,
             create_publication=pgc.create_publication,
             keyless={t: o.keyless for t, o in table_options(cfg).items()},
+            copy_workers=pgc.copy_workers,
         )
     from replicator.sources.dms import DmsSource
 

@@ -97,6 +97,7 @@ class PostgresSourceConfig:
     publication_name: str = "replicator"
     create_slot: bool = True
     create_publication: bool = True
+    copy_workers: int = 0  # tables copied at once (initial snapshot, added tables); 0: cores, at most 4
 
 
 @dataclass(frozen=True, slots=True)

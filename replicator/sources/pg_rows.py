@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from replicator.model import Change, Column, Op, Position, TableId, TableSchema
 from replicator.sources import pgoutput as pg
 from replicator.types import LogicalType
@@ -33,6 +36,18 @@ def column_type(oid: int, typmod: int) -> LogicalType:
 
 def encode_position(lsn: int, ordinal: int) -> Position:
     return Position(f"{lsn:016X}.{ordinal:012X}")
+
+
+_HEX3 = pa.array([f"{i:03X}" for i in range(4096)], pa.string())  # 12 bits as 3 upper-case hex digits
+
+
+def position_range(lsn: int, first: int, n: int) -> pa.StringArray:
+    """``encode_position(lsn, i).value`` for ``i`` in ``first .. first + n - 1``, built column-wise (a
+    snapshot copy numbers millions of rows: a Python f-string per row costs 3x more)."""
+    ordinals = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n), start=first - 1)
+    digits = [pc.take(_HEX3, pc.bit_wise_and(pc.shift_right(ordinals, 12 * k), 0xFFF)) for k in (3, 2, 1, 0)]
+    joined: pa.StringArray = pc.binary_join_element_wise(f"{lsn:016X}.", *digits, "")
+    return joined
 
 
 def decode_position(position: Position) -> tuple[int, int]:

@@ -1,63 +1,58 @@
-"""Initial copy of tables under a snapshot exported by the replication slot.
+"""Reading tables under a snapshot exported by a replication slot (the initial copy and table re-copies).
 
-Each table is read with ``COPY (SELECT ... WHERE ctid range) TO STDOUT`` one range of pages at a time, so
-memory stays bounded by the chunk whatever the table's size, and every value arrives as the type's text
-output: the same wire text pgoutput sends later, so snapshot rows and streamed rows are staged alike.
+Each table is read with ``COPY (SELECT ... WHERE ctid range) TO STDOUT (FORMAT csv)`` one range of pages at
+a time, so memory stays bounded by the range whatever the table's size, and every value arrives as the
+type's text output: the same wire text pgoutput sends later, so snapshot rows and streamed rows are staged
+alike. The CSV is parsed by Arrow's reader (C++, off the GIL) into string columns: an unquoted empty field
+is NULL, a quoted one (``""``) the empty string, exactly as COPY writes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import re
 from collections.abc import Iterator, Sequence
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from replicator.model import TableId
 from replicator.sql.ident import quote_ident, quote_table
 
-_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))")
-_SIMPLE = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
-
-def _unescape_match(m: re.Match[str]) -> str:
-    octal, hexa, char = m.groups()
-    if octal is not None:
-        return chr(int(octal, 8))
-    if hexa is not None:
-        return chr(int(hexa, 16))
-    return _SIMPLE.get(char, char)
-
-
-def parse_copy_text(data: str) -> Iterator[tuple[str | None, ...]]:
-    """Rows of PostgreSQL's COPY text format (tab-separated, ``\\N`` for NULL, backslash escapes)."""
-    for line in data.split("\n"):
-        if not line:
-            continue
-        if "\\" not in line:
-            yield tuple(line.split("\t"))
-            continue
-        yield tuple(
-            None if f == "\\N" else (_ESCAPE.sub(_unescape_match, f) if "\\" in f else f)
-            for f in line.split("\t")
-        )
+def parse_copy_csv(data: bytes, names: Sequence[str]) -> pa.Table:
+    """COPY's CSV output as a table of string columns named ``names`` (null for SQL NULL)."""
+    return pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=list(names), block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),  # text values may hold line breaks
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=[""],
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
 
 
 class SnapshotReader:
-    """Reads tables as of an exported snapshot, over one ordinary connection held for the whole copy."""
+    """Reads tables as of an exported snapshot, over one ordinary connection held for the whole copy.
 
-    def __init__(self, dsn: str, snapshot: str, *, pages_per_chunk: int = 2048) -> None:
+    Several readers may import the same snapshot (one per worker thread): they all see the same data."""
+
+    def __init__(self, dsn: str, snapshot: str, *, pages_per_chunk: int = 1024) -> None:
         self.conn = psycopg2.connect(dsn)
+        self.conn.set_client_encoding("UTF8")
         self.pages_per_chunk = pages_per_chunk
         with self.conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
 
-    def rows(self, table: TableId, columns: Sequence[str]) -> Iterator[list[tuple[str | None, ...]]]:
-        """The table's rows as of the snapshot, in chunks of whole page ranges."""
+    def chunks(self, table: TableId, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """The table's rows as of the snapshot (string columns ``columns``), one page range per chunk."""
         cols = ", ".join(quote_ident(c) for c in columns)
         with self.conn.cursor() as cur:
             cur.execute(
@@ -74,13 +69,14 @@ class SnapshotReader:
                 where = f"ctid >= '({start},0)'::tid" + (
                     f" AND ctid < '({end},0)'::tid" if end < pages else ""
                 )
-                buf = io.StringIO()
+                buf = io.BytesIO()
                 cur.copy_expert(
-                    f"COPY (SELECT {cols} FROM {quote_table(table)} WHERE {where}) TO STDOUT", buf
+                    f"COPY (SELECT {cols} FROM {quote_table(table)} WHERE {where}) TO STDOUT (FORMAT csv)",
+                    buf,
                 )
-                chunk = list(parse_copy_text(buf.getvalue()))
-                if chunk:
-                    yield chunk
+                data = buf.getvalue()
+                if data:
+                    yield parse_copy_csv(data, columns)
                 if end >= pages:
                     return
                 start = end

@@ -8,6 +8,12 @@ Snapshot rows use ``consistent point - 1`` (every streamed commit is at or after
 their ordinal within the table's copy; ordinal 0 is a TRUNCATE that starts each table's copy, so a copy
 redone after a crash replaces whatever an unfinished earlier copy staged.
 
+Copies (``pg_copy``): the initial one reads every table under the slot's exported snapshot with several
+worker threads (``copy_workers``) before streaming starts. A table added to the schemas later, or resynced,
+is copied under a temporary slot's snapshot while the other tables keep streaming; what the slot streams
+for it meanwhile is held back until its copy is out (at most ``hold_rows`` changes in all: beyond that,
+streaming waits for the copy).
+
 Acknowledgement: ``flush_lsn`` (what the slot may forget) is the end of the last transaction all of whose
 changes, in every table, are acknowledged. A transaction that is only partly staged (a big one cut into
 several batches) holds it before its own commit. When nothing is pending and the server sends only
@@ -37,6 +43,8 @@ bytes (wire ``\\x`` hex decoded). interval, arrays, enums -> ``text``, in Postgr
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -49,7 +57,8 @@ from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, Ta
 from replicator.obs import metrics
 from replicator.sources import pgoutput as pg
 from replicator.sources.pg_columns import RowCollector
-from replicator.sources.pg_resync import STATE_PREFIX, copy_tables, load_state, recopy_table, save_state
+from replicator.sources.pg_copy import CopyRound, Held, TableCopied
+from replicator.sources.pg_resync import STATE_PREFIX, load_state, save_state
 from replicator.sources.pg_rows import (
     OPS,
     Rel,
@@ -98,10 +107,12 @@ class PostgresSource:
         idle_seconds: float = 0.3,
         status_interval: float = 10.0,
         keyless: Mapping[TableId, str] | None = None,
+        copy_workers: int = 0,
     ) -> None:
         """``keyless``: per table, what to do when it has no primary key and no REPLICA IDENTITY FULL
         (``TableOptions.keyless``): ``insert_only`` (the default: a start-up warning, inserts replicate) or
-        ``refuse`` (``SourceSetupError`` naming the fix)."""
+        ``refuse`` (``SourceSetupError`` naming the fix). ``copy_workers``: tables copied at once (0: as
+        many as there are cores, at most 4)."""
         self.dsn = dsn
         self._schemas = dict(sorted(tables.items()))
         self.state = state
@@ -138,6 +149,12 @@ class PostgresSource:
         self._resync_wanted: set[TableId] = set()  # copies not yet durably staged (kept in the state)
         self._resync_todo: set[TableId] = set()  # copies this process has not read yet
         self._resync_pending: dict[TableId, str] = {}  # copied: its last position, until acknowledged
+        self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
+        self._copy: CopyRound | None = None  # the copy of tables added or resynced, while streaming goes on
+        self._again: set[TableId] = set()  # resynced again while being copied: copied once more after
+        self._held = Held()  # streamed changes of the tables in ``_resync_todo``, until their copy is out
+        self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
+        self._read_seconds = self.stream.max_read_seconds
 
     # -- Source -------------------------------------------------------------------------------------------
 
@@ -147,9 +164,23 @@ class PostgresSource:
     def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
         if not self._ready:
             yield from self._prepare()
-        if self._resync_todo:
-            yield from self._recopy()
-        yield from self._stream()
+        if self._resync_todo and self._copy is None:
+            self._start_copy()
+        if self._copy is not None:
+            yield from self._copied(0)
+        if self._copy is not None and self._held.rows >= self.hold_rows:
+            tables = sorted(map(str, self._copy.tables))
+            log.info("streaming_waits_for_copy", held=self._held.rows, tables=tables)
+            yield from self._copied(1.0)
+        else:
+            holding = self._resync_todo
+            for item in self._stream():
+                if item.table in holding:
+                    self._held.add(item)
+                else:
+                    yield item
+        if self._copy is not None:
+            yield from self._copied(0.5)  # an idle stream returns at once: give the copy its turn
         if self._txn is None and not self._txns and self._snapshot_pending is None:
             # Nothing pending: everything the server sent up to its position is handled (keepalive-only
             # periods, other databases' WAL), so the slot may move there.
@@ -188,6 +219,8 @@ class PostgresSource:
             log.info("resync_copy_staged", tables=sorted(map(str, copied)))
 
     def close(self) -> None:
+        if self._copy is not None:
+            self._copy.close()
         self.stream.close()
         self._conn.close()
 
@@ -199,7 +232,7 @@ class PostgresSource:
     def _save_state(self, *, done: bool) -> None:
         save_state(self.state, self.slot, done=done, resync=self._resync_wanted, tables=self._schemas)
 
-    def _prepare(self) -> Iterator[Change]:
+    def _prepare(self) -> Iterator[Change | ChangeChunk]:
         state = self._load_state()
         exists = slot_exists(self._conn, self.slot)
         if exists and state.get("snapshot_done"):
@@ -230,43 +263,82 @@ class PostgresSource:
         self._resync_wanted.clear()  # the full copy below covers them
         self._resync_todo.clear()
         self._save_state(done=False)
-        consistent, snapshot = self.stream.create_slot_exporting_snapshot()
-        lsn = consistent - 1
-        self._snapshot_pending = yield from copy_tables(self.dsn, snapshot, self._schemas, lsn, self._yielded)
+        exported = self.stream.create_slot_exporting_snapshot()
+        pending: dict[TableId, str] = {}
+        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=self.copy_workers)
+        try:
+            while not copy.finished:
+                for item in copy.take(1.0):
+                    if isinstance(item, TableCopied):
+                        pending[item.table] = self._yielded[item.table] = item.last
+                        log.info("table_copied", table=str(item.table), rows=item.rows,
+                                 seconds=round(item.seconds, 2))  # fmt: skip
+                    else:
+                        yield item
+        finally:
+            copy.close()
+        self._snapshot_pending = pending
         self.ack({})  # the pipeline may have acknowledged all of it already (batches staged on the way)
         self._ready = True
 
     # -- resync (``Resyncable``) ----------------------------------------------------------------------
 
     def resync(self, table: TableId) -> None:
-        """Start ``table`` over: the next ``read`` copies it under a fresh snapshot, then streams on.
+        """Start ``table`` over: it is copied under a fresh snapshot while the others stream on.
 
         The snapshot is a temporary slot's, with consistent point C: the copy holds exactly the transactions
         committed before C, so the main slot's changes of ``table`` committed before C are dropped and those
-        at or after C are kept (no gap, no double effect). The copy's positions (``C - 1``, ordinal 0 a
-        TRUNCATE) sort after everything streamed before. The request is persisted until the copy is
-        acknowledged, so a restart in between copies again.
+        at or after C are held until the copy is out, then passed on (no gap, no double effect). The copy's
+        positions (``C - 1``, ordinal 0 a TRUNCATE) sort after everything streamed before. The request is
+        persisted until the copy is acknowledged, so a restart in between copies again.
         """
         self._acked.pop(table, None)
         for txn in self._txns:
             txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
         self._resync_pending.pop(table, None)
+        if self._copy is not None and table in self._copy.tables and table in self._resync_todo:
+            self._again.add(table)  # the copy under way is already out of date
         self._resync_wanted.add(table)
         self._resync_todo.add(table)
         if self._ready or self._load_state().get("snapshot_done"):
             self._save_state(done=self._snapshot_pending is None)
         log.info("resync_requested", table=str(table), slot=self.slot)
 
-    def _recopy(self) -> Iterator[Change]:
-        for table in sorted(self._resync_todo):
-            names = self._schemas[table].column_names
-            consistent, lsn, n = yield from recopy_table(self.dsn, self.slot, table, names)
-            self._resync_pending[table] = encode_position(lsn, n).value
-            # Streamed changes committed before the consistent point are in the copy: skip them.
-            self._yielded[table] = encode_position(lsn, 0xFFFFFFFFFFFF).value
+    def _start_copy(self) -> None:
+        tables = {t: self._schemas[t] for t in sorted(self._resync_todo)}
+        temp = f"{self.slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
+        self._copy = CopyRound(self.dsn, tables, temp_slot=temp, workers=self.copy_workers)
+        self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
+        log.info("table_copy_started", tables=sorted(map(str, tables)), slot=self.slot)
+
+    def _copied(self, wait: float) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        """What the running copy handed over (waiting up to ``wait`` seconds), and what it releases."""
+        copy = self._copy
+        assert copy is not None
+        for item in copy.take(wait):
+            if not isinstance(item, TableCopied):
+                yield item
+                continue
+            table = item.table
+            if table in self._again:
+                self._again.discard(table)  # stays held; copied again in the next round
+                continue
+            cut = encode_position(item.consistent, 0).value
+            for txn in self._txns:
+                if txn.last.get(table, cut) < cut:
+                    del txn.last[table]  # its changes of ``table`` are in the copy
+            last_before = encode_position(item.consistent - 1, 0xFFFFFFFFFFFF).value
+            self._yielded[table] = max(self._yielded.get(table, ""), last_before)
+            self._resync_pending[table] = item.last
             self._resync_todo.discard(table)
-            log.info("table_recopied", table=str(table), rows=n, consistent_point=f"{consistent:X}")
-        self.ack({})
+            yield from self._held.release(table, item.consistent)
+            log.info("table_recopied", table=str(table), rows=item.rows, seconds=round(item.seconds, 2),
+                     consistent_point=f"{item.consistent:X}")  # fmt: skip
+        if copy.finished:
+            copy.close()
+            self._copy = None
+            self.stream.max_read_seconds = self._read_seconds
+            self.ack({})
 
     # -- streaming ------------------------------------------------------------------------------------
 

@@ -1,0 +1,257 @@
+"""Copying tables under one snapshot in worker threads, and holding back what streams meanwhile.
+
+A ``CopyRound`` copies a set of tables under one snapshot: the one the main slot exported at its creation
+(the initial copy; nothing streams meanwhile) or one a temporary slot exports (a table added to the schemas
+later, or a resync; the other tables keep streaming). Worker threads, each on its own connection importing
+the snapshot, take tables one at a time, so several tables are read at once, and each table's copy is
+produced by one worker in order: a TRUNCATE at ordinal 0, then its rows as ``ChangeChunk``s, all at
+``consistent point - 1``, then a ``TableCopied``. The source's thread takes them from a bounded queue
+(``take``), so a copy never runs further ahead of the pipeline than a few chunks.
+
+``Held`` keeps, per table being copied, what the slot streams for it meanwhile: it may not be yielded
+before the copy (its positions sort after the copy's, and the pipeline's buffer drops what sorts before
+something it has seen). When the copy is done, what committed before the consistent point (in the copy)
+is dropped and the rest is released in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+
+from replicator.model import (
+    COMMIT_TIME_COLUMN,
+    OP_COLUMN,
+    POSITION_COLUMN,
+    Change,
+    ChangeChunk,
+    Op,
+    SchemaChange,
+    TableId,
+    TableSchema,
+)
+from replicator.sources.pg_rows import encode_position, position_range
+from replicator.sources.pg_snapshot import SnapshotReader, temporary_snapshot
+
+log = structlog.get_logger("replicator.sources.postgres")
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class TableCopied:
+    """A table's copy is complete: every change of it was handed out before this."""
+
+    table: TableId
+    consistent: int  # transactions whose commit record is before this LSN are in the copy, later ones not
+    last: str  # Position.value of the copy's last change (its TRUNCATE when the table is empty)
+    rows: int
+    seconds: float
+
+
+class CopyFailed(RuntimeError):
+    """A copy worker failed; the round is over and nothing of it was acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: BaseException
+
+
+class _Stopped(Exception):
+    """The round was closed while a worker waited to hand a chunk over."""
+
+
+CopyItem = Change | ChangeChunk | TableCopied
+
+
+class CopyRound:
+    """Copies ``schemas``' tables under one snapshot with ``workers`` threads; see the module docstring.
+
+    ``snapshot``: (consistent point, exported snapshot name) to use, else ``temp_slot`` names a temporary
+    slot to create for a fresh one (the round's consistent point is then known once a ``TableCopied`` says
+    it). Call ``take`` until ``finished``; ``close`` stops the workers (also mid-copy)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schemas: Mapping[TableId, TableSchema],
+        *,
+        snapshot: tuple[int, str] | None = None,
+        temp_slot: str | None = None,
+        workers: int = 2,
+        pages_per_chunk: int = 1024,
+    ) -> None:
+        if (snapshot is None) == (temp_slot is None):
+            raise ValueError("give either an exported snapshot or a temporary slot name")
+        self.dsn = dsn
+        self.schemas = dict(schemas)
+        self.tables = frozenset(schemas)
+        self.workers = max(1, min(workers, len(schemas)))
+        self.pages_per_chunk = pages_per_chunk
+        self._snapshot = snapshot
+        self._temp_slot = temp_slot
+        self._queue: queue.Queue[CopyItem | _Failed] = queue.Queue(maxsize=2 * self.workers + 2)
+        self._stop = threading.Event()
+        self._copied = 0
+        self._thread = threading.Thread(target=self._run, name="pg-copy", daemon=True)
+        self._thread.start()
+
+    # -- the source's side -------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Every table's ``TableCopied`` was taken."""
+        return self._copied == len(self.tables)
+
+    def take(self, timeout: float) -> list[CopyItem]:
+        """What the workers handed over, in order (waiting up to ``timeout`` for the first item)."""
+        items: list[CopyItem] = []
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+            while True:
+                if isinstance(item, _Failed):
+                    self.close()
+                    raise CopyFailed(f"table copy failed: {item.error}") from item.error
+                if isinstance(item, TableCopied):
+                    self._copied += 1
+                items.append(item)
+                if len(items) >= 64:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return items
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    # -- the workers' side -------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            if self._snapshot is not None:
+                self._copy_all(*self._snapshot)
+            else:
+                assert self._temp_slot is not None
+                with temporary_snapshot(self.dsn, self._temp_slot) as (consistent, name):
+                    self._copy_all(consistent, name)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the source's thread, which raises it
+            self._fail(exc)
+
+    def _copy_all(self, consistent: int, snapshot: str) -> None:
+        todo: queue.SimpleQueue[TableId] = queue.SimpleQueue()
+        for table in sorted(self.tables):
+            todo.put(table)
+        # Every worker imports the snapshot before any copies: the exporter must stay idle until then.
+        readers = [SnapshotReader(self.dsn, snapshot, pages_per_chunk=self.pages_per_chunk)]
+        try:
+            readers += [
+                SnapshotReader(self.dsn, snapshot, pages_per_chunk=self.pages_per_chunk)
+                for _ in range(self.workers - 1)
+            ]
+            threads = [
+                threading.Thread(target=self._work, args=(r, todo, consistent), daemon=True) for r in readers
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            for r in readers:
+                r.close()
+
+    def _work(self, reader: SnapshotReader, todo: queue.SimpleQueue[TableId], consistent: int) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    table = todo.get_nowait()
+                except queue.Empty:
+                    return
+                self._copy_table(reader, table, consistent)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the source's thread, which raises it
+            self._fail(exc)
+
+    def _copy_table(self, reader: SnapshotReader, table: TableId, consistent: int) -> None:
+        started = time.monotonic()
+        schema = self.schemas[table]
+        lsn, now = consistent - 1, datetime.now(UTC)
+        self._put(Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now))
+        n = 0
+        for values in reader.chunks(table, schema.column_names):
+            k = values.num_rows
+            data = values.append_column(OP_COLUMN, pa.repeat(pa.scalar("I"), k))
+            data = data.append_column(POSITION_COLUMN, position_range(lsn, n + 1, k))
+            data = data.append_column(COMMIT_TIME_COLUMN, pa.repeat(pa.scalar(now, _TS), k))
+            self._put(ChangeChunk(table, schema, data))
+            n += k
+        seconds = time.monotonic() - started
+        self._put(TableCopied(table, consistent, encode_position(lsn, n).value, n, seconds))
+
+    def _put(self, item: CopyItem) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def _fail(self, exc: BaseException) -> None:
+        self._stop.set()  # the other workers stop at their next chunk
+        # The queue may be full of chunks nobody will take now: make room for the failure.
+        while True:
+            try:
+                self._queue.put_nowait(_Failed(exc))
+                return
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+
+
+Streamed = Change | ChangeChunk | SchemaChange
+
+
+class Held:
+    """Streamed changes of tables being copied, in order, until their copy is handed out."""
+
+    def __init__(self) -> None:
+        self._items: dict[TableId, list[Streamed]] = {}
+        self.rows = 0  # changes held, all tables
+
+    def add(self, item: Streamed) -> None:
+        self._items.setdefault(item.table, []).append(item)
+        self.rows += len(item) if isinstance(item, ChangeChunk) else 1
+
+    def release(self, table: TableId, consistent: int) -> list[Streamed]:
+        """``table``'s held changes that committed at or after ``consistent`` (the rest is in the copy);
+        schema changes are kept whatever their position (applying one again changes nothing)."""
+        cut = encode_position(consistent, 0).value
+        out: list[Streamed] = []
+        for item in self._items.pop(table, []):
+            self.rows -= len(item) if isinstance(item, ChangeChunk) else 1
+            if isinstance(item, SchemaChange):
+                out.append(item)
+            elif isinstance(item, Change):
+                if item.position.value >= cut:
+                    out.append(item)
+            else:
+                keep = pc.greater_equal(item.data.column(POSITION_COLUMN), cut)
+                data = item.data.filter(keep)
+                if data.num_rows:
+                    out.append(ChangeChunk(item.table, item.schema, data))
+        return out
