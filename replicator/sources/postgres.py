@@ -154,6 +154,7 @@ class PostgresSource:
         self._again: set[TableId] = set()  # resynced again while being copied: copied once more after
         self._held = Held()  # streamed changes of the tables in ``_resync_todo``, until their copy is out
         self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
+        self.copy_pages_per_chunk = 1024  # heap pages per COPY (8 MB with the default block size)
         self._read_seconds = self.stream.max_read_seconds
 
     # -- Source -------------------------------------------------------------------------------------------
@@ -265,7 +266,13 @@ class PostgresSource:
         self._save_state(done=False)
         exported = self.stream.create_slot_exporting_snapshot()
         pending: dict[TableId, str] = {}
-        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=self.copy_workers)
+        copy = CopyRound(
+            self.dsn,
+            self._schemas,
+            snapshot=exported,
+            workers=self.copy_workers,
+            pages_per_chunk=self.copy_pages_per_chunk,
+        )
         try:
             while not copy.finished:
                 for item in copy.take(1.0):
@@ -307,7 +314,13 @@ class PostgresSource:
     def _start_copy(self) -> None:
         tables = {t: self._schemas[t] for t in sorted(self._resync_todo)}
         temp = f"{self.slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
-        self._copy = CopyRound(self.dsn, tables, temp_slot=temp, workers=self.copy_workers)
+        self._copy = CopyRound(
+            self.dsn,
+            tables,
+            temp_slot=temp,
+            workers=self.copy_workers,
+            pages_per_chunk=self.copy_pages_per_chunk,
+        )
         self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
         log.info("table_copy_started", tables=sorted(map(str, tables)), slot=self.slot)
 
