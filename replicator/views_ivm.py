@@ -8,29 +8,28 @@ plain, hashable ``=``), the keys ``_k<i>``, per aggregate a sum ``_s<j>`` and a 
 
 Such a query is linear in each table it reads. A batch changes one table ``T``, so the change of every
 group is ``Q[T := new images of the touched keys] - Q[T := old images of the touched keys]`` with the other
-tables as they are. ``before_merge`` merges the negated aggregate of the old images into the state,
-``after_merge`` the aggregate of the new ones (one ``MERGE`` each; see ``IvmHook``); groups whose ``_n``
+tables as they are. The merge hook (``replicator.views_ivm_hook.IvmHook``) adds that difference to the
+state, usually in one ``MERGE`` (``combine`` of the negated old and the new aggregate); groups whose ``_n``
 drops to 0 are deleted. A TRUNCATE batch (``after_truncate``) recomputes the state from the tables instead.
+
+This module analyses views and builds statements; it runs nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
 import sqlglot
 from sqlglot import exp
 
-from replicator.model import OP_COLUMN, UNCHANGED_COLUMN, TableId
-from replicator.sql.dialect import SOFT_DELETED
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.model import TableId
+from replicator.sql.ident import quote_ident, quote_table
 from replicator.sql.views_redshift import is_mutable
 from replicator.views import ViewDef
 from replicator.warehouses.base import STATE_SCHEMA
-from replicator.warehouses.sql_base import MergeContext
 
 AggKind = Literal["sum", "count", "count_star", "avg"]
 
@@ -292,6 +291,23 @@ class IvmBuilder:
             f" VALUES ({', '.join(f'd.{q(c)}' for c in cols)})"
         )
 
+    def combine(self, deltas: list[str]) -> str:
+        """One delta (a row per group, in state columns) adding up ``deltas``: the negated old and the new
+        aggregate of a batch, merged into the state by one statement instead of one each."""
+        if len(deltas) == 1:
+            return deltas[0]
+        cols = self.state_columns()
+        groups = [quote_ident(c) for c in cols if c == "_gk" or c.startswith("_k")]
+        sums = [
+            f"SUM({quote_ident(c)})" if c.startswith("_s") else f"CAST(SUM({quote_ident(c)}) AS BIGINT)"
+            for c in cols
+            if c != "_gk" and not c.startswith("_k")
+        ]
+        names = [quote_ident(c) for c in cols if c != "_gk" and not c.startswith("_k")]
+        items = [*groups, *(f"{e} AS {n}" for e, n in zip(sums, names, strict=True))]
+        union = " UNION ALL ".join(f"({d})" for d in deltas)
+        return f"SELECT {', '.join(items)} FROM ({union}) AS {_D} GROUP BY {', '.join(groups)}"
+
     def recompute(self) -> list[str]:
         """Replace the state with the query over the tables as they are (after a TRUNCATE)."""
         state = quote_table(self.plan.state)
@@ -306,6 +322,7 @@ def _from(select: exp.Select) -> exp.Expression:
 
 
 _S = quote_ident("_ivm_s")  # the staging table's alias in the semi-join
+_D = quote_ident("_ivm_d")  # the union of deltas in ``combine``
 
 
 def _group_key(keys: list[str]) -> str:
@@ -315,110 +332,6 @@ def _group_key(keys: list[str]) -> str:
         f"COALESCE(CAST(LENGTH(CAST({k} AS TEXT)) AS TEXT) || ':' || CAST({k} AS TEXT), 'n')" for k in keys
     ]
     return " || ".join(parts)
-
-
-# -- the merge hook --------------------------------------------------------------------------------------
-
-
-class IvmHook:
-    """``MergeHook`` keeping every incremental view that reads the merged table in step with it.
-
-    Per view and batch, two statements and no temp table: ``before_merge`` merges the negated aggregate
-    of the touched keys' old images into the state, ``after_merge`` the aggregate of their new images.
-    Old images are read from the target through a semi-join with the staging table (the primary-key
-    index in PostgreSQL). New images are the staged rows themselves (not deletes) when they equal what
-    the merge wrote in every column the view reads: not so for a soft-delete table (a deleted row stays),
-    a column the batch lacks (the merge sets it NULL) or a column some row left unchanged (the merge kept
-    the target's value); then they are read from the target like the old ones. Both run in the merge
-    transaction, so readers never see the state between the two. A group whose row count reaches 0 is
-    deleted (and re-inserted by ``after_merge`` if new images land in it).
-
-    ``on_maintained(view, mode, seconds)`` is called after the view's state was updated (still inside the
-    transaction; the caller records it); ``seconds`` covers both halves."""
-
-    def __init__(
-        self,
-        builders: list[IvmBuilder],
-        *,
-        on_maintained: Callable[[TableId, str, float], None] | None = None,
-    ) -> None:
-        self.builders = builders
-        self.on_maintained = on_maintained
-        self._before: dict[TableId, float] = {}  # seconds of before_merge, per view, for the open batch
-        self._soft_delete: dict[TableId, bool] = {}  # per table: has the soft-delete column
-
-    def _affected(self, table: TableId) -> list[IvmBuilder]:
-        return [b for b in self.builders if table in b.plan.sources]
-
-    def _apply(
-        self, ctx: MergeContext, b: IvmBuilder, sign: int, staged: frozenset[str] | None = None
-    ) -> None:
-        """Merge the touched keys' images into ``b``'s state; ``staged`` (after the merge only): the
-        columns some staged row left unchanged, None when the staged rows cannot stand for the new images."""
-        table, schema = ctx.schema.table, ctx.schema
-        read = b.columns_read(table)
-        names = {c.lower() for c in schema.column_names}
-        if staged is not None and read is not None and read <= names and not read & staged:
-            cols = ", ".join(quote_ident(c) for c in schema.column_names)
-            op = quote_ident(OP_COLUMN)
-            images = f"SELECT {cols} FROM {quote_ident(ctx.staging)} WHERE {op} <> 'D'"
-            ctx.execute(b.merge_delta(b.aggregate(images=(table, images), sign=sign)))
-            return
-        touched = (table, ctx.staging, schema.primary_key)
-        ctx.execute(b.merge_delta(b.aggregate(touched=touched, sign=sign)))
-
-    def _staged_unchanged(self, ctx: MergeContext) -> frozenset[str] | None:
-        """Columns listed in some upsert's ``_unchanged`` (lower case), or None for a soft-delete table."""
-        table = ctx.schema.table
-        if table not in self._soft_delete:
-            self._soft_delete[table] = bool(
-                ctx.query(
-                    "SELECT 1 FROM information_schema.columns"
-                    f" WHERE table_schema = {quote_literal(table.schema)}"
-                    f" AND table_name = {quote_literal(table.name)}"
-                    f" AND column_name = {quote_literal(SOFT_DELETED)}"
-                )
-            )
-        if self._soft_delete[table]:
-            return None
-        u, op = quote_ident(UNCHANGED_COLUMN), quote_ident(OP_COLUMN)
-        rows = ctx.query(
-            f"SELECT DISTINCT c FROM (SELECT unnest({u}) AS c FROM {quote_ident(ctx.staging)}"
-            f" WHERE {op} <> 'D') AS x"
-        )
-        return frozenset(str(c).lower() for (c,) in rows if c is not None)
-
-    def before_merge(self, ctx: MergeContext) -> None:
-        self._before.clear()
-        for b in self._affected(ctx.schema.table):
-            started = time.perf_counter()
-            self._apply(ctx, b, -1)
-            self._before[b.plan.view] = time.perf_counter() - started
-
-    def after_truncate(self, ctx: MergeContext) -> None:
-        """The table was emptied (in the merge transaction): recompute what reads it."""
-        for b in self._affected(ctx.schema.table):
-            started = time.perf_counter()
-            for statement in b.recompute():
-                ctx.execute(statement)
-            self._report(b, "recompute", time.perf_counter() - started)
-
-    def after_merge(self, ctx: MergeContext) -> None:
-        affected = self._affected(ctx.schema.table)
-        if not affected:
-            return
-        started = time.perf_counter()
-        staged = self._staged_unchanged(ctx)
-        shared = (time.perf_counter() - started) / len(affected)  # the check serves every view
-        for b in affected:
-            started = time.perf_counter()
-            self._apply(ctx, b, 1, staged)
-            seconds = time.perf_counter() - started + shared + self._before.pop(b.plan.view, 0.0)
-            self._report(b, "incremental", seconds)
-
-    def _report(self, b: IvmBuilder, mode: str, seconds: float) -> None:
-        if self.on_maintained is not None:
-            self.on_maintained(b.plan.view, mode, seconds)
 
 
 def parse_check(sql: str, dialect: str) -> None:

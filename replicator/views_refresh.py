@@ -23,7 +23,8 @@ from replicator.sql.ident import quote_ident, quote_literal, quote_table
 from replicator.sql.views_redshift import incremental_blockers
 from replicator.sql.views_sql import FULL_VIEW_SQL
 from replicator.views import ViewCatalog, ViewDef
-from replicator.views_ivm import IVM_SQL, IvmBuilder, IvmHook, analyse
+from replicator.views_ivm import IVM_SQL, IvmBuilder, analyse
+from replicator.views_ivm_hook import IvmHook
 from replicator.warehouses.base import STATE_SCHEMA, TableState
 from replicator.warehouses.sql_base import MergeHook
 

@@ -247,6 +247,7 @@ class Dialect:
         unchanged: Sequence[str] = (),
         soft_delete: bool = False,
         nulls: Sequence[str] = (),
+        old_images: str | None = None,
     ) -> list[str]:
         """Apply a one-row-per-key staging table: delete keys whose change is D, upsert the others.
 
@@ -255,6 +256,8 @@ class Dialect:
         columns keeps the common batch (no unchanged TOAST) a plain column copy. ``soft_delete``: a D sets
         ``_deleted``/``_deleted_at`` instead of removing the row, and an upsert clears them. ``nulls``:
         target columns the batch lacks (dropped at the source) that an update sets to NULL.
+        ``old_images`` (engines with data-modifying CTEs and ``RETURNING``, see ``_merge_capturing``): also
+        copy the old image of every target row the merge changes into that (empty) table.
         """
         if not schema.primary_key:
             raise ValueError(f"{schema.table}: a table needs a primary key to be merged")
@@ -285,6 +288,13 @@ class Dialect:
             remove = f"UPDATE {aliased} SET {mark} FROM {src} WHERE {on} AND {op} = {_DELETE}"
         else:
             remove = f"DELETE FROM {aliased} USING {src} WHERE {on} AND {op} = {_DELETE}"
+        if old_images is not None:
+            return [
+                self._merge_capturing(
+                    schema, old_images, src=src, on=on, sets=sets, values=values, cols=cols, mark=mark,
+                    soft_delete=soft_delete,
+                )
+            ]  # fmt: skip
         if self.merge_statement and self.single_when_matched:
             # Redshift: one unconditional WHEN MATCHED and WHEN NOT MATCHED, a table (not a query) as the
             # source. So deletes go first, and the upserts are copied into a table of their own.
@@ -316,6 +326,55 @@ class Dialect:
             f" AND NOT EXISTS (SELECT 1 FROM {aliased} WHERE {on})"
         )
         return statements
+
+    def _merge_capturing(
+        self,
+        schema: TableSchema,
+        old_images: str,
+        *,
+        src: str,
+        on: str,
+        sets: str,
+        values: str,
+        cols: str,
+        mark: str,
+        soft_delete: bool,
+    ) -> str:
+        """The merge as one statement of data-modifying CTEs (PostgreSQL) that also inserts the old image
+        (``SELECT *`` of the target) of every row it deletes, marks or updates into ``old_images``, so
+        incremental views get them without locating the touched rows a second time: an update joins the
+        target again as ``o`` right beside the row it changes (the page is in memory for that probe), a
+        delete returns the row it removes. Same effect as the MERGE form: D deletes (or marks) existing
+        keys, other changes update existing keys and insert the rest (keys the update did not return).
+        """
+        if not self.target_alias:
+            raise ValueError(f"{self.name}: capturing old images needs the aliased merge form")
+        target = quote_table(schema.table)
+        o_on = " AND ".join(f"o.{quote_ident(k)} = s.{quote_ident(k)}" for k in schema.primary_key)
+        u_on = " AND ".join(f"u.{quote_ident(k)} = s.{quote_ident(k)}" for k in schema.primary_key)
+        op = f"s.{quote_ident(OP_COLUMN)}"
+        joined = f"FROM {src} JOIN {target} AS o ON {o_on} WHERE {on}"
+        if soft_delete:
+            removed = f"UPDATE {target} AS t SET {mark} {joined} AND {op} = {_DELETE} RETURNING o.*"
+        else:
+            removed = f"DELETE FROM {target} AS t USING {src} WHERE {on} AND {op} = {_DELETE} RETURNING t.*"
+        if sets:
+            updated = f"UPDATE {target} AS t SET {sets} {joined} AND {op} <> {_DELETE} RETURNING o.*"
+        else:  # key columns only: nothing to update, but the matched rows' images are still old images
+            updated = f"SELECT o.* FROM {src} JOIN {target} AS o ON {o_on} WHERE {op} <> {_DELETE}"
+        inserted = (
+            f"INSERT INTO {target} ({cols}) SELECT {values} FROM {src} WHERE {op} <> {_DELETE}"
+            f" AND NOT EXISTS (SELECT 1 FROM u WHERE {u_on})"
+        )
+        return (
+            f"WITH r AS ({removed}), u AS ({updated}), i AS ({inserted})"
+            f" INSERT INTO {quote_ident(old_images)} SELECT * FROM r UNION ALL SELECT * FROM u"
+        )
+
+    def create_old_images(self, table: TableId, name: str) -> str:
+        """An empty temp table shaped like the target, for ``merge(old_images=...)``."""
+        head = f"{self.staging_create} {quote_ident(name)}{self.staging_suffix}"
+        return f"{head} AS SELECT * FROM {quote_table(table)} LIMIT 0"
 
     def _new_value(self, column: str, *, keep: bool, t: str = "t", s: str = "s") -> str:
         new = f"{s}.{quote_ident(column)}"

@@ -27,6 +27,8 @@ class PostgresWarehouse(SqlWarehouse):
 
     name = "postgres"
     dialect = POSTGRES
+    # Data-modifying CTEs with RETURNING: a merge that views read locates each touched row once.
+    captures_old_images = True
 
     def __init__(self, dsn: str) -> None:
         self._conn = psycopg2.connect(dsn)

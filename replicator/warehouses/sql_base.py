@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ class MergeContext:
     dialect: Any
     execute: Callable[[str], None]
     query: Callable[[str], list[tuple[Any, ...]]]
+    # Set when the merge copies the old image of every row it changes (target shape) into this temp table
+    # (a hook's ``wants_old_images``, on warehouses that can): hooks read them there after the merge.
+    old_images: str | None = None
 
 
 class MergeHook(Protocol):
@@ -105,6 +109,10 @@ class MergeHook(Protocol):
     def before_merge(self, ctx: MergeContext) -> None: ...
 
     def after_merge(self, ctx: MergeContext) -> None: ...
+
+
+def _never(ctx: MergeContext) -> bool:
+    return False
 
 
 class SqlWarehouse(abc.ABC):
@@ -139,6 +147,10 @@ class SqlWarehouse(abc.ABC):
     def close(self) -> None: ...
 
     hooks: tuple[MergeHook, ...] = ()
+    # The merge can copy old images aside as it goes (``Dialect.merge(old_images=...)``): a hook with
+    # ``wants_old_images(ctx) -> True`` then finds them in ``ctx.old_images``. Merges no hook asks about
+    # keep the plain form.
+    captures_old_images: bool = False
 
     def add_hook(self, hook: MergeHook) -> None:
         self.hooks = (*self.hooks, hook)
@@ -231,10 +243,20 @@ class SqlWarehouse(abc.ABC):
                 self._execute(d.reduce(schema, staging, source))
                 [(keys, deletes)] = self._query(d.count_ops(source))
             ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
+            if self.captures_old_images and any(
+                getattr(hook, "wants_old_images", _never)(ctx) for hook in self.hooks
+            ):
+                ctx = dataclasses.replace(ctx, old_images=source + "_o")
+                self._execute(d.create_old_images(schema.table, source + "_o"))
             for hook in self.hooks:
                 hook.before_merge(ctx)
             merge = d.merge(
-                schema, source, unchanged=info.unchanged, soft_delete=opts.soft_delete, nulls=nulls
+                schema,
+                source,
+                unchanged=info.unchanged,
+                soft_delete=opts.soft_delete,
+                nulls=nulls,
+                old_images=ctx.old_images,
             )
             for statement in merge:
                 self._execute(statement)
@@ -243,7 +265,8 @@ class SqlWarehouse(abc.ABC):
             crash_point("mid_merge")
             for statement in d.ledger_record(manifest):
                 self._execute(statement)
-            for table in {staging, source}:  # temp tables, but a long-lived session should not keep them
+            temps = {staging, source, *([ctx.old_images] if ctx.old_images else [])}
+            for table in temps:  # temp tables, but a long-lived session should not keep them
                 self._execute(d.drop_table(table))
             self._commit()
         except BaseException:

@@ -7,7 +7,9 @@ The base table holds ``BENCH_VIEW_ROWS`` rows (the issue's figure is 10M; the de
 - Incremental: the wall time of the view's merge hook (``before_merge`` + ``after_merge``: everything view
   maintenance adds to the merge transaction), timed around the hook calls. As a cross-check the same batch
   is merged into an identical table no view reads, and the difference of the two merges is printed too
-  (noisier: it subtracts two multi-second merges).
+  (noisier: it subtracts two sub-second merges of random keys), with its own ratio. On PostgreSQL that
+  difference is the fairer figure: there the merge statement itself copies the touched rows' old images
+  for the hook (``Dialect.merge(old_images=...)``), work the hook's timer does not see.
 - Full: the refresh the replicator runs for the same SQL when it is not maintained incrementally
   (``FULL_VIEW_SQL``: ``REFRESH MATERIALIZED VIEW`` in PostgreSQL, ``CREATE OR REPLACE TABLE`` in DuckDB),
   in its own transaction, commit included. After each batch both views must hold the same rows.
@@ -99,6 +101,10 @@ class TimedHook:
     def after_truncate(self, ctx: Any) -> None:
         self._timed("after_truncate", ctx)
 
+    def wants_old_images(self, ctx: Any) -> bool:
+        # Forwarded, or the warehouse would not offer the hook the merge's copy of old images.
+        return bool(getattr(self.hook, "wants_old_images", lambda _: False)(ctx))
+
 
 def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
@@ -168,6 +174,7 @@ def test_incremental_maintenance_is_much_faster_than_a_full_refresh(
             f" {BATCHES}: view created in {created:.2f} s; merge alone {_median(merge_only):.3f} s;"
             f" incremental view update {inc:.4f} s (merge difference {diff:.4f} s);"
             f" full refresh {fl:.4f} s; full/incremental = {fl / inc:.1f}x"
+            f" (full/merge difference = {f'{fl / diff:.1f}x' if diff > 0 else 'n/a: difference <= 0, noise'})"
             f"\n[{engine}] per batch: incremental {' '.join(f'{x:.4f}' for x in hook)};"
             f" full {' '.join(f'{x:.4f}' for x in full)};"
             f" hook totals by phase {[{k: round(v, 3) for k, v in h.phases.items()} for h in timed]}"
