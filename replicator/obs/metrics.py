@@ -58,6 +58,11 @@ SOURCE_COMMIT_TO_STAGED_SECONDS = Gauge(
     "replicator_source_commit_to_staged_seconds",
     "Source commit time to durably staged, for the last transaction fully staged", ["slot"],
 )  # fmt: skip
+# PostgreSQL source: standby status updates the stream's thread sent while the pipeline was not reading.
+SOURCE_STATUS_UPDATES = Counter(
+    "replicator_source_status_updates_total",
+    "Standby status updates sent between reads (keeps the walsender from timing out during merges)", ["slot"],
+)  # fmt: skip
 TABLE_FAILING = Gauge(
     "replicator_table_failing",
     "1 while a table's merge fails (retried each round; the reason is in status)",
