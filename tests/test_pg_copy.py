@@ -249,23 +249,26 @@ def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_chang
     (folder / "big.toml").write_text(BIG_TOML)
     rig = Rig(source_db, tmp_path)
     rig.source.copy_pages_per_chunk = 8  # many small chunks: the copy spans many rounds
-    rig.source.hold_rows = hold_rows
+    rig.source.recopies.hold_rows = hold_rows
     seen: list[tuple[str, str]] = []  # (table, first position) of everything the source yields
     read = rig.source.read
+
+    stop = threading.Event()
 
     def spy() -> Iterator[Change | ChangeChunk | SchemaChange]:
         for item in read():
             first = item.first if isinstance(item, ChangeChunk) else item.position
             seen.append((item.table.name, first.value))
             yield item
+            if not rig.source.recopies.todo:
+                stop.set()  # the copy is out: the load ran all through it
 
     rig.source.read = spy  # type: ignore[method-assign]
-    stop = threading.Event()
     writer = threading.Thread(target=_write, args=(source_db, stop, 3))
     writer.start()
     try:
         with structlog.testing.capture_logs() as logs:
-            threading.Timer(3.0, stop.set).start()
+            threading.Timer(60.0, stop.set).start()  # a bound, should the copy never finish
             rig.run_once()
     finally:
         stop.set()

@@ -1,4 +1,5 @@
-"""Copying tables under one snapshot in worker threads, and holding back what streams meanwhile.
+"""Copying tables under one snapshot in worker threads, holding back what streams meanwhile, and the
+bookkeeping of tables copied again while the others stream (``Recopies``).
 
 A ``CopyRound`` copies a set of tables under one snapshot: the one the main slot exported at its creation
 (the initial copy; nothing streams meanwhile) or one a temporary slot exports (a table added to the schemas
@@ -20,7 +21,8 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,7 +41,7 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.sources.pg_rows import encode_position, position_range
+from replicator.sources.pg_rows import Txn, encode_position, position_range
 from replicator.sources.pg_snapshot import SnapshotReader, temporary_snapshot
 
 log = structlog.get_logger("replicator.sources.postgres")
@@ -255,3 +257,94 @@ class Held:
                 if data.num_rows:
                     out.append(ChangeChunk(item.table, item.schema, data))
         return out
+
+
+class Recopies:
+    """Tables copied again while the others stream: added to the schemas after the initial copy, or
+    resynced. ``wanted`` is persisted in the source's state until the copy is acknowledged (a restart in
+    between copies again); ``todo`` are the tables whose copy this process has not handed out yet: their
+    streamed changes are held (``held``) meanwhile. One ``CopyRound`` runs at a time, for all of ``todo``.
+    """
+
+    def __init__(self) -> None:
+        self.wanted: set[TableId] = set()
+        self.todo: set[TableId] = set()
+        self.pending: dict[TableId, str] = {}  # copied: its last position, until acknowledged
+        self.again: set[TableId] = set()  # resynced again while being copied: copied once more after
+        self.held = Held()
+        self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
+        self.round: CopyRound | None = None
+
+    def add(self, tables: Iterable[TableId]) -> None:
+        tables = set(tables)
+        self.wanted |= tables
+        self.todo |= tables
+
+    def request(self, table: TableId) -> None:
+        """A resync of ``table``: (again) copy it."""
+        self.pending.pop(table, None)
+        if self.round is not None and table in self.round.tables and table in self.todo:
+            self.again.add(table)  # the copy under way is already out of date
+        self.add([table])
+
+    @property
+    def streaming_waits(self) -> bool:
+        """Too much is held: stop reading the slot until the copy is out."""
+        return self.round is not None and self.held.rows >= self.hold_rows
+
+    def start(
+        self,
+        dsn: str,
+        slot: str,
+        schemas: Mapping[TableId, TableSchema],
+        *,
+        workers: int,
+        pages_per_chunk: int,
+    ) -> None:
+        """A round copying every table of ``todo`` under a fresh temporary slot's snapshot."""
+        tables = {t: schemas[t] for t in sorted(self.todo)}
+        temp = f"{slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
+        self.round = CopyRound(dsn, tables, temp_slot=temp, workers=workers, pages_per_chunk=pages_per_chunk)
+        log.info("table_copy_started", tables=sorted(map(str, tables)), slot=slot)
+
+    def take(self, wait: float, txns: Iterable[Txn], yielded: dict[TableId, str]) -> Iterator[Streamed]:
+        """What the running round handed over (waiting up to ``wait`` seconds for it) and, for each table
+        done, its held changes from the consistent point on. ``txns`` (the source's open transactions) stop
+        waiting for the table's changes the copy holds; ``yielded`` moves past them, so the slot's resends
+        of them are skipped."""
+        copy = self.round
+        assert copy is not None
+        for item in copy.take(wait):
+            if not isinstance(item, TableCopied):
+                yield item
+                continue
+            table = item.table
+            if table in self.again:
+                self.again.discard(table)  # stays held; copied again in the next round
+                continue
+            cut = encode_position(item.consistent, 0).value
+            for txn in txns:
+                if txn.last.get(table, cut) < cut:
+                    del txn.last[table]  # its changes of ``table`` are in the copy
+            last_before = encode_position(item.consistent - 1, 0xFFFFFFFFFFFF).value
+            yielded[table] = max(yielded.get(table, ""), last_before)
+            self.pending[table] = item.last
+            self.todo.discard(table)
+            yield from self.held.release(table, item.consistent)
+            log.info("table_recopied", table=str(table), rows=item.rows, seconds=round(item.seconds, 2),
+                     consistent_point=f"{item.consistent:X}")  # fmt: skip
+        if copy.finished:
+            copy.close()
+            self.round = None
+
+    def acknowledged(self, acked: Mapping[TableId, str]) -> list[TableId]:
+        """Tables whose copy is now acknowledged in full (no longer wanted)."""
+        done = [t for t, p in self.pending.items() if acked.get(t, "") >= p]
+        for t in done:
+            del self.pending[t]
+            self.wanted.discard(t)
+        return done
+
+    def close(self) -> None:
+        if self.round is not None:
+            self.round.close()

@@ -11,8 +11,8 @@ redone after a crash replaces whatever an unfinished earlier copy staged.
 Copies (``pg_copy``): the initial one reads every table under the slot's exported snapshot with several
 worker threads (``copy_workers``) before streaming starts. A table added to the schemas later, or resynced,
 is copied under a temporary slot's snapshot while the other tables keep streaming; what the slot streams
-for it meanwhile is held back until its copy is out (at most ``hold_rows`` changes in all: beyond that,
-streaming waits for the copy).
+for it meanwhile is held back until its copy is out (at most ``Recopies.hold_rows`` changes in all:
+beyond that, streaming waits for the copy).
 
 Acknowledgement: ``flush_lsn`` (what the slot may forget) is the end of the last transaction all of whose
 changes, in every table, are acknowledged. A transaction that is only partly staged (a big one cut into
@@ -44,7 +44,6 @@ bytes (wire ``\\x`` hex decoded). interval, arrays, enums -> ``text``, in Postgr
 from __future__ import annotations
 
 import os
-import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -57,7 +56,7 @@ from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, Ta
 from replicator.obs import metrics
 from replicator.sources import pgoutput as pg
 from replicator.sources.pg_columns import RowCollector
-from replicator.sources.pg_copy import CopyRound, Held, TableCopied
+from replicator.sources.pg_copy import CopyRound, Recopies, TableCopied
 from replicator.sources.pg_resync import STATE_PREFIX, load_state, save_state
 from replicator.sources.pg_rows import (
     OPS,
@@ -146,15 +145,9 @@ class PostgresSource:
         self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
         self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
         self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
-        self._resync_wanted: set[TableId] = set()  # copies not yet durably staged (kept in the state)
-        self._resync_todo: set[TableId] = set()  # copies this process has not read yet
-        self._resync_pending: dict[TableId, str] = {}  # copied: its last position, until acknowledged
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
-        self._copy: CopyRound | None = None  # the copy of tables added or resynced, while streaming goes on
-        self._again: set[TableId] = set()  # resynced again while being copied: copied once more after
-        self._held = Held()  # streamed changes of the tables in ``_resync_todo``, until their copy is out
-        self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
         self.copy_pages_per_chunk = 1024  # heap pages per COPY (8 MB with the default block size)
+        self.recopies = Recopies()  # tables added later or resynced, copied while the others stream
         self._read_seconds = self.stream.max_read_seconds
 
     # -- Source -------------------------------------------------------------------------------------------
@@ -165,22 +158,25 @@ class PostgresSource:
     def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
         if not self._ready:
             yield from self._prepare()
-        if self._resync_todo and self._copy is None:
-            self._start_copy()
-        if self._copy is not None:
+        copies = self.recopies
+        if copies.todo and copies.round is None:
+            workers, pages = self.copy_workers, self.copy_pages_per_chunk
+            copies.start(self.dsn, self.slot, self._schemas, workers=workers, pages_per_chunk=pages)
+            self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
+        if copies.round is not None:
             yield from self._copied(0)
-        if self._copy is not None and self._held.rows >= self.hold_rows:
-            tables = sorted(map(str, self._copy.tables))
-            log.info("streaming_waits_for_copy", held=self._held.rows, tables=tables)
+        if copies.streaming_waits:
+            tables = sorted(map(str, copies.todo))
+            log.info("streaming_waits_for_copy", held=copies.held.rows, tables=tables)
             yield from self._copied(1.0)
         else:
-            holding = self._resync_todo
+            holding, held = copies.todo, copies.held
             for item in self._stream():
                 if item.table in holding:
-                    self._held.add(item)
+                    held.add(item)
                 else:
                     yield item
-        if self._copy is not None:
+        if copies.round is not None:
             yield from self._copied(0.5)  # an idle stream returns at once: give the copy its turn
         if self._txn is None and not self._txns and self._snapshot_pending is None:
             # Nothing pending: everything the server sent up to its position is handled (keepalive-only
@@ -211,17 +207,13 @@ class PostgresSource:
             self._snapshot_pending = None
             self._save_state(done=True)
             log.info("snapshot_complete", slot=self.slot)
-        copied = [t for t, p in self._resync_pending.items() if acked.get(t, "") >= p]
+        copied = self.recopies.acknowledged(acked)
         if copied:
-            for t in copied:
-                del self._resync_pending[t]
-                self._resync_wanted.discard(t)
             self._save_state(done=self._snapshot_pending is None)
             log.info("resync_copy_staged", tables=sorted(map(str, copied)))
 
     def close(self) -> None:
-        if self._copy is not None:
-            self._copy.close()
+        self.recopies.close()
         self.stream.close()
         self._conn.close()
 
@@ -231,22 +223,18 @@ class PostgresSource:
         return load_state(self.state, self.slot)
 
     def _save_state(self, *, done: bool) -> None:
-        save_state(self.state, self.slot, done=done, resync=self._resync_wanted, tables=self._schemas)
+        save_state(self.state, self.slot, done=done, resync=self.recopies.wanted, tables=self._schemas)
 
     def _prepare(self) -> Iterator[Change | ChangeChunk]:
         state = self._load_state()
         exists = slot_exists(self._conn, self.slot)
         if exists and state.get("snapshot_done"):
-            wanted = {t for t in self._schemas if str(t) in state.get("resync", [])}  # type: ignore[operator]
-            self._resync_wanted |= wanted
-            self._resync_todo |= wanted
+            self.recopies.add(t for t in self._schemas if str(t) in state.get("resync", []))  # type: ignore[operator]
             missing = set(map(str, self._schemas)) - set(map(str, state.get("tables", [])))  # type: ignore[call-overload]
             if missing:
                 # Added to the schemas (and so to the publication) since: each is copied on its own under a
                 # fresh snapshot, exactly as a resync; the other tables keep their slot position, no re-copy.
-                added = {t for t in self._schemas if str(t) in missing}
-                self._resync_wanted |= added
-                self._resync_todo |= added
+                self.recopies.add(t for t in self._schemas if str(t) in missing)
                 log.info("tables_added_copying", tables=sorted(missing))
                 self._save_state(done=True)
             self._ready = True
@@ -261,18 +249,12 @@ class PostgresSource:
             # TRUNCATE clears what the unfinished one staged.
             log.warning("snapshot_restarted", slot=self.slot)
             drop_slot(self._conn, self.slot)
-        self._resync_wanted.clear()  # the full copy below covers them
-        self._resync_todo.clear()
+        self.recopies = Recopies()  # the full copy below covers them
         self._save_state(done=False)
         exported = self.stream.create_slot_exporting_snapshot()
         pending: dict[TableId, str] = {}
-        copy = CopyRound(
-            self.dsn,
-            self._schemas,
-            snapshot=exported,
-            workers=self.copy_workers,
-            pages_per_chunk=self.copy_pages_per_chunk,
-        )
+        workers, pages = self.copy_workers, self.copy_pages_per_chunk
+        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=workers, pages_per_chunk=pages)
         try:
             while not copy.finished:
                 for item in copy.take(1.0):
@@ -302,54 +284,15 @@ class PostgresSource:
         self._acked.pop(table, None)
         for txn in self._txns:
             txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
-        self._resync_pending.pop(table, None)
-        if self._copy is not None and table in self._copy.tables and table in self._resync_todo:
-            self._again.add(table)  # the copy under way is already out of date
-        self._resync_wanted.add(table)
-        self._resync_todo.add(table)
+        self.recopies.request(table)
         if self._ready or self._load_state().get("snapshot_done"):
             self._save_state(done=self._snapshot_pending is None)
         log.info("resync_requested", table=str(table), slot=self.slot)
 
-    def _start_copy(self) -> None:
-        tables = {t: self._schemas[t] for t in sorted(self._resync_todo)}
-        temp = f"{self.slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
-        self._copy = CopyRound(
-            self.dsn,
-            tables,
-            temp_slot=temp,
-            workers=self.copy_workers,
-            pages_per_chunk=self.copy_pages_per_chunk,
-        )
-        self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
-        log.info("table_copy_started", tables=sorted(map(str, tables)), slot=self.slot)
-
     def _copied(self, wait: float) -> Iterator[Change | SchemaChange | ChangeChunk]:
-        """What the running copy handed over (waiting up to ``wait`` seconds), and what it releases."""
-        copy = self._copy
-        assert copy is not None
-        for item in copy.take(wait):
-            if not isinstance(item, TableCopied):
-                yield item
-                continue
-            table = item.table
-            if table in self._again:
-                self._again.discard(table)  # stays held; copied again in the next round
-                continue
-            cut = encode_position(item.consistent, 0).value
-            for txn in self._txns:
-                if txn.last.get(table, cut) < cut:
-                    del txn.last[table]  # its changes of ``table`` are in the copy
-            last_before = encode_position(item.consistent - 1, 0xFFFFFFFFFFFF).value
-            self._yielded[table] = max(self._yielded.get(table, ""), last_before)
-            self._resync_pending[table] = item.last
-            self._resync_todo.discard(table)
-            yield from self._held.release(table, item.consistent)
-            log.info("table_recopied", table=str(table), rows=item.rows, seconds=round(item.seconds, 2),
-                     consistent_point=f"{item.consistent:X}")  # fmt: skip
-        if copy.finished:
-            copy.close()
-            self._copy = None
+        """What the running copy hands over, and the held changes it releases (see ``Recopies.take``)."""
+        yield from self.recopies.take(wait, self._txns, self._yielded)
+        if self.recopies.round is None:  # the round is over
             self.stream.max_read_seconds = self._read_seconds
             self.ack({})
 
