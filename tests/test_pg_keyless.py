@@ -9,7 +9,7 @@ import pytest
 import structlog.testing
 
 from replicator.catalog import load_options, load_tables
-from replicator.sources.pg_stream import SourceSetupError
+from replicator.sources.pg_setup import SourceSetupError
 from replicator.sources.postgres import PostgresSource
 from replicator.store import LocalStore
 from tests.test_pg_source import Rig, _slot, execute, source_db, target_rows

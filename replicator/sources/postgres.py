@@ -68,8 +68,7 @@ from replicator.sources.pg_rows import (
     relation_shape,
     row_changes,
 )
-from replicator.sources.pg_stream import (
-    ReplicationStream,
+from replicator.sources.pg_setup import (
     SourceSetupError,
     drop_slot,
     ensure_publication,
@@ -77,6 +76,7 @@ from replicator.sources.pg_stream import (
     slot_exists,
     slot_lag_bytes,
 )
+from replicator.sources.pg_stream import ReplicationStream
 from replicator.store import ObjectStore
 
 __all__ = [  # re-exported: these names were defined here before the module was split
