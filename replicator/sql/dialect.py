@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from replicator.model import (
     COMMIT_TIME_COLUMN,
@@ -27,41 +26,24 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
+from replicator.sql import ledger
 from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.sql.ledger import LEDGER, LEDGER_COLUMNS, PROGRESS, PROGRESS_COLUMNS
 from replicator.types import LogicalType
 from replicator.warehouses.base import STAGING_PREFIX, STATE_SCHEMA
 
 SOFT_DELETED = "_deleted"  # soft-delete columns, added to tables configured with deletes = "soft"
 SOFT_DELETED_AT = "_deleted_at"
-LEDGER = TableId(STATE_SCHEMA, "batches")  # one row per applied batch; its primary key makes replays no-ops
-PROGRESS = TableId(STATE_SCHEMA, "tables")  # one row per target table: what table_states() reads
-
-LEDGER_COLUMNS = (
-    Column.of("batch_id", "varchar(64)", nullable=False),
-    Column.of("table_schema", "text", nullable=False),
-    Column.of("table_name", "text", nullable=False),
-    Column.of("first_position", "text", nullable=False),
-    Column.of("last_position", "text", nullable=False),
-    Column.of("rows", "bigint", nullable=False),
-    Column.of("inserts", "bigint", nullable=False),
-    Column.of("updates", "bigint", nullable=False),
-    Column.of("deletes", "bigint", nullable=False),
-    Column.of("min_commit_time", "timestamptz"),
-    Column.of("max_commit_time", "timestamptz"),
-    Column.of("applied_at", "timestamptz", nullable=False),
-)
-PROGRESS_COLUMNS = (
-    Column.of("table_schema", "text", nullable=False),
-    Column.of("table_name", "text", nullable=False),
-    Column.of("applied_through", "text", nullable=False),
-    Column.of("batches", "bigint", nullable=False),
-    Column.of("rows", "bigint", nullable=False),
-    Column.of("last_commit_time", "timestamptz"),
-    Column.of("last_applied_at", "timestamptz", nullable=False),
-)
+__all__ = [
+    "LEDGER",
+    "LEDGER_COLUMNS",
+    "PROGRESS",
+    "PROGRESS_COLUMNS",
+    "SOFT_DELETED",
+    "SOFT_DELETED_AT",
+    "Dialect",
+]
 _DELETE = quote_literal("D")
-_BATCH_ID = quote_ident("batch_id")
-_TABLE_KEY = f"{quote_ident('table_schema')}, {quote_ident('table_name')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,15 +104,15 @@ class Dialect:
 
     def setup(self) -> list[str]:
         """Idempotent statements creating the state schema, the ledger and the progress table."""
-        ledger = ", ".join(
-            [*self._column_defs(LEDGER_COLUMNS, constraints=True), f"PRIMARY KEY ({_BATCH_ID})"]
+        batches = ", ".join(
+            [*self._column_defs(LEDGER_COLUMNS, constraints=True), f"PRIMARY KEY ({ledger.BATCH_ID})"]
         )
         progress = ", ".join(
-            [*self._column_defs(PROGRESS_COLUMNS, constraints=True), f"PRIMARY KEY ({_TABLE_KEY})"]
+            [*self._column_defs(PROGRESS_COLUMNS, constraints=True), f"PRIMARY KEY ({ledger.TABLE_KEY})"]
         )
         return [
             f"CREATE SCHEMA IF NOT EXISTS {quote_ident(STATE_SCHEMA)}",
-            f"CREATE TABLE IF NOT EXISTS {quote_table(LEDGER)} ({ledger})",
+            f"CREATE TABLE IF NOT EXISTS {quote_table(LEDGER)} ({batches})",
             f"CREATE TABLE IF NOT EXISTS {quote_table(PROGRESS)} ({progress})",
         ]
 
@@ -391,57 +373,17 @@ class Dialect:
     # -- ledger --------------------------------------------------------------------------------------
 
     def ledger_lookup(self, batch_id: str) -> str:
-        return f"SELECT 1 FROM {quote_table(LEDGER)} WHERE {_BATCH_ID} = {quote_literal(batch_id)}"
+        return ledger.lookup(batch_id)
 
     def ledger_record(self, m: Manifest) -> list[str]:
-        """Insert the ledger row and move the table's progress row forward (update, else insert).
-
-        UPDATE-then-INSERT-WHERE-NOT-EXISTS instead of ``ON CONFLICT``: it is the form every target
-        accepts, and the apply transaction holds the table, so the two cannot race.
-        """
-        names = _idents([c.name for c in LEDGER_COLUMNS])
-        values = ", ".join(
-            [
-                quote_literal(m.batch_id),
-                quote_literal(m.table.schema),
-                quote_literal(m.table.name),
-                quote_literal(m.first.value),
-                quote_literal(m.last.value),
-                *(str(int(n)) for n in (m.rows, m.inserts, m.updates, m.deletes)),
-                _timestamp(m.min_commit_time),
-                _timestamp(m.max_commit_time),
-                self.now,
-            ]
-        )
-        progress = quote_table(PROGRESS)
-        schema_, name = quote_literal(m.table.schema), quote_literal(m.table.name)
-        where = f"{_q('table_schema')} = {schema_} AND {_q('table_name')} = {name}"
-        last, commit, rows = quote_literal(m.last.value), _timestamp(m.max_commit_time), int(m.rows)
-        pnames = _idents([c.name for c in PROGRESS_COLUMNS])
-        sets = ", ".join(
-            [
-                f"{_q('applied_through')} = {last}",
-                f"{_q('batches')} = {_q('batches')} + 1",
-                f"{_q('rows')} = {_q('rows')} + {rows}",
-                f"{_q('last_commit_time')} = COALESCE({commit}, {_q('last_commit_time')})",
-                f"{_q('last_applied_at')} = {self.now}",
-            ]
-        )
-        return [
-            f"INSERT INTO {quote_table(LEDGER)} ({names}) VALUES ({values})",
-            f"UPDATE {progress} SET {sets} WHERE {where}",
-            f"INSERT INTO {progress} ({pnames}) SELECT {schema_}, {name}, {last}, 1, {rows}, {commit},"
-            f" {self.now} WHERE NOT EXISTS (SELECT 1 FROM {progress} WHERE {where})",
-        ]
+        """See ``replicator.sql.ledger.record``."""
+        return ledger.record(m, now=self.now)
 
     def progress_exists(self) -> str:
-        """Query returning a row when the progress table exists (a never set-up warehouse has none)."""
-        schema, name = quote_literal(PROGRESS.schema), quote_literal(PROGRESS.name)
-        where = f"table_schema = {schema} AND table_name = {name}"
-        return f"SELECT 1 FROM information_schema.tables WHERE {where}"
+        return ledger.progress_exists()
 
     def table_states(self) -> str:
-        return f"SELECT {_idents([c.name for c in PROGRESS_COLUMNS])} FROM {quote_table(PROGRESS)}"
+        return ledger.progress_rows()
 
 
 def _idents(names: Sequence[str]) -> str:
@@ -450,11 +392,3 @@ def _idents(names: Sequence[str]) -> str:
 
 def _q(name: str) -> str:
     return quote_ident(name)
-
-
-def _timestamp(value: datetime | None) -> str:
-    if value is None:
-        return "NULL"
-    if value.tzinfo is None:
-        raise ValueError(f"commit time {value!r} has no time zone")
-    return f"CAST({quote_literal(value.isoformat())} AS TIMESTAMPTZ)"
