@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import run_cli
-from tests.test_operations import (
+from tests.daemon_helpers import (
     TOKEN,
     DaemonProcess,
     Feed,
@@ -20,6 +19,7 @@ from tests.test_operations import (
     tables_of,
     wait_for,
 )
+from tests.support import run_cli
 
 
 @pytest.fixture(scope="module")

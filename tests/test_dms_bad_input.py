@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from replicator.config import BatchConfig, PipelineConfig
+from replicator.config import BatchConfig
 from replicator.model import Change, Column, TableId, TableSchema
 from replicator.obs import metrics
-from replicator.pipeline import Pipeline
 from replicator.quarantine import Quarantine
 from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.stage import Stager
-from replicator.store import LocalStore, ObjectStore
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.store import LocalStore
 from tests.dms_chunks import expand
+from tests.dms_helpers import pipeline_round, put
 
 T = TableId("dbo", "t")
 U = TableId("dbo", "u")
@@ -89,10 +86,6 @@ KINDS = {
 }
 
 
-def put(store: ObjectStore, table: TableId, name: str, data: bytes) -> None:
-    store.put(f"{table.schema}/{table.name}/{name}", data)
-
-
 def ids(changes: list[Change], table: TableId = T) -> list[int]:
     return [int(c.values[0] or 0) for c in changes if isinstance(c, Change) and c.table == table]
 
@@ -114,15 +107,21 @@ def last_file(kind: Kind) -> bytes:
     return header + (b"I,2024-01-01 02:00:00,4,four\n" if ts else b"I,4,four\n")
 
 
+def _kind_feed(tmp_path: Path, kind: Kind) -> tuple[LocalStore, LocalStore]:
+    """(DMS output store, state store) with three files of T: a good one, the bad one, a good one."""
+    data, state = LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
+    put(data, T, f"{C1}.csv", first_file(kind))
+    put(data, T, kind.name, kind.data)
+    put(data, T, f"{C3}.csv", last_file(kind))
+    return data, state
+
+
 @pytest.mark.parametrize("name", list(KINDS))
 def test_bad_input_stops_only_its_table_and_after_the_operator_acts_every_good_row_is_there(
     name: str, tmp_path: Path
 ) -> None:
     kind = KINDS[name]
-    data, state = LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-    put(data, T, f"{C1}.csv", first_file(kind))
-    put(data, T, kind.name, kind.data)
-    put(data, T, f"{C3}.csv", last_file(kind))
+    data, state = _kind_feed(tmp_path, kind)
     opts = kind.options
     for name_, k in ((C1, b"10"), (C2, b"11")):  # the other table's files, in the same settings
         header = b"Op,k\n" if opts.add_column_name else b""
@@ -168,10 +167,7 @@ def test_with_the_quarantine_policy_the_bad_part_is_set_aside_and_the_table_goes
     name: str, tmp_path: Path
 ) -> None:
     kind = KINDS[name]
-    data, state = LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-    put(data, T, f"{C1}.csv", first_file(kind))
-    put(data, T, kind.name, kind.data)
-    put(data, T, f"{C3}.csv", last_file(kind))
+    data, state = _kind_feed(tmp_path, kind)
     before = quarantined("dbo.t", kind.reason)
     options = DmsOptions(table_policies={T: "quarantine"})
     got = expand(DmsSource(data, SCHEMAS, state=state, quarantine=Quarantine(state), options=options).read())
@@ -211,19 +207,7 @@ def test_a_late_file_stops_its_table_until_the_operator_skips_it(tmp_path: Path)
 
 def _pipeline_round(tmp_path: Path, options: DmsOptions, batch: BatchConfig | None = None) -> DmsSource:
     """One capture-and-merge round over the files in ``tmp_path/dms`` (a fresh process each time)."""
-    staging = LocalStore(tmp_path / "staging")
-    quarantine = Quarantine(staging)
-    source = DmsSource(LocalStore(tmp_path / "dms"), SCHEMAS, state=staging, quarantine=quarantine,
-                       options=options)  # fmt: skip
-    warehouse = DuckDBWarehouse(str(tmp_path / "wh.duckdb"))
-    try:
-        Pipeline(
-            source=source, stager=Stager(staging, quarantine), warehouse=warehouse, schemas=SCHEMAS,
-            batch=batch or BatchConfig(), settings=PipelineConfig(poll_interval_seconds=0),
-        ).run(threading.Event(), once=True)  # fmt: skip
-    finally:
-        warehouse.close()
-    return source
+    return pipeline_round(LocalStore(tmp_path / "dms"), SCHEMAS, tmp_path, options, batch)
 
 
 def _target(tmp_path: Path, table: str, column: str) -> list[int]:

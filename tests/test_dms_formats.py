@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,14 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from replicator.config import BatchConfig, PipelineConfig
+from replicator.config import BatchConfig
 from replicator.model import Column, TableId, TableSchema
-from replicator.pipeline import Pipeline
 from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.stage import Stager
+from replicator.sources.dms import DmsOptions
 from replicator.store import LocalStore, S3Settings, S3Store
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from tests.dms_helpers import pipeline_round
 
 T = TableId("dbo", "acct")
 SCHEMA = TableSchema(
@@ -268,18 +265,9 @@ def write_feed(store: S3Store, case: Case) -> None:
 def replicate(
     store: S3Store, options: DmsOptions, tmp_path: Path, tables: dict[TableId, TableSchema]
 ) -> duckdb.DuckDBPyConnection:
-    staging = LocalStore(tmp_path / "staging")
-    quarantine = Quarantine(staging)
-    source = DmsSource(store, tables, state=staging, quarantine=quarantine, options=options)
-    warehouse = DuckDBWarehouse(str(tmp_path / "wh.duckdb"))
-    pipeline = Pipeline(
-        source=source, stager=Stager(staging, quarantine), warehouse=warehouse, schemas=tables,
-        batch=BatchConfig(max_rows=2), settings=PipelineConfig(poll_interval_seconds=0),
-    )  # fmt: skip
-    pipeline.run(threading.Event(), once=True)
+    source = pipeline_round(store, tables, tmp_path, options, BatchConfig(max_rows=2))
     assert source.problems() == []
-    assert quarantine.items() == []
-    warehouse.close()
+    assert Quarantine(LocalStore(tmp_path / "staging")).items() == []
     return duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
 
 

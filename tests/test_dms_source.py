@@ -17,6 +17,9 @@ from replicator.quarantine import Quarantine
 from replicator.sources.dms import DmsOptions, DmsSource, decode_position, encode_position
 from replicator.store import LocalStore, ObjectStore, S3Settings, S3Store
 from tests.dms_chunks import expand
+from tests.dms_helpers import put, stores
+
+__all__ = ["stores"]  # the fixture, used by name
 
 T = TableId("dbo", "t")
 U = TableId("sales", "orders")
@@ -29,24 +32,9 @@ SCHEMAS = {
 CDC1, CDC2, CDC3, CDC4 = (f"20141029-11{m}010000.csv" for m in ("34", "35", "36", "37"))
 
 
-@pytest.fixture(params=["local", "s3"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ObjectStore, ObjectStore]:
-    """(DMS output store, state/quarantine store) on a local folder or on the test S3 server."""
-    if request.param == "local":
-        return LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-    settings: S3Settings = request.getfixturevalue("s3_settings")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    return S3Store(bucket, "dms-out", settings), S3Store(bucket, "staging", settings)
-
-
 @pytest.fixture
 def local(tmp_path: Path) -> tuple[ObjectStore, ObjectStore]:
     return LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-
-
-def put(store: ObjectStore, table: TableId, name: str, text: str | bytes) -> None:
-    data = text.encode() if isinstance(text, str) else text
-    store.put(f"{table.schema}/{table.name}/{name}", data)
 
 
 def source(stores: tuple[ObjectStore, ObjectStore], **options: object) -> DmsSource:

@@ -4,7 +4,6 @@ after a restart per table, and the operator's decision when a row or the feed it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,11 @@ import pytest
 from replicator.model import Change, Column, Position, TableId, TableSchema
 from replicator.quarantine import Quarantine
 from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.store import ObjectStore
 from tests.dms_chunks import expand
+from tests.dms_helpers import stores
+
+__all__ = ["stores"]  # the fixture, used by name
 
 T = TableId("dbo", "t")
 U = TableId("sales", "orders")
@@ -25,16 +27,6 @@ TXN1, TXN2 = "cdc/CDC_TXN-20240101-0000000000-00001.csv", "cdc/CDC_TXN-20240101-
 # Commit order across both tables; each file ends with a row of T, so U's last row is mid-file.
 FILE1 = "I,t,dbo,1,one\nI,orders,sales,10,1.50\nU,t,dbo,1,uno\n"
 FILE2 = "I,orders,sales,11,2.50\nI,t,dbo,2,two\nD,t,dbo,1,uno\n"
-
-
-@pytest.fixture(params=["local", "s3"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ObjectStore, ObjectStore]:
-    """(DMS output store, state/quarantine store) on a local folder or on the test S3 server."""
-    if request.param == "local":
-        return LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-    settings: S3Settings = request.getfixturevalue("s3_settings")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    return S3Store(bucket, "dms-out", settings), S3Store(bucket, "staging", settings)
 
 
 def source(stores: tuple[ObjectStore, ObjectStore], **options: Any) -> DmsSource:

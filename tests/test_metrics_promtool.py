@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_operations import DaemonProcess, Feed, caught_up, daemon_config, free_port, wait_for
+from tests.daemon_helpers import DaemonProcess, Feed, caught_up, daemon_config, free_port, wait_for
 
 
 def _binary(name: str) -> str:

@@ -8,16 +8,7 @@ atomic renames, the way S3 makes a DMS file appear at once.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,184 +16,18 @@ from typing import Any
 import psycopg2
 import pytest
 
-from replicator import demo
-from tests.support import (
-    ROOT,
-    assert_same_state,
-    duckdb_state,
-    expected_state,
-    pg_env,
-    postgres_state,
-    run_cli,
+from tests.daemon_helpers import (
+    TOKEN,
+    DaemonProcess,
+    Feed,
+    PrivateCluster,
+    daemon_config,
+    free_port,
+    http,
+    tables_of,
+    wait_for,
 )
-
-TOKEN = "op-token-7f3a9c"  # a test secret: asserted never to show up in logs
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-# -- helpers shared by the operations test modules ---------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Feed:
-    """A full DMS feed in ``full/``; ``release(n)`` makes its next ``n`` CDC flushes appear in ``live/``."""
-
-    def __init__(self, root: Path, *, seed: int, patients: int = 40, flushes: int = 6, changes: int = 40):
-        self.full, self.live = root / "full", root / "live"
-        demo.generate(self.full, seed=seed, patients=patients, cdc_files=flushes, changes_per_file=changes)
-        files = sorted(p.relative_to(self.full) for p in self.full.rglob("*") if p.is_file())
-        self._loads = [f for f in files if f.name.startswith("LOAD")]
-        by_flush: dict[str, list[Path]] = {}
-        for f in files:
-            if not f.name.startswith("LOAD"):
-                by_flush.setdefault(f.name, []).append(f)
-        self._flushes = [by_flush[k] for k in sorted(by_flush)]
-        self.released = 0
-        for f in self._loads:
-            self._put(f)
-
-    @property
-    def flushes(self) -> int:
-        return len(self._flushes)
-
-    def release(self, n: int) -> None:
-        for group in self._flushes[self.released : self.released + n]:
-            for f in group:
-                self._put(f)
-        self.released = min(self.flushes, self.released + n)
-
-    def _put(self, rel: Path) -> None:
-        dest = self.live / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(".tmp-" + dest.name)  # the local store does not list .tmp- files
-        shutil.copyfile(self.full / rel, tmp)
-        os.replace(tmp, dest)
-
-    def expected(self) -> dict[str, dict[Any, Any]]:
-        return expected_state(self.live)
-
-
-def daemon_config(
-    path: Path, *, source: Path, port: int, max_rows: int = 30, extra: str = "", duckdb: str = "wh.duckdb"
-) -> Path:
-    path.write_text(
-        f"""schemas = "{ROOT / "schemas"}"
-[source]
-path = "{source}"
-[source.dms]
-timestamp_column_name = "dms_commit_ts"
-[staging]
-path = "{path.parent / "stage"}"
-[warehouse]
-kind = "duckdb"
-path = "{path.parent / duckdb}"
-[batch]
-max_rows = {max_rows}
-max_age_seconds = 0.3
-[pipeline]
-poll_interval_seconds = 0.2
-merge_interval_seconds = 0.2
-shutdown_grace_seconds = 10
-[http]
-host = "127.0.0.1"
-port = {port}
-[lease]
-ttl_seconds = 4
-renew_interval_seconds = 1
-[log]
-level = "info"
-format = "json"
-{extra}"""
-    )
-    return path
-
-
-class DaemonProcess:
-    """``replicator run`` in a child process with its log in a file."""
-
-    def __init__(self, cfg: Path, port: int, env: dict[str, str] | None = None, name: str = "daemon"):
-        self.port = port
-        self.log = cfg.parent / f"{name}.log"
-        self._log_file = self.log.open("w")
-        full_env = {**os.environ, "REPLICATOR__HTTP__ADMIN_TOKEN": TOKEN, **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "replicator", "run", "-c", str(cfg)],
-            stderr=self._log_file, stdout=subprocess.DEVNULL, env=full_env, cwd=ROOT,
-        )  # fmt: skip
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            if f'"event": "{name}"' in line:
-                out.append(json.loads(line))
-        return out
-
-    def ready(self) -> bool:
-        return http("GET", f"{self.url}/readyz")[0] == 200
-
-    def wait_ready(self, timeout: float = 40) -> None:
-        wait_for(self.ready, timeout, lambda: f"daemon not ready; log:\n{self.log.read_text()[-3000:]}")
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=timeout)
-        self._log_file.close()
-        return rc
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-        self._log_file.close()
-
-
-def http(method: str, url: str, *, token: str | None = None, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            raw = r.read()
-            code: int = r.status
-    except urllib.error.HTTPError as exc:
-        raw, code = exc.read(), exc.code
-    except OSError:
-        return 0, None
-    try:
-        return code, json.loads(raw)
-    except ValueError:
-        return code, raw.decode()
-
-
-def wait_for(check: Callable[[], bool], timeout: float, message: Callable[[], str] | str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(message() if callable(message) else message or "timed out")
-
-
-def tables_of(url: str) -> dict[str, dict[str, Any]]:
-    code, doc = http("GET", f"{url}/tables", token=TOKEN)
-    assert code == 200, doc
-    return {r["table"]: r for r in doc["tables"]}
-
-
-def caught_up(url: str) -> bool:
-    rows = tables_of(url).values()
-    return all(r["backlog_batches"] == 0 and r["error"] is None for r in rows if r["state"] == "active")
+from tests.support import assert_same_state, duckdb_state, pg_env, postgres_state, run_cli
 
 
 def only(state: dict[str, dict[Any, Any]], names: set[str]) -> dict[str, dict[Any, Any]]:
@@ -394,43 +219,12 @@ def test_sigterm_in_the_middle_of_a_batch_exits_0_within_the_grace_period_and_lo
 @pytest.fixture
 def own_postgres() -> Iterator[tuple[str, Callable[[], None], Callable[[], None]]]:
     """A PostgreSQL cluster of this test only (never the shared one), with stop and start functions."""
-    # Not under tmp_path: pytest's base folder is private to root, and the server runs as postgres.
-    root = Path(tempfile.mkdtemp(prefix="replicator-pg-"))
-    root.chmod(0o755)
-    data = root / "data"
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_owner:
-        shutil.chown(root, "postgres", "postgres")
-    subprocess.run(
-        [*as_owner, str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    port = free_port()
-    ctl = [*as_owner, str(PG_BIN / "pg_ctl"), "-D", str(data)]
-    opts = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={root} -c fsync=off"
-
-    def start() -> None:
-        subprocess.run(
-            [*ctl, "-l", str(root / "log"), "-o", opts, "-w", "start"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    def stop() -> None:
-        subprocess.run(
-            [*ctl, "-m", "fast", "-w", "stop"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    start()
+    cluster = PrivateCluster("replicator-pg-")
     try:
-        yield f"host=127.0.0.1 port={port} user=postgres dbname=postgres", stop, start
+        cluster.start()
+        yield cluster.dsn, cluster.stop, cluster.start
     finally:
-        subprocess.run(
-            [*ctl, "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.close()
 
 
 def test_the_daemon_recovers_by_itself_when_the_target_postgres_restarts(

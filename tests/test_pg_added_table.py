@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog.testing
 
-from tests.test_pg_source import (
+from tests.pg_helpers import (
     ITEM_COLS,
     ITEMS,
     NOPK,

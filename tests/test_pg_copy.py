@@ -31,7 +31,7 @@ from replicator.model import (
 from replicator.sources.pg_copy import CopyFailed, CopyItem, CopyRound, Held, TableCopied
 from replicator.sources.pg_rows import decode_position, encode_position, position_range
 from replicator.sources.pg_snapshot import SnapshotReader
-from tests.test_pg_source import ITEM_COLS, ITEMS, Rig, checksum, execute, source_db, source_rows, target_rows
+from tests.pg_helpers import ITEM_COLS, ITEMS, Rig, checksum, execute, source_db, source_rows, target_rows
 
 __all__ = ["source_db"]  # the fixture, used by name
 

@@ -12,7 +12,7 @@ from replicator.catalog import load_options, load_tables
 from replicator.sources.pg_setup import SourceSetupError
 from replicator.sources.postgres import PostgresSource
 from replicator.store import LocalStore
-from tests.test_pg_source import Rig, _slot, execute, source_db, target_rows
+from tests.pg_helpers import Rig, execute, slot_of, source_db, target_rows
 
 __all__ = ["source_db"]  # the fixture, used by name
 
@@ -62,7 +62,7 @@ def test_a_keyless_table_set_to_refuse_stops_the_start_up_with_the_fix(
             source_db,
             load_tables(folder),
             state=LocalStore(tmp_path / "staging"),
-            slot=_slot(source_db),
+            slot=slot_of(source_db),
             publication="pub",
             keyless={t: o.keyless for t, o in options.items()},
         )
@@ -72,7 +72,7 @@ def test_a_keyless_table_set_to_refuse_stops_the_start_up_with_the_fix(
         source_db,
         load_tables(folder),
         state=LocalStore(tmp_path / "staging"),
-        slot=_slot(source_db),
+        slot=slot_of(source_db),
         publication="pub",
         keyless={t: o.keyless for t, o in options.items()},
     )

@@ -9,57 +9,37 @@ PostgreSQL under a write load from a thread, and a real PostgreSQL target.
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import psycopg2
 import pytest
 
+from tests.daemon_helpers import (
+    TABLES,
+    TOKEN,
+    DaemonProcess,
+    Load,
+    create_tables,
+    free_port,
+    http,
+    pg_source_config,
+    state,
+    tables_of,
+    wait_for,
+)
+from tests.pg_helpers import confirmed_flush, current_lsn, drop_slots, dsn_params, execute
 from tests.support import run_cli
-from tests.test_operations import TOKEN, DaemonProcess, free_port, http, tables_of, wait_for
 
-TABLES = ("alpha", "beta", "gamma")
 PAUSED = "beta"
-
-
-def _params(dsn: str) -> dict[str, str]:
-    return dict(p.split("=", 1) for p in dsn.split())
-
-
-def execute(dsn: str, *sql: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for s in sql:
-            cur.execute(s)
-    conn.close()
-
-
-def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return [tuple(r) for r in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def state(dsn: str, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of each table, in key order: compared whole."""
-    return {t: fetch(dsn, f"SELECT id, v, note FROM public.{t} ORDER BY id") for t in tables}
 
 
 @pytest.fixture
 def target_dsn(pg_admin_dsn: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
-    yield " ".join(f"{k}={name if k == 'dbname' else v}" for k, v in _params(pg_admin_dsn).items())
+    yield " ".join(f"{k}={name if k == 'dbname' else v}" for k, v in dsn_params(pg_admin_dsn).items())
     execute(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -67,142 +47,16 @@ def target_dsn(pg_admin_dsn: str) -> Iterator[str]:
 def source_dsn(pg_dsn: str) -> Iterator[str]:
     """The fresh database with three tables; its replication slots are dropped afterwards (a database
     with a logical slot cannot be dropped)."""
-    execute(
-        pg_dsn,
-        *(f"CREATE TABLE public.{t} (id bigint PRIMARY KEY, v integer, note text)" for t in TABLES),
-        *(
-            f"INSERT INTO public.{t} SELECT g, g * 10, 'row ' || g FROM generate_series(1, 200) g"
-            for t in TABLES
-        ),
-    )
+    create_tables(pg_dsn)
     yield pg_dsn
-    dbname = _params(pg_dsn)["dbname"]
-    for _ in range(100):
-        rows = fetch(
-            pg_dsn, f"SELECT slot_name, active FROM pg_replication_slots WHERE database = '{dbname}'"
-        )
-        if not any(active for _, active in rows):
-            break
-        time.sleep(0.1)
-    for name, _ in rows:
-        execute(pg_dsn, f"SELECT pg_drop_replication_slot('{name}')")
-
-
-def config(tmp: Path, source: str, target: str, port: int) -> tuple[Path, str]:
-    folder = tmp / "schemas" / "tables"
-    folder.mkdir(parents=True)
-    for t in TABLES:
-        (folder / f"{t}.toml").write_text(
-            f'schema = "public"\nname = "{t}"\nprimary_key = ["id"]\n'
-            '[columns]\nid = "bigint not null"\nv = "integer"\nnote = "text"\n'
-        )
-    src, dst = _params(source), _params(target)
-    slot = f"op_{uuid.uuid4().hex[:10]}"
-    path = tmp / "r.toml"
-    path.write_text(
-        f"""schemas = "{tmp / "schemas"}"
-[source]
-kind = "postgres"
-[source.postgres]
-host = "{src["host"]}"
-port = {src["port"]}
-database = "{src["dbname"]}"
-user = "{src["user"]}"
-sslmode = "disable"
-slot_name = "{slot}"
-publication_name = "{slot}"
-[staging]
-path = "{tmp / "stage"}"
-[warehouse]
-kind = "postgres"
-host = "{dst["host"]}"
-port = {dst["port"]}
-database = "{dst["dbname"]}"
-user = "{dst["user"]}"
-sslmode = "disable"
-[batch]
-max_rows = 200
-max_age_seconds = 0.3
-[pipeline]
-poll_interval_seconds = 0.2
-merge_interval_seconds = 0.2
-shutdown_grace_seconds = 10
-[http]
-host = "127.0.0.1"
-port = {port}
-[lease]
-ttl_seconds = 4
-renew_interval_seconds = 1
-[log]
-level = "info"
-format = "json"
-"""
-    )
-    return path, slot
-
-
-class Load:
-    """Small transactions of inserts, updates and deletes on every table, from a thread, until stopped."""
-
-    def __init__(self, dsn: str, *, seed: int) -> None:
-        self.dsn, self.rng = dsn, random.Random(seed)
-        self.stop = threading.Event()
-        self.transactions = 0
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            conn = psycopg2.connect(self.dsn)
-            next_id = 1000
-            with conn.cursor() as cur:
-                while not self.stop.is_set():
-                    for _ in range(self.rng.randint(1, 4)):
-                        t, k = self.rng.choice(TABLES), self.rng.randint(1, next_id)
-                        op = self.rng.random()
-                        if op < 0.4:
-                            next_id += 1
-                            cur.execute(
-                                f"INSERT INTO public.{t} VALUES (%s, %s, %s)",
-                                (next_id, self.rng.randint(0, 9999), f"n{next_id}"),
-                            )
-                        elif op < 0.85:
-                            cur.execute(
-                                f"UPDATE public.{t} SET v = v + 1, note = %s WHERE id = %s", (f"u{k}", k)
-                            )
-                        else:
-                            cur.execute(f"DELETE FROM public.{t} WHERE id = %s", (k,))
-                    conn.commit()
-                    self.transactions += 1
-                    time.sleep(0.005)
-            conn.close()
-        except BaseException as exc:
-            self.error = exc
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-        assert self.error is None, self.error
-
-
-def confirmed_flush(dsn: str, slot: str) -> int:
-    rows = fetch(
-        dsn,
-        f"SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
-    )
-    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
-
-
-def current_lsn(dsn: str) -> int:
-    return int(fetch(dsn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
+    drop_slots(pg_dsn)
 
 
 def test_pausing_a_table_freezes_its_target_while_the_others_and_the_slot_keep_moving_and_resume_catches_up(
     tmp_path: Path, source_dsn: str, target_dsn: str
 ) -> None:
     port = free_port()
-    cfg, slot = config(tmp_path, source_dsn, target_dsn, port)
+    cfg, slot = pg_source_config(tmp_path, source_dsn, target_dsn, port)
     d = DaemonProcess(cfg, port)
     load: Load | None = None
     try:
@@ -245,7 +99,7 @@ def test_resync_under_a_write_load_repairs_a_damaged_table_and_leaves_the_others
     tmp_path: Path, source_dsn: str, target_dsn: str
 ) -> None:
     port = free_port()
-    cfg, _slot = config(tmp_path, source_dsn, target_dsn, port)
+    cfg, _slot = pg_source_config(tmp_path, source_dsn, target_dsn, port)
     d = DaemonProcess(cfg, port)
     load: Load | None = None
     try:

@@ -12,186 +12,27 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import psycopg2
-import pytest
 
-from replicator.catalog import load_tables
-from replicator.config import BatchConfig, PipelineConfig
-from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.pgoutput import parse_lsn
-from replicator.sources.postgres import PostgresSource
-from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from tests.pg_helpers import (
+    ITEM_COLS,
+    Rig,
+    checksum,
+    confirmed_lsn,
+    current_lsn,
+    execute,
+    slot_of,
+    source_db,
+    source_rows,
+    target_rows,
+    write_schemas,
+)
+
+__all__ = ["source_db"]  # the fixture, used by name
 
 ROOT = Path(__file__).resolve().parent.parent
-
-ITEMS = """schema = "public"
-name = "items"
-primary_key = ["id"]
-[columns]
-id = "bigint not null"
-a = "integer"
-b = "text"
-c = "timestamptz"
-d = "numeric(12,2)"
-"""
-NOPK = """schema = "public"
-name = "nopk"
-primary_key = ["x", "y"]
-[columns]
-x = "integer"
-y = "text"
-"""
-SOURCE_DDL = """
-CREATE TABLE items (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric(12,2));
-CREATE TABLE nopk (x int, y text);
-ALTER TABLE nopk REPLICA IDENTITY FULL;
-"""
-
-
-@pytest.fixture
-def source_db(pg_dsn: str) -> Iterator[str]:
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    conn.cursor().execute(SOURCE_DDL)
-    conn.close()
-    slot = f"s_{uuid.uuid4().hex[:10]}"
-    yield f"{pg_dsn} application_name={slot}"
-    conn = psycopg2.connect(pg_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        dbname = dict(p.split("=", 1) for p in pg_dsn.split())["dbname"]
-        for _ in range(50):
-            cur.execute("SELECT slot_name, active FROM pg_replication_slots WHERE database = %s", (dbname,))
-            rows = cur.fetchall()
-            if not any(active for _, active in rows):
-                break
-            time.sleep(0.1)
-        for name, _ in rows:
-            cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
-    conn.close()
-
-
-def _schemas(tmp: Path) -> Path:
-    folder = tmp / "schemas" / "tables"
-    folder.mkdir(parents=True)
-    (folder / "items.toml").write_text(ITEMS)
-    (folder / "nopk.toml").write_text(NOPK)
-    return tmp / "schemas"
-
-
-def _slot(dsn: str) -> str:
-    return dict(p.split("=", 1) for p in dsn.split())["application_name"]
-
-
-class Rig:
-    """A source, pipeline and DuckDB target built in-process, as app.build would."""
-
-    def __init__(self, dsn: str, tmp: Path, *, max_rows: int = 5_000) -> None:
-        self.dsn, self.tmp = dsn, tmp
-        folder = tmp / "schemas"
-        self.schemas = load_tables(folder if folder.exists() else _schemas(tmp))
-        self.staging = LocalStore(tmp / "staging")
-        self.source = PostgresSource(
-            dsn, self.schemas, state=self.staging, slot=_slot(dsn), publication="pub", idle_seconds=0.3
-        )
-        self.warehouse = DuckDBWarehouse(str(tmp / "wh.duckdb"))
-        self.pipeline = Pipeline(
-            source=self.source,
-            stager=Stager(self.staging, Quarantine(self.staging)),
-            warehouse=self.warehouse,
-            schemas=self.schemas,
-            batch=BatchConfig(max_rows=max_rows, max_age_seconds=0.2),
-            settings=PipelineConfig(poll_interval_seconds=0.05),
-        )
-
-    def run_once(self) -> None:
-        """Replicate until the slot has confirmed everything the source had written when called.
-
-        The walsender may need a while to decode other databases' WAL (the server is shared), so a single
-        idle round proves nothing; the confirmed position does."""
-        target = _current_lsn(self.dsn)
-        deadline = time.monotonic() + 120
-        self.pipeline.run(threading.Event(), once=True)
-        while self.source.stream.flush_lsn < target:
-            assert time.monotonic() < deadline, "the source did not catch up within 120 s"
-            self.pipeline.run(threading.Event(), once=True)
-
-    def close(self) -> None:
-        self.source.close()
-        self.warehouse.close()
-
-
-def execute(dsn: str, *sql: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for s in sql:
-            cur.execute(s)
-    conn.close()
-
-
-def source_rows(dsn: str, table: str, cols: str) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(dsn)
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT {cols} FROM {table}")
-        rows = cur.fetchall()
-    conn.close()
-    return sorted(rows, key=repr)
-
-
-def target_rows(path: Path, table: str, cols: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return sorted(con.execute(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
-    finally:
-        con.close()
-
-
-def _current_lsn(dsn: str) -> int:
-    conn = psycopg2.connect(dsn)
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn()::text")
-        row = cur.fetchone()
-    conn.close()
-    assert row is not None
-    return parse_lsn(row[0])
-
-
-def _confirmed_lsn(dsn: str) -> int:
-    conn = psycopg2.connect(dsn)
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (_slot(dsn),)
-        )
-        row = cur.fetchone()
-    conn.close()
-    return parse_lsn(row[0]) if row and row[0] else 0
-
-
-def _canonical(value: Any) -> str:
-    # psycopg2 and DuckDB return equal timestamps with different tzinfo objects: compare instants.
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    return repr(value)
-
-
-def checksum(rows: list[tuple[Any, ...]]) -> str:
-    """Order-independent digest of every row (sorted canonical text)."""
-    text = sorted("\x1f".join(_canonical(v) for v in row) for row in rows)
-    return hashlib.sha256("\n".join(text).encode()).hexdigest()
-
-
-ITEM_COLS = "id, a, b, c, d"
 
 
 def _load(dsn: str, stop: threading.Event, seed: int) -> None:
@@ -333,9 +174,9 @@ def test_sigkill_at_random_points_during_streaming_then_restart_ends_equal_witho
     config = tmp_path / "replicator.toml"
     config.write_text(
         CONFIG.format(
-            schemas=_schemas(tmp_path),
+            schemas=write_schemas(tmp_path),
             tmp=tmp_path,
-            slot=_slot(source_db),
+            slot=slot_of(source_db),
             **{k: parts.get(k, "") for k in ("host", "port", "user", "dbname")},
         )
     )
@@ -359,7 +200,7 @@ def test_sigkill_at_random_points_during_streaming_then_restart_ends_equal_witho
     finally:
         stop.set()
         writer.join()
-    target = _current_lsn(source_db)
+    target = current_lsn(source_db)
     deadline = time.monotonic() + 120
     while True:  # until the slot confirmed everything written (the shared walsender may lag)
         done = subprocess.run(
@@ -371,7 +212,7 @@ def test_sigkill_at_random_points_during_streaming_then_restart_ends_equal_witho
             check=False,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        if _confirmed_lsn(source_db) >= target:
+        if confirmed_lsn(source_db) >= target:
             break
         assert time.monotonic() < deadline, "the replicator did not catch up within 120 s"
     want = source_rows(source_db, "items", ITEM_COLS)

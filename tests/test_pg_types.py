@@ -26,7 +26,7 @@ from replicator.store import LocalStore
 from replicator.warehouses.base import Warehouse
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
-from tests.test_pg_source import _current_lsn, execute
+from tests.pg_helpers import current_lsn, execute
 
 TOML = """schema = "public"
 name = "types"
@@ -100,7 +100,7 @@ def _pipeline(
 
 
 def _catch_up(dsn: str, source: PostgresSource, pipeline: Pipeline) -> None:
-    target, deadline = _current_lsn(dsn), time.monotonic() + 120
+    target, deadline = current_lsn(dsn), time.monotonic() + 120
     pipeline.run(threading.Event(), once=True)
     while source.stream.flush_lsn < target:
         assert time.monotonic() < deadline, "the source did not catch up within 120 s"

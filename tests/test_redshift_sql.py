@@ -9,7 +9,6 @@ it rejects the PostgreSQL dialect's MERGE proves it can fail.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 
 import pytest
 import sqlglot
@@ -17,44 +16,15 @@ from sqlglot import exp
 
 from replicator import evolution
 from replicator.catalog import RedshiftLayout
-from replicator.model import Column, Manifest, Position, TableId, TableSchema
+from replicator.model import Column, TableSchema
 from replicator.sql.dialect import Dialect
 from replicator.sql.postgres import POSTGRES
 from replicator.sql.redshift import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout
 from replicator.types import KINDS, parse_type
+from tests.sql_examples import LINKS, manifest, orders
 
-ORDERS = TableSchema(
-    TableId("sales", 'order "lines"'),
-    (
-        Column.of("id", "bigint", nullable=False),
-        Column.of("name", "varchar(80)"),
-        Column.of("amount", "numeric(12,2)"),
-        Column.of("doc", "json"),
-    ),
-    ("id",),
-)
-LINKS = TableSchema(
-    TableId("app", "links"),
-    (Column.of("a", "integer", nullable=False), Column.of("b", "text", nullable=False)),
-    ("a", "b"),
-)
-MANIFEST = Manifest(
-    table=ORDERS.table,
-    batch_id="0123456789abcdef0123456789abcdef",
-    first=Position("0000000001"),
-    last=Position("0000000009"),
-    rows=9,
-    inserts=5,
-    updates=3,
-    deletes=1,
-    bytes=1000,
-    data_key="batches/sales.orders/30-0123.parquet",
-    columns=(),
-    primary_key=("id",),
-    min_commit_time=datetime(2024, 1, 1, tzinfo=UTC),
-    max_commit_time=None,
-    staged_at=datetime(2024, 1, 1, tzinfo=UTC),
-)
+ORDERS = orders(Column.of("doc", "json"))
+MANIFEST = manifest(ORDERS.table, data_key="batches/sales.orders/30-0123.parquet")
 
 
 def redshift_merge_problems(sql: str) -> list[str]:

@@ -7,47 +7,19 @@ in the generated SQL is a deliberate, reviewed diff.
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 
-from replicator.model import Column, Manifest, Position, TableId, TableSchema
+from replicator.model import Column, TableId, TableSchema
 from replicator.sql.dialect import Dialect
 from replicator.sql.duckdb import DUCKDB
 from replicator.sql.postgres import POSTGRES
 from replicator.types import parse_type
+from tests.sql_examples import LINKS, manifest, orders
 
-ORDERS = TableSchema(
-    TableId("sales", 'order "lines"'),
-    (
-        Column.of("id", "bigint", nullable=False),
-        Column.of("name", "varchar(80)"),
-        Column.of("amount", "numeric(12,2)"),
-    ),
-    ("id",),
-)
-LINKS = TableSchema(
-    TableId("app", "links"),
-    (Column.of("a", "integer", nullable=False), Column.of("b", "text", nullable=False)),
-    ("a", "b"),
-)
-MANIFEST = Manifest(
-    table=ORDERS.table,
-    batch_id="0123456789abcdef0123456789abcdef",
-    first=Position("0000000001"),
-    last=Position("0000000009"),
-    rows=9,
-    inserts=5,
-    updates=3,
-    deletes=1,
-    bytes=1000,
-    data_key="k",
-    columns=(),
-    primary_key=("id",),
-    min_commit_time=datetime(2024, 1, 1, tzinfo=UTC),
-    max_commit_time=None,
-    staged_at=datetime(2024, 1, 1, tzinfo=UTC),
-)
+ORDERS = orders()
+MANIFEST = manifest(ORDERS.table, data_key="k")
 
 TYPES = [
     # logical type, DuckDB, PostgreSQL

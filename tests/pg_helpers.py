@@ -1,0 +1,206 @@
+"""Helpers for the tests of the PostgreSQL source: SQL on a DSN, WAL positions and slots, and the in-process
+rig of the source tests (``items`` and ``nopk`` replicated to DuckDB) with its ``source_db`` fixture."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg2
+import pytest
+
+from replicator.catalog import load_tables
+from replicator.config import BatchConfig, PipelineConfig
+from replicator.pipeline import Pipeline
+from replicator.quarantine import Quarantine
+from replicator.sources.postgres import PostgresSource
+from replicator.stage import Stager
+from replicator.store import LocalStore
+from replicator.warehouses.duckdb import DuckDBWarehouse
+
+
+def dsn_params(dsn: str) -> dict[str, str]:
+    """The ``key=value`` words of a libpq DSN."""
+    return dict(p.split("=", 1) for p in dsn.split())
+
+
+def execute(dsn: str, *sql: str) -> None:
+    """Each statement in autocommit mode, one after the other."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for s in sql:
+            cur.execute(s)
+    conn.close()
+
+
+def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def current_lsn(dsn: str) -> int:
+    """The server's current WAL position as a number (as ``parse_lsn`` reads ``X/Y``)."""
+    return int(fetch(dsn, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")[0][0])
+
+
+def confirmed_flush(dsn: str, slot: str) -> int:
+    """The slot's confirmed position as a number; 0 when it has none (or no such slot)."""
+    rows = fetch(
+        dsn,
+        f"SELECT confirmed_flush_lsn - '0/0'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+
+def drop_slots(dsn: str) -> None:
+    """Drop the replication slots of the database of ``dsn`` (a database with a logical slot cannot be
+    dropped), after waiting up to 10 s for their walsenders to let go of them."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        dbname = dsn_params(dsn)["dbname"]
+        for _ in range(100):
+            cur.execute("SELECT slot_name, active FROM pg_replication_slots WHERE database = %s", (dbname,))
+            rows = cur.fetchall()
+            if not any(active for _, active in rows):
+                break
+            time.sleep(0.1)
+        for name, _ in rows:
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (name,))
+    conn.close()
+
+
+# -- the source tests' rig: items and nopk, replicated in-process to DuckDB ----------------------------------
+
+ITEMS = """schema = "public"
+name = "items"
+primary_key = ["id"]
+[columns]
+id = "bigint not null"
+a = "integer"
+b = "text"
+c = "timestamptz"
+d = "numeric(12,2)"
+"""
+NOPK = """schema = "public"
+name = "nopk"
+primary_key = ["x", "y"]
+[columns]
+x = "integer"
+y = "text"
+"""
+SOURCE_DDL = """
+CREATE TABLE items (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric(12,2));
+CREATE TABLE nopk (x int, y text);
+ALTER TABLE nopk REPLICA IDENTITY FULL;
+"""
+ITEM_COLS = "id, a, b, c, d"
+
+
+@pytest.fixture
+def source_db(pg_dsn: str) -> Iterator[str]:
+    """A fresh database with ``items`` and ``nopk``; its DSN names the test's slot as application_name."""
+    execute(pg_dsn, SOURCE_DDL)
+    slot = f"s_{uuid.uuid4().hex[:10]}"
+    yield f"{pg_dsn} application_name={slot}"
+    drop_slots(pg_dsn)
+
+
+def write_schemas(tmp: Path) -> Path:
+    """``tmp/schemas`` with the schema files of both tables."""
+    folder = tmp / "schemas" / "tables"
+    folder.mkdir(parents=True)
+    (folder / "items.toml").write_text(ITEMS)
+    (folder / "nopk.toml").write_text(NOPK)
+    return tmp / "schemas"
+
+
+def slot_of(dsn: str) -> str:
+    """The slot of a ``source_db`` DSN."""
+    return dsn_params(dsn)["application_name"]
+
+
+def confirmed_lsn(dsn: str) -> int:
+    """The confirmed position of the slot of a ``source_db`` DSN."""
+    return confirmed_flush(dsn, slot_of(dsn))
+
+
+class Rig:
+    """A source, pipeline and DuckDB target built in-process, as app.build would."""
+
+    def __init__(self, dsn: str, tmp: Path, *, max_rows: int = 5_000) -> None:
+        self.dsn, self.tmp = dsn, tmp
+        folder = tmp / "schemas"
+        self.schemas = load_tables(folder if folder.exists() else write_schemas(tmp))
+        self.staging = LocalStore(tmp / "staging")
+        self.source = PostgresSource(
+            dsn, self.schemas, state=self.staging, slot=slot_of(dsn), publication="pub", idle_seconds=0.3
+        )
+        self.warehouse = DuckDBWarehouse(str(tmp / "wh.duckdb"))
+        self.pipeline = Pipeline(
+            source=self.source,
+            stager=Stager(self.staging, Quarantine(self.staging)),
+            warehouse=self.warehouse,
+            schemas=self.schemas,
+            batch=BatchConfig(max_rows=max_rows, max_age_seconds=0.2),
+            settings=PipelineConfig(poll_interval_seconds=0.05),
+        )
+
+    def run_once(self) -> None:
+        """Replicate until the slot has confirmed everything the source had written when called.
+
+        The walsender may need a while to decode other databases' WAL (the server is shared), so a single
+        idle round proves nothing; the confirmed position does."""
+        target = current_lsn(self.dsn)
+        deadline = time.monotonic() + 120
+        self.pipeline.run(threading.Event(), once=True)
+        while self.source.stream.flush_lsn < target:
+            assert time.monotonic() < deadline, "the source did not catch up within 120 s"
+            self.pipeline.run(threading.Event(), once=True)
+
+    def close(self) -> None:
+        self.source.close()
+        self.warehouse.close()
+
+
+def source_rows(dsn: str, table: str, cols: str) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT {cols} FROM {table}")
+        rows = cur.fetchall()
+    conn.close()
+    return sorted(rows, key=repr)
+
+
+def target_rows(path: Path, table: str, cols: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return sorted(con.execute(f"SELECT {cols} FROM {table}").fetchall(), key=repr)
+    finally:
+        con.close()
+
+
+def _canonical(value: Any) -> str:
+    # psycopg2 and DuckDB return equal timestamps with different tzinfo objects: compare instants.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return repr(value)
+
+
+def checksum(rows: list[tuple[Any, ...]]) -> str:
+    """Order-independent digest of every row (sorted canonical text)."""
+    text = sorted("\x1f".join(_canonical(v) for v in row) for row in rows)
+    return hashlib.sha256("\n".join(text).encode()).hexdigest()
