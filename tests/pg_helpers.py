@@ -4,6 +4,8 @@ rig of the source tests (``items`` and ``nopk`` replicated to DuckDB) with its `
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +26,8 @@ from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
 from replicator.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def dsn_params(dsn: str) -> dict[str, str]:
@@ -204,3 +208,64 @@ def checksum(rows: list[tuple[Any, ...]]) -> str:
     """Order-independent digest of every row (sorted canonical text)."""
     text = sorted("\x1f".join(_canonical(v) for v in row) for row in rows)
     return hashlib.sha256("\n".join(text).encode()).hexdigest()
+
+
+RUN_CONFIG = """schemas = "{schemas}"
+[source]
+kind = "postgres"
+[source.postgres]
+host = "{host}"
+port = {port}
+user = "{user}"
+database = "{dbname}"
+sslmode = "disable"
+slot_name = "{slot}"
+publication_name = "pub"
+[staging]
+path = "{tmp}/staging"
+[warehouse]
+kind = "duckdb"
+path = "{tmp}/wh.duckdb"
+[batch]
+max_rows = 2000
+max_age_seconds = 0.2
+[pipeline]
+poll_interval_seconds = 0.1
+merge_interval_seconds = 0.3
+"""
+
+
+def write_run_config(tmp: Path, dsn: str, schemas: Path) -> Path:
+    """``tmp/replicator.toml`` for ``replicator run``: this source (slot named by ``slot_of``), staging in
+    ``tmp/staging``, DuckDB at ``tmp/wh.duckdb``, small batches."""
+    parts = dsn_params(dsn)
+    config = tmp / "replicator.toml"
+    config.write_text(
+        RUN_CONFIG.format(
+            schemas=schemas,
+            tmp=tmp,
+            slot=slot_of(dsn),
+            **{k: parts.get(k, "") for k in ("host", "port", "user", "dbname")},
+        )
+    )
+    return config
+
+
+def run_until_caught_up(config: Path, dsn: str, *, seconds: float = 120) -> None:
+    """``replicator run --once`` until the slot confirmed everything written so far (the shared walsender
+    may lag, so one clean run proves nothing)."""
+    target = current_lsn(dsn)
+    deadline = time.monotonic() + seconds
+    while True:
+        done = subprocess.run(
+            [sys.executable, "-m", "replicator", "run", "--once", "-c", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        if confirmed_lsn(dsn) >= target:
+            return
+        assert time.monotonic() < deadline, f"the replicator did not catch up within {seconds:.0f} s"

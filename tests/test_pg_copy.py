@@ -4,8 +4,13 @@ while the other tables keep streaming (its own streamed changes held back until 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,9 +34,24 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.sources.pg_copy import CopyFailed, CopyItem, CopyRound, Held, TableCopied
+from replicator.sources.pg_resync import load_state
 from replicator.sources.pg_rows import decode_position, encode_position, position_range
 from replicator.sources.pg_snapshot import SnapshotReader
-from tests.pg_helpers import ITEM_COLS, ITEMS, Rig, checksum, execute, source_db, source_rows, target_rows
+from replicator.store import LocalStore
+from tests.pg_helpers import (
+    ITEM_COLS,
+    ITEMS,
+    ROOT,
+    Rig,
+    checksum,
+    execute,
+    run_until_caught_up,
+    slot_of,
+    source_db,
+    source_rows,
+    target_rows,
+    write_run_config,
+)
 
 __all__ = ["source_db"]  # the fixture, used by name
 
@@ -296,6 +316,58 @@ def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_chang
     assert checksum(target_rows(wh, "public.big", "id, v")) == checksum(
         source_rows(source_db, "big", "id, v")
     )
+    assert checksum(target_rows(wh, "public.items", ITEM_COLS)) == checksum(
+        source_rows(source_db, "items", ITEM_COLS)
+    )
+
+
+def test_sigkill_during_the_copy_of_an_added_table_then_restart_copies_it_again_and_ends_equal(
+    source_db: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "schemas" / "tables"
+    folder.mkdir(parents=True)
+    (folder / "items.toml").write_text(ITEMS)
+    execute(
+        source_db,
+        "INSERT INTO items (id, a, b) SELECT g, g, 'v' || g FROM generate_series(1, 50) g",
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text)",
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
+    )
+    config = write_run_config(tmp_path, source_db, tmp_path / "schemas")
+    run_until_caught_up(config, source_db)  # items only: the slot and its snapshot
+
+    (folder / "big.toml").write_text(BIG_TOML)
+    staging = LocalStore(tmp_path / "staging")
+    stop = threading.Event()
+    writer = threading.Thread(target=_write, args=(source_db, stop, 4))
+    writer.start()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replicator", "run", "-c", str(config)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + 60
+        while "public.big" not in load_state(staging, slot_of(source_db)).get("resync", []):  # type: ignore[operator]
+            assert time.monotonic() < deadline, "the added table's copy never started"
+            time.sleep(0.1)
+        time.sleep(0.8)  # into the copy of a million rows
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # Killed before the copy was acknowledged: the restart must copy it again.
+        assert "public.big" in load_state(staging, slot_of(source_db))["resync"]  # type: ignore[operator]
+    finally:
+        stop.set()
+        writer.join()
+    run_until_caught_up(config, source_db)
+
+    assert load_state(staging, slot_of(source_db))["resync"] == []
+    wh = tmp_path / "wh.duckdb"
+    got = target_rows(wh, "public.big", "id, v")
+    assert len(got) == len({r[0] for r in got}) >= 1_000_000
+    assert checksum(got) == checksum(source_rows(source_db, "big", "id, v"))
     assert checksum(target_rows(wh, "public.items", ITEM_COLS)) == checksum(
         source_rows(source_db, "items", ITEM_COLS)
     )

@@ -20,13 +20,12 @@ from tests.pg_helpers import (
     ITEM_COLS,
     Rig,
     checksum,
-    confirmed_lsn,
-    current_lsn,
     execute,
-    slot_of,
+    run_until_caught_up,
     source_db,
     source_rows,
     target_rows,
+    write_run_config,
     write_schemas,
 )
 
@@ -142,44 +141,10 @@ def test_the_slot_moves_on_keepalives_alone_when_nothing_is_pending(source_db: s
     assert after > before
 
 
-CONFIG = """schemas = "{schemas}"
-[source]
-kind = "postgres"
-[source.postgres]
-host = "{host}"
-port = {port}
-user = "{user}"
-database = "{dbname}"
-sslmode = "disable"
-slot_name = "{slot}"
-publication_name = "pub"
-[staging]
-path = "{tmp}/staging"
-[warehouse]
-kind = "duckdb"
-path = "{tmp}/wh.duckdb"
-[batch]
-max_rows = 2000
-max_age_seconds = 0.2
-[pipeline]
-poll_interval_seconds = 0.1
-merge_interval_seconds = 0.3
-"""
-
-
 def test_sigkill_at_random_points_during_streaming_then_restart_ends_equal_without_duplicates(
     source_db: str, tmp_path: Path
 ) -> None:
-    parts = dict(p.split("=", 1) for p in source_db.split())
-    config = tmp_path / "replicator.toml"
-    config.write_text(
-        CONFIG.format(
-            schemas=write_schemas(tmp_path),
-            tmp=tmp_path,
-            slot=slot_of(source_db),
-            **{k: parts.get(k, "") for k in ("host", "port", "user", "dbname")},
-        )
-    )
+    config = write_run_config(tmp_path, source_db, write_schemas(tmp_path))
     execute(source_db, "INSERT INTO items SELECT g, g, 'x', now(), g FROM generate_series(1, 5000) g")
     stop = threading.Event()
     writer = threading.Thread(target=_load, args=(source_db, stop, 2))
@@ -200,21 +165,7 @@ def test_sigkill_at_random_points_during_streaming_then_restart_ends_equal_witho
     finally:
         stop.set()
         writer.join()
-    target = current_lsn(source_db)
-    deadline = time.monotonic() + 120
-    while True:  # until the slot confirmed everything written (the shared walsender may lag)
-        done = subprocess.run(
-            [sys.executable, "-m", "replicator", "run", "--once", "-c", str(config)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        if confirmed_lsn(source_db) >= target:
-            break
-        assert time.monotonic() < deadline, "the replicator did not catch up within 120 s"
+    run_until_caught_up(config, source_db)
     want = source_rows(source_db, "items", ITEM_COLS)
     got = target_rows(tmp_path / "wh.duckdb", "public.items", ITEM_COLS)
     assert len(got) == len({r[0] for r in got})
