@@ -274,6 +274,7 @@ class Recopies:
         self.held = Held()
         self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
         self.round: CopyRound | None = None
+        self.said_waiting = False  # the round's "streaming waits" was logged
 
     def add(self, tables: Iterable[TableId]) -> None:
         tables = set(tables)
@@ -305,6 +306,7 @@ class Recopies:
         tables = {t: schemas[t] for t in sorted(self.todo)}
         temp = f"{slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
         self.round = CopyRound(dsn, tables, temp_slot=temp, workers=workers, pages_per_chunk=pages_per_chunk)
+        self.said_waiting = False
         log.info("table_copy_started", tables=sorted(map(str, tables)), slot=slot)
 
     def take(self, wait: float, txns: Iterable[Txn], yielded: dict[TableId, str]) -> Iterator[Streamed]:

@@ -166,8 +166,10 @@ class PostgresSource:
         if copies.round is not None:
             yield from self._copied(0)
         if copies.streaming_waits:
-            tables = sorted(map(str, copies.todo))
-            log.info("streaming_waits_for_copy", held=copies.held.rows, tables=tables)
+            if not copies.said_waiting:  # once a round: this branch runs every read until the copy is out
+                copies.said_waiting = True
+                tables = sorted(map(str, copies.todo))
+                log.info("streaming_waits_for_copy", held=copies.held.rows, tables=tables)
             yield from self._copied(1.0)
         else:
             holding, held = copies.todo, copies.held
