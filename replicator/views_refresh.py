@@ -42,6 +42,8 @@ _COLUMNS = (
     Column.of("dirty_since", "timestamptz"),
     Column.of("last_seconds", "double"),
     Column.of("note", "text"),
+    # Since when an input's merge is paused or failing: the view reflects it only up to then.
+    Column.of("behind_since", "timestamptz"),
 )
 
 
@@ -73,6 +75,7 @@ class ViewRun:
     note: str = ""
     failed: bool = False
     reflected_commit: float | None = None  # newest source commit of its inputs at the last refresh
+    behind_since: float | None = None  # since when an input's merge is paused or failing
 
 
 class ViewRefresher:
@@ -98,7 +101,14 @@ class ViewRefresher:
         """Create the state table, (re)build views that are new or whose definition changed (and what reads
         them), mark views whose inputs moved since their last refresh dirty, and hook into the merges."""
         self.target.run_statements(_setup_statements(self.target.dialect))
-        stored = {TableId(s, n): (h, m, r) for s, n, h, m, r in self.target.fetch(_read_stored())}
+        if not self.target.fetch(_has_column("behind_since")):  # a state table from before the column
+            column = f"{quote_ident('behind_since')} {self.target.dialect.column_type(_COLUMNS[-1].type)}"
+            self.target.run_statements([f"ALTER TABLE {quote_table(VIEWS_TABLE)} ADD COLUMN {column}"])
+        stored = {}
+        for s, n, h, m, r, b in self.target.fetch(_read_stored()):
+            stored[TableId(s, n)] = (h, m, r)
+            if TableId(s, n) in self.runs and b is not None:
+                self.runs[TableId(s, n)].behind_since = _epoch(b)  # still behind, until a round says not
         rebuild: set[TableId] = set()
         for v in self.catalog.views:
             run = self.runs[v.name]
@@ -217,6 +227,9 @@ class ViewRefresher:
             if note != run.note and not run.failed and not run.note.startswith("Redshift"):
                 run.note = note
                 touched.append(run)
+            if bool(behind) != (run.behind_since is not None):
+                run.behind_since = now if behind else None
+                touched.append(run)
             if run.reflected_commit is not None:
                 # As the gauge is defined (issue 7's dashboards): newest reflected source commit to the end
                 # of the last refresh; while the view waits for a refresh, to now.
@@ -279,6 +292,7 @@ class ViewRefresher:
                     _ts(r.dirty_since),
                     "NULL" if r.last_seconds is None else repr(float(r.last_seconds)),
                     quote_literal(r.note),
+                    _ts(r.behind_since),
                 ]
             )
             statements.append(f"DELETE FROM {quote_table(VIEWS_TABLE)} WHERE {where}")
@@ -310,11 +324,17 @@ def read_status(
     if not fetch(f"{exists} AND table_name = {quote_literal(VIEWS_TABLE.name)}"):
         return []
     cols = "view_schema, view_name, mode, policy, refreshed_at, dirty_since, reason, note"
+    if fetch(_has_column("behind_since")):
+        cols += ", behind_since"
+    else:
+        cols += ", NULL"  # written by a version before the column; the next start adds it
     out = []
-    for schema, name, mode, policy, refreshed, dirty, reason, note in fetch(
+    for schema, name, mode, policy, refreshed, dirty, reason, note, behind in fetch(
         f"SELECT {cols} FROM {quote_table(VIEWS_TABLE)} ORDER BY view_schema, view_name"
     ):
-        stale = max((now - dirty).total_seconds(), 0.0) if dirty is not None else 0.0
+        # Waiting for a refresh, or reading a table whose merge is paused or failing: whichever is older.
+        since = [t for t in (dirty, behind) if t is not None]
+        stale = max((now - min(since)).total_seconds(), 0.0) if since else 0.0
         out.append(
             ViewStatus(
                 view=f"{schema}.{name}",
@@ -342,8 +362,16 @@ def _setup_statements(dialect: Dialect) -> list[str]:
 
 
 def _read_stored() -> str:
+    cols = "view_schema, view_name, definition_hash, mode, refreshed_at, behind_since"
+    return f"SELECT {cols} FROM {quote_table(VIEWS_TABLE)}"
+
+
+def _has_column(name: str) -> str:
+    """A query returning a row when the views state table has column ``name``."""
     return (
-        f"SELECT view_schema, view_name, definition_hash, mode, refreshed_at FROM {quote_table(VIEWS_TABLE)}"
+        "SELECT 1 FROM information_schema.columns"
+        f" WHERE table_schema = {quote_literal(VIEWS_TABLE.schema)}"
+        f" AND table_name = {quote_literal(VIEWS_TABLE.name)} AND column_name = {quote_literal(name)}"
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,13 @@ def _notes(wh: DuckDBWarehouse) -> dict[str, str | None]:
     return {s.view: s.note for s in read_status(wh.fetch)}
 
 
+def _stale_in_a_minute(wh: DuckDBWarehouse) -> dict[str, float]:
+    """Each view's ``status`` staleness as it will read a minute from now."""
+    return {
+        s.view: s.stale_seconds for s in read_status(wh.fetch, now=datetime.now(UTC) + timedelta(minutes=1))
+    }
+
+
 def _stale_refreshes(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str, list[str]]]:
     return [
         (e["log_level"], e["view"], e["stale_tables"])
@@ -108,6 +115,10 @@ def test_views_of_a_paused_table_say_they_read_stale_data_until_it_resumes(tmp_p
         assert {v for v, n in notes.items() if n is not None} == READS_PLANS
         assert {notes[v] for v in READS_PLANS} == {NOTE}
         assert notes["reporting.plan_collections"] is None  # reads payments only
+        # Staleness counts from the pause, incremental views included (they never wait for a refresh).
+        stale = _stale_in_a_minute(wh)
+        assert all(stale[v] >= 59 for v in READS_PLANS), stale
+        assert stale["reporting.plan_collections"] == 0
 
         pipeline.paused.discard(PLANS)
         source.script = []
@@ -117,5 +128,43 @@ def test_views_of_a_paused_table_say_they_read_stale_data_until_it_resumes(tmp_p
         assert [(float(f), float(c)) for f, c in owed] == [(1200.0, 140.0)]
         assert _stale_refreshes(logs) == []
         assert set(_notes(wh).values()) == {None}, "the note outlived the pause"
+        assert set(_stale_in_a_minute(wh).values()) == {0}, "the staleness outlived the pause"
+
+        # A restart while still paused keeps counting from the pause, not from the restart.
+        pipeline.paused.add(PLANS)
+        source.script = [_plan(Op.UPDATE, "1300.00")]
+        pipeline.run(stop, once=True)
+        paused_at = {s.view: s.stale_seconds for s in read_status(wh.fetch)}
+        wh.run_statements([
+            "UPDATE _replicator.views SET behind_since = behind_since - INTERVAL 1 HOUR"
+            " WHERE behind_since IS NOT NULL"
+        ])  # fmt: skip
+        again = ViewRefresher(VIEWS, wh)
+        again.start()
+        assert {again.runs[TableId(*v.split("."))].behind_since is not None for v in READS_PLANS} == {True}
+        stale = {s.view: s.stale_seconds for s in read_status(wh.fetch)}
+        assert all(stale[v] >= 3600 > paused_at[v] for v in READS_PLANS), stale
+    finally:
+        wh.close()
+
+
+def test_a_views_state_table_from_before_the_staleness_column_gets_it_on_start(tmp_path: Path) -> None:
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    try:
+        wh.setup()
+        for schema in TABLES.values():
+            wh.ensure_table(schema)
+        ViewRefresher(VIEWS, wh).start()
+        wh.run_statements(
+            ["ALTER TABLE _replicator.views DROP COLUMN behind_since"]
+        )  # as an older version left it
+        assert {s.stale_seconds for s in read_status(wh.fetch)} == {0}  # status still reads it
+        ViewRefresher(VIEWS, wh).start()
+        columns = wh.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = '_replicator' AND table_name = 'views'"
+        )
+        assert ("behind_since",) in columns
+        assert {s.stale_seconds for s in read_status(wh.fetch)} == {0}
     finally:
         wh.close()
