@@ -371,3 +371,43 @@ def test_sigkill_during_the_copy_of_an_added_table_then_restart_copies_it_again_
     assert checksum(target_rows(wh, "public.items", ITEM_COLS)) == checksum(
         source_rows(source_db, "items", ITEM_COLS)
     )
+
+
+def test_a_resync_requested_while_the_table_is_being_copied_copies_it_once_more(
+    source_db: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "schemas" / "tables"
+    folder.mkdir(parents=True)
+    (folder / "items.toml").write_text(ITEMS)
+    execute(
+        source_db,
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text)",
+        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g",
+    )
+    rig = Rig(source_db, tmp_path)
+    rig.run_once()
+    rig.close()
+
+    (folder / "big.toml").write_text(BIG_TOML)
+    rig = Rig(source_db, tmp_path)
+    rig.source.copy_pages_per_chunk = 4  # some 200 chunks: more than one round takes
+    big = TableId("public", "big")
+    stop = threading.Event()
+    with structlog.testing.capture_logs() as logs:
+        rig.pipeline.start()
+        rig.pipeline.capture(stop)
+        assert rig.source.recopies.round is not None, "the copy ended within one round: nothing to test"
+        execute(source_db, "UPDATE big SET v = 'after the first copy began' WHERE id <= 10")
+        rig.source.resync(big)  # as the daemon does it, between rounds
+        rig.pipeline.forget(big)
+        assert rig.source.recopies.again == {big}
+        rig.run_once()
+    rig.close()
+
+    events = [(e["event"], e.get("tables")) for e in logs if e["event"] == "table_copy_started"]
+    assert events == [("table_copy_started", ["public.big"])] * 2
+    assert [e["table"] for e in logs if e["event"] == "table_recopied"] == ["public.big"]  # the second
+    assert load_state(LocalStore(tmp_path / "staging"), slot_of(source_db))["resync"] == []
+    got = target_rows(tmp_path / "wh.duckdb", "public.big", "id, v")
+    assert len(got) == len({r[0] for r in got}) == 100_000
+    assert checksum(got) == checksum(source_rows(source_db, "big", "id, v"))
