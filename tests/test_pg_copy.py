@@ -45,6 +45,7 @@ from tests.pg_helpers import (
     Rig,
     checksum,
     execute,
+    fetch,
     run_until_caught_up,
     slot_of,
     source_db,
@@ -124,8 +125,9 @@ def test_copied_values_are_exactly_postgresql_text_output(pg_dsn: str) -> None:
     names = ["id", "t", "b", "a", "j", "n", "ts", "i", "u", "m", "f"]
     with exported_snapshot(pg_dsn) as (_, name):
         reader = SnapshotReader(pg_dsn, name)
+        chunks: list[pa.Table] = []
         try:
-            chunks = list(reader.chunks(TableId("public", "odd"), names))
+            reader.copy(TableId("public", "odd"), names, chunks.append)
         finally:
             reader.close()
     got = sorted(tuple(r.values()) for c in chunks for r in c.to_pylist())
@@ -138,6 +140,28 @@ def test_copied_values_are_exactly_postgresql_text_output(pg_dsn: str) -> None:
     conn.close()
     assert got == want
     assert all(c.schema.types == [pa.string()] * len(names) for c in chunks)
+
+
+def test_a_copy_of_big_toasted_values_is_cut_by_bytes_not_by_pages(pg_dsn: str) -> None:
+    """30 rows of 1 MB values fit in one heap page (TOAST keeps them aside): chunks must still stay small."""
+    execute(
+        pg_dsn,
+        "CREATE TABLE wide (id int PRIMARY KEY, v text)",
+        "ALTER TABLE wide ALTER COLUMN v SET STORAGE EXTERNAL",  # uncompressed: 1 MB on the wire each
+        "INSERT INTO wide SELECT g, repeat(chr(64 + g), 1000000) FROM generate_series(1, 30) g",
+    )
+    [(pages,)] = fetch(pg_dsn, "SELECT pg_relation_size('wide') / current_setting('block_size')::int")
+    assert pages == 1
+    chunks: list[pa.Table] = []
+    with exported_snapshot(pg_dsn) as (_, name):
+        reader = SnapshotReader(pg_dsn, name)
+        try:
+            reader.copy(TableId("public", "wide"), ["id", "v"], chunks.append, chunk_bytes=2_500_000)
+        finally:
+            reader.close()
+    assert max(c.num_rows for c in chunks) <= 3
+    rows = [r for c in chunks for r in zip(c["id"].to_pylist(), c["v"].to_pylist(), strict=True)]
+    assert sorted((int(i), v) for i, v in rows) == [(g, chr(64 + g) * 1_000_000) for g in range(1, 31)]
 
 
 def _two_tables(dsn: str, rows: int) -> None:
@@ -155,7 +179,7 @@ def _two_tables(dsn: str, rows: int) -> None:
 def test_a_copy_round_reads_tables_at_once_each_in_order_with_every_row(pg_dsn: str, workers: int) -> None:
     _two_tables(pg_dsn, 20_000)
     with exported_snapshot(pg_dsn) as (lsn, name):
-        items = take_all(CopyRound(pg_dsn, TWO, snapshot=(lsn, name), workers=workers, pages_per_chunk=4))
+        items = take_all(CopyRound(pg_dsn, TWO, snapshot=(lsn, name), workers=workers, chunk_bytes=16 << 10))
     kinds = [(type(i).__name__, i.table.name) for i in items]
     # With two workers the second table starts before the first is done; with one, strictly one by one.
     second_started = kinds.index(("Change", "two"))
@@ -268,7 +292,7 @@ def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_chang
 
     (folder / "big.toml").write_text(BIG_TOML)
     rig = Rig(source_db, tmp_path)
-    rig.source.copy_pages_per_chunk = 8  # many small chunks: the copy spans many rounds
+    rig.source.copy_chunk_bytes = 32 << 10  # many small chunks: the copy spans many rounds
     rig.source.recopies.hold_rows = hold_rows
     seen: list[tuple[str, str]] = []  # (table, first position) of everything the source yields
     read = rig.source.read
@@ -390,7 +414,7 @@ def test_a_resync_requested_while_the_table_is_being_copied_copies_it_once_more(
 
     (folder / "big.toml").write_text(BIG_TOML)
     rig = Rig(source_db, tmp_path)
-    rig.source.copy_pages_per_chunk = 4  # some 200 chunks: more than one round takes
+    rig.source.copy_chunk_bytes = 16 << 10  # some 250 chunks: more than one round takes
     big = TableId("public", "big")
     stop = threading.Event()
     with structlog.testing.capture_logs() as logs:

@@ -91,7 +91,7 @@ class CopyRound:
         snapshot: tuple[int, str] | None = None,
         temp_slot: str | None = None,
         workers: int = 2,
-        pages_per_chunk: int = 1024,
+        chunk_bytes: int = 4 << 20,
     ) -> None:
         if (snapshot is None) == (temp_slot is None):
             raise ValueError("give either an exported snapshot or a temporary slot name")
@@ -99,7 +99,7 @@ class CopyRound:
         self.schemas = dict(schemas)
         self.tables = frozenset(schemas)
         self.workers = max(1, min(workers, len(schemas)))
-        self.pages_per_chunk = pages_per_chunk
+        self.chunk_bytes = chunk_bytes
         self._snapshot = snapshot
         self._temp_slot = temp_slot
         self._queue: queue.Queue[CopyItem | _Failed] = queue.Queue(maxsize=2 * self.workers + 2)
@@ -158,12 +158,9 @@ class CopyRound:
         for table in sorted(self.tables):
             todo.put(table)
         # Every worker imports the snapshot before any copies: the exporter must stay idle until then.
-        readers = [SnapshotReader(self.dsn, snapshot, pages_per_chunk=self.pages_per_chunk)]
+        readers = [SnapshotReader(self.dsn, snapshot)]
         try:
-            readers += [
-                SnapshotReader(self.dsn, snapshot, pages_per_chunk=self.pages_per_chunk)
-                for _ in range(self.workers - 1)
-            ]
+            readers += [SnapshotReader(self.dsn, snapshot) for _ in range(self.workers - 1)]
             threads = [
                 threading.Thread(target=self._work, args=(r, todo, consistent), daemon=True) for r in readers
             ]
@@ -194,13 +191,17 @@ class CopyRound:
         lsn, now = consistent - 1, datetime.now(UTC)
         self._put(Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now))
         n = 0
-        for values in reader.chunks(table, schema.column_names):
+
+        def emit(values: pa.Table) -> None:
+            nonlocal n
             k = values.num_rows
             data = values.append_column(OP_COLUMN, pa.repeat(pa.scalar("I"), k))
             data = data.append_column(POSITION_COLUMN, position_range(lsn, n + 1, k))
             data = data.append_column(COMMIT_TIME_COLUMN, pa.repeat(pa.scalar(now, _TS), k))
-            self._put(ChangeChunk(table, schema, data))
+            self._put(ChangeChunk(table, schema, data))  # blocks while the queue is full
             n += k
+
+        reader.copy(table, schema.column_names, emit, chunk_bytes=self.chunk_bytes)
         seconds = time.monotonic() - started
         self._put(TableCopied(table, consistent, encode_position(lsn, n).value, n, seconds))
 
@@ -300,12 +301,12 @@ class Recopies:
         schemas: Mapping[TableId, TableSchema],
         *,
         workers: int,
-        pages_per_chunk: int,
+        chunk_bytes: int,
     ) -> None:
         """A round copying every table of ``todo`` under a fresh temporary slot's snapshot."""
         tables = {t: schemas[t] for t in sorted(self.todo)}
         temp = f"{slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
-        self.round = CopyRound(dsn, tables, temp_slot=temp, workers=workers, pages_per_chunk=pages_per_chunk)
+        self.round = CopyRound(dsn, tables, temp_slot=temp, workers=workers, chunk_bytes=chunk_bytes)
         self.said_waiting = False
         log.info("table_copy_started", tables=sorted(map(str, tables)), slot=slot)
 

@@ -1,17 +1,18 @@
 """Reading tables under a snapshot exported by a replication slot (the initial copy and table re-copies).
 
-Each table is read with ``COPY (SELECT ... WHERE ctid range) TO STDOUT (FORMAT csv)`` one range of pages at
-a time, so memory stays bounded by the range whatever the table's size, and every value arrives as the
-type's text output: the same wire text pgoutput sends later, so snapshot rows and streamed rows are staged
-alike. The CSV is parsed by Arrow's reader (C++, off the GIL) into string columns: an unquoted empty field
-is NULL, a quoted one (``""``) the empty string, exactly as COPY writes them.
+Each table is read with one ``COPY (SELECT ...) TO STDOUT (FORMAT csv)``, handed on in chunks of about
+``chunk_bytes`` of CSV as it arrives: memory stays bounded by the chunk whatever the table's size, its rows'
+(TOASTed values included), or the server version (no ctid range scans, which need PostgreSQL 14). Every value
+arrives as the type's text output: the same wire text pgoutput sends later, so snapshot rows and streamed
+rows are staged alike. The CSV is parsed by Arrow's reader (C++, off the GIL) into string columns: an unquoted
+empty field is NULL, a quoted one (``""``) the empty string, exactly as COPY writes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -38,54 +39,61 @@ def parse_copy_csv(data: bytes, names: Sequence[str]) -> pa.Table:
     )
 
 
+class _Chunker:
+    """COPY's output sink: the server sends one row per message and psycopg2 writes each as it comes, so
+    cutting between two writes always cuts between rows."""
+
+    def __init__(self, names: Sequence[str], emit: Callable[[pa.Table], None], chunk_bytes: int) -> None:
+        self.names, self.emit, self.chunk_bytes = names, emit, chunk_bytes
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, row: bytes) -> None:
+        self.parts.append(row)
+        self.size += len(row)
+        if self.size >= self.chunk_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            data, self.parts, self.size = b"".join(self.parts), [], 0
+            self.emit(parse_copy_csv(data, self.names))
+
+
 class SnapshotReader:
     """Reads tables as of an exported snapshot, over one ordinary connection held for the whole copy.
 
     Several readers may import the same snapshot (one per worker thread): they all see the same data."""
 
-    def __init__(self, dsn: str, snapshot: str, *, pages_per_chunk: int = 1024) -> None:
+    def __init__(self, dsn: str, snapshot: str) -> None:
         self.conn = psycopg2.connect(dsn)
         self.conn.set_client_encoding("UTF8")
-        self.pages_per_chunk = pages_per_chunk
         with self.conn.cursor() as cur:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
 
-    def chunks(self, table: TableId, columns: Sequence[str]) -> Iterator[pa.Table]:
-        """The table's rows as of the snapshot (string columns ``columns``), one page range per chunk."""
+    def copy(
+        self,
+        table: TableId,
+        columns: Sequence[str],
+        emit: Callable[[pa.Table], None],
+        *,
+        chunk_bytes: int = 4 << 20,
+    ) -> None:
+        """Hand the table's rows as of the snapshot to ``emit`` (string columns ``columns``), in chunks of
+        about ``chunk_bytes`` of CSV, in table order. ``emit`` may block (back pressure: the server waits) or
+        raise (the copy stops; close the reader then)."""
         cols = ", ".join(quote_ident(c) for c in columns)
+        sink = _Chunker(columns, emit, chunk_bytes)
         with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::int",
-                (quote_table(table),),
-            )
-            row = cur.fetchone()
-            pages = int(row[0]) if row else 0
-            start = 0
-            while True:
-                end = start + self.pages_per_chunk
-                # The last range is open-ended: pages added since the size was read hold no row the
-                # snapshot sees, but an open end costs nothing and is obviously complete.
-                where = f"ctid >= '({start},0)'::tid" + (
-                    f" AND ctid < '({end},0)'::tid" if end < pages else ""
-                )
-                buf = io.BytesIO()
-                cur.copy_expert(
-                    f"COPY (SELECT {cols} FROM {quote_table(table)} WHERE {where}) TO STDOUT (FORMAT csv)",
-                    buf,
-                )
-                data = buf.getvalue()
-                if data:
-                    yield parse_copy_csv(data, columns)
-                if end >= pages:
-                    return
-                start = end
+            cur.copy_expert(f"COPY (SELECT {cols} FROM {quote_table(table)}) TO STDOUT (FORMAT csv)", sink)
+        sink.flush()
 
     def close(self) -> None:
-        try:
+        # After a copy stopped half-way the connection may be unusable: closing is what matters.
+        with contextlib.suppress(psycopg2.Error):
             self.conn.rollback()
-        finally:
-            self.conn.close()
+        self.conn.close()
 
 
 @contextlib.contextmanager

@@ -146,7 +146,7 @@ class PostgresSource:
         self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
         self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
-        self.copy_pages_per_chunk = 1024  # heap pages per COPY (8 MB with the default block size)
+        self.copy_chunk_bytes = 4 << 20  # a copy's rows are handed on in chunks of about this much CSV
         self.recopies = Recopies()  # tables added later or resynced, copied while the others stream
         self._read_seconds = self.stream.max_read_seconds
 
@@ -160,8 +160,8 @@ class PostgresSource:
             yield from self._prepare()
         copies = self.recopies
         if copies.todo and copies.round is None:
-            workers, pages = self.copy_workers, self.copy_pages_per_chunk
-            copies.start(self.dsn, self.slot, self._schemas, workers=workers, pages_per_chunk=pages)
+            workers, size = self.copy_workers, self.copy_chunk_bytes
+            copies.start(self.dsn, self.slot, self._schemas, workers=workers, chunk_bytes=size)
             self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
         if copies.round is not None:
             yield from self._copied(0)
@@ -255,8 +255,8 @@ class PostgresSource:
         self._save_state(done=False)
         exported = self.stream.create_slot_exporting_snapshot()
         pending: dict[TableId, str] = {}
-        workers, pages = self.copy_workers, self.copy_pages_per_chunk
-        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=workers, pages_per_chunk=pages)
+        workers, size = self.copy_workers, self.copy_chunk_bytes
+        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=workers, chunk_bytes=size)
         try:
             while not copy.finished:
                 for item in copy.take(1.0):

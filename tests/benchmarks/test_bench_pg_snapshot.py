@@ -26,7 +26,7 @@ pytestmark = pytest.mark.benchmark
 
 ROWS = int(os.environ.get("REPLICATOR_BENCH_ROWS", "1000000"))
 TABLES = 4
-PAGES = int(os.environ.get("REPLICATOR_BENCH_COPY_PAGES", "1024"))  # heap pages per COPY
+CHUNK = int(os.environ.get("REPLICATOR_BENCH_COPY_CHUNK_BYTES", str(4 << 20)))  # CSV bytes per chunk
 
 
 def _schema(n: int) -> TableSchema:
@@ -76,7 +76,7 @@ def _snapshot(dsn: str, tmp: Path, workers: int) -> tuple[float, int]:
     slot = f"bench_snap_{workers}"
     started = time.perf_counter()
     source = PostgresSource(dsn, SCHEMAS, state=staging, slot=slot, publication="pub", copy_workers=workers)
-    source.copy_pages_per_chunk = PAGES
+    source.copy_chunk_bytes = CHUNK
     captured = 0
 
     def stage(batch: Batch) -> None:
