@@ -4,12 +4,13 @@ rig of the source tests (``items`` and ``nopk`` replicated to DuckDB) with its `
 from __future__ import annotations
 
 import hashlib
+import random
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,20 @@ def dsn_params(dsn: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in dsn.split())
 
 
-def execute(dsn: str, *sql: str) -> None:
-    """Each statement in autocommit mode, one after the other."""
+def execute(dsn: str, *sql: str) -> list[tuple[Any, ...]]:
+    """Each statement in autocommit mode, one after the other; the rows of the last one that returns any."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        for s in sql:
-            cur.execute(s)
-    conn.close()
+    rows: list[tuple[Any, ...]] = []
+    try:
+        with conn.cursor() as cur:
+            for s in sql:
+                cur.execute(s)
+                if cur.description:
+                    rows = [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+    return rows
 
 
 def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
@@ -269,3 +276,17 @@ def run_until_caught_up(config: Path, dsn: str, *, seconds: float = 120) -> None
         if confirmed_lsn(dsn) >= target:
             return
         assert time.monotonic() < deadline, f"the replicator did not catch up within {seconds:.0f} s"
+
+
+def write_load(
+    dsn: str, stop: threading.Event, seed: int, sql: str, args: Callable[[random.Random], tuple[Any, ...]]
+) -> None:
+    """Run ``sql`` (one small transaction) with ``args(rnd)`` over and over until ``stop``: a concurrent
+    write load for a thread."""
+    rnd = random.Random(seed)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        while not stop.is_set():
+            cur.execute(sql, args(rnd))
+    conn.close()

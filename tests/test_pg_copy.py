@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from tests.pg_helpers import (
     source_db,
     source_rows,
     target_rows,
+    write_load,
     write_run_config,
 )
 
@@ -256,27 +256,26 @@ def test_held_changes_are_released_from_the_consistent_point_on_and_the_rest_dro
     assert held.release(t, 100) == []
 
 
+WRITE = (  # updates to both tables in small transactions
+    "BEGIN; UPDATE big SET v = v || '+' WHERE id = %s;"
+    " INSERT INTO big VALUES (%s, 'new') ON CONFLICT (id) DO UPDATE SET v = 'again';"
+    " UPDATE items SET a = a + 1 WHERE id = %s; COMMIT"
+)
+
+
 def _write(dsn: str, stop: threading.Event, seed: int) -> None:
-    """Updates to both tables in small transactions until ``stop``."""
-    rnd = random.Random(seed)
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        while not stop.is_set():
-            k = rnd.randrange(1, 60_000)
-            cur.execute(
-                "BEGIN; UPDATE big SET v = v || '+' WHERE id = %s;"
-                " INSERT INTO big VALUES (%s, 'new') ON CONFLICT (id) DO UPDATE SET v = 'again';"
-                " UPDATE items SET a = a + 1 WHERE id = %s; COMMIT",
-                (k, 100_000 + rnd.randrange(2_000), rnd.randrange(1, 50)),
-            )
-    conn.close()
+    write_load(
+        dsn,
+        stop,
+        seed,
+        WRITE,
+        lambda r: (r.randrange(1, 60_000), 100_000 + r.randrange(2_000), r.randrange(1, 50)),
+    )
 
 
-@pytest.mark.parametrize("hold_rows", [500_000, 1], ids=["held in memory", "streaming waits"])
-def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_changes_wait(
-    source_db: str, tmp_path: Path, hold_rows: int
-) -> None:
+def _items_replicated_big_not_yet(source_db: str, tmp_path: Path, big_rows: int) -> Path:
+    """``items`` (50 rows) replicated by a first run; ``big`` (``big_rows`` rows) created at the source but
+    not yet in schemas/. Returns the schema files' folder, where the test adds ``big.toml``."""
     folder = tmp_path / "schemas" / "tables"
     folder.mkdir(parents=True)
     (folder / "items.toml").write_text(ITEMS)
@@ -284,12 +283,19 @@ def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_chang
         source_db,
         "INSERT INTO items (id, a, b) SELECT g, g, 'v' || g FROM generate_series(1, 50) g",
         "CREATE TABLE big (id bigint PRIMARY KEY, v text)",
-        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 60000) g",
+        f"INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, {big_rows}) g",
     )
     rig = Rig(source_db, tmp_path)
     rig.run_once()
     rig.close()
+    return folder
 
+
+@pytest.mark.parametrize("hold_rows", [500_000, 1], ids=["held in memory", "streaming waits"])
+def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_changes_wait(
+    source_db: str, tmp_path: Path, hold_rows: int
+) -> None:
+    folder = _items_replicated_big_not_yet(source_db, tmp_path, 60_000)
     (folder / "big.toml").write_text(BIG_TOML)
     rig = Rig(source_db, tmp_path)
     rig.source.copy_chunk_bytes = 32 << 10  # many small chunks: the copy spans many rounds
@@ -348,18 +354,8 @@ def test_a_table_added_later_is_copied_while_the_others_stream_and_its_own_chang
 def test_sigkill_during_the_copy_of_an_added_table_then_restart_copies_it_again_and_ends_equal(
     source_db: str, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "schemas" / "tables"
-    folder.mkdir(parents=True)
-    (folder / "items.toml").write_text(ITEMS)
-    execute(
-        source_db,
-        "INSERT INTO items (id, a, b) SELECT g, g, 'v' || g FROM generate_series(1, 50) g",
-        "CREATE TABLE big (id bigint PRIMARY KEY, v text)",
-        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 1000000) g",
-    )
-    config = write_run_config(tmp_path, source_db, tmp_path / "schemas")
-    run_until_caught_up(config, source_db)  # items only: the slot and its snapshot
-
+    folder = _items_replicated_big_not_yet(source_db, tmp_path, 1_000_000)
+    config = write_run_config(tmp_path, source_db, tmp_path / "schemas")  # the same slot and staging
     (folder / "big.toml").write_text(BIG_TOML)
     staging = LocalStore(tmp_path / "staging")
     stop = threading.Event()
@@ -400,18 +396,7 @@ def test_sigkill_during_the_copy_of_an_added_table_then_restart_copies_it_again_
 def test_a_resync_requested_while_the_table_is_being_copied_copies_it_once_more(
     source_db: str, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "schemas" / "tables"
-    folder.mkdir(parents=True)
-    (folder / "items.toml").write_text(ITEMS)
-    execute(
-        source_db,
-        "CREATE TABLE big (id bigint PRIMARY KEY, v text)",
-        "INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 100000) g",
-    )
-    rig = Rig(source_db, tmp_path)
-    rig.run_once()
-    rig.close()
-
+    folder = _items_replicated_big_not_yet(source_db, tmp_path, 100_000)
     (folder / "big.toml").write_text(BIG_TOML)
     rig = Rig(source_db, tmp_path)
     rig.source.copy_chunk_bytes = 16 << 10  # some 250 chunks: more than one round takes

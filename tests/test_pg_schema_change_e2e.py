@@ -26,6 +26,7 @@ from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
 from replicator.store import LocalStore
 from replicator.types import parse_type
+from tests.pg_helpers import execute
 from tests.test_schema_change_e2e import target_rows
 from tests.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
 
@@ -33,15 +34,6 @@ T = TableId("dbo", "accounts")  # the name target_rows reads
 SCHEMA = TableSchema(
     T, (Column("id", parse_type("bigint"), False), Column("name", parse_type("text"))), ("id",)
 )
-
-
-def execute(dsn: str, *sql: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for s in sql:
-            cur.execute(s)
-    conn.close()
 
 
 @pytest.fixture

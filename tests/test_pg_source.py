@@ -14,8 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
-
 from tests.pg_helpers import (
     ITEM_COLS,
     Rig,
@@ -25,6 +23,7 @@ from tests.pg_helpers import (
     source_db,
     source_rows,
     target_rows,
+    write_load,
     write_run_config,
     write_schemas,
 )
@@ -34,22 +33,21 @@ __all__ = ["source_db"]  # the fixture, used by name
 ROOT = Path(__file__).resolve().parent.parent
 
 
+LOAD = (  # inserts, updates and deletes on both tables (nopk rows are told apart by their whole value)
+    "BEGIN; INSERT INTO items VALUES (%s, %s, md5(%s::text), now(), %s) ON CONFLICT (id) DO "
+    "UPDATE SET a = items.a + 1, d = items.d + 1; DELETE FROM items WHERE id = %s;"
+    " INSERT INTO nopk VALUES (%s, md5(random()::text)); DELETE FROM nopk WHERE x = %s; COMMIT"
+)
+
+
+def _load_args(rnd: random.Random) -> tuple[int | float, ...]:
+    k = rnd.randrange(1, 3000)
+    return (k, k, k, k / 7, rnd.randrange(1, 3000), k, rnd.randrange(1, 3000))
+
+
 def _load(dsn: str, stop: threading.Event, seed: int) -> None:
-    """A concurrent write load on both tables: inserts, updates and deletes in small transactions (``nopk``
-    has no primary key at the source: its rows are told apart by their whole value)."""
-    rnd = random.Random(seed)
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        while not stop.is_set():
-            k = rnd.randrange(1, 3000)
-            cur.execute(
-                "BEGIN; INSERT INTO items VALUES (%s, %s, md5(%s::text), now(), %s) ON CONFLICT (id) DO "
-                "UPDATE SET a = items.a + 1, d = items.d + 1; DELETE FROM items WHERE id = %s;"
-                " INSERT INTO nopk VALUES (%s, md5(random()::text)); DELETE FROM nopk WHERE x = %s; COMMIT",
-                (k, k, k, k / 7, rnd.randrange(1, 3000), k, rnd.randrange(1, 3000)),
-            )
-    conn.close()
+    """A concurrent write load on both tables, in small transactions."""
+    write_load(dsn, stop, seed, LOAD, _load_args)
 
 
 def test_snapshot_then_streaming_under_concurrent_writes_ends_equal_to_the_source(

@@ -155,9 +155,8 @@ def test_a_views_state_table_from_before_the_staleness_column_gets_it_on_start(t
         for schema in TABLES.values():
             wh.ensure_table(schema)
         ViewRefresher(VIEWS, wh).start()
-        wh.run_statements(
-            ["ALTER TABLE _replicator.views DROP COLUMN behind_since"]
-        )  # as an older version left it
+        # The state table as a version before the column left it:
+        wh.run_statements(["ALTER TABLE _replicator.views DROP COLUMN behind_since"])
         assert {s.stale_seconds for s in read_status(wh.fetch)} == {0}  # status still reads it
         ViewRefresher(VIEWS, wh).start()
         columns = wh.fetch(

@@ -11,8 +11,9 @@ import sys
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
+
+from tests.pg_helpers import execute
 
 pytestmark = pytest.mark.benchmark
 
@@ -70,26 +71,13 @@ print(json.dumps({"rss_mb": rss_mb, "rows": count, "distinct": ids, "seconds": s
 """
 
 
-def _sql(dsn: str, *statements: str) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    out: list[tuple[object, ...]] = []
-    with conn.cursor() as cur:
-        for s in statements:
-            cur.execute(s)
-            if cur.description:
-                out = cur.fetchall()
-    conn.close()
-    return out
-
-
 def test_a_two_million_row_transaction_replicates_with_peak_rss_under_400_mb(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     (tmp_path / "schemas" / "tables").mkdir(parents=True)
     (tmp_path / "schemas" / "tables" / "big.toml").write_text(TABLE_TOML)
     slot = f"big_{uuid.uuid4().hex[:8]}"
-    _sql(
+    execute(
         pg_dsn,
         "CREATE TABLE big (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric)",
         "CREATE PUBLICATION pub FOR TABLE big",
@@ -101,7 +89,7 @@ def test_a_two_million_row_transaction_replicates_with_peak_rss_under_400_mb(
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     try:
-        [(end,)] = _sql(
+        [(end,)] = execute(
             pg_dsn,
             f"INSERT INTO big SELECT g, g, 'value ' || g, now(), g / 7.0 FROM generate_series(1, {ROWS}) g",
             "SELECT pg_current_wal_lsn()::text",
@@ -111,7 +99,7 @@ def test_a_two_million_row_transaction_replicates_with_peak_rss_under_400_mb(
             capture_output=True, text=True, timeout=1500, check=False,
         )  # fmt: skip
     finally:
-        _sql(pg_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+        execute(pg_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     print(

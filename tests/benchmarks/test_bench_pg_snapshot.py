@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from replicator.buffer import Buffer
@@ -21,6 +20,7 @@ from replicator.quarantine import Quarantine
 from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
 from replicator.store import LocalStore
+from tests.pg_helpers import execute
 
 pytestmark = pytest.mark.benchmark
 
@@ -44,15 +44,6 @@ def _schema(n: int) -> TableSchema:
 
 
 SCHEMAS = {s.table: s for s in map(_schema, range(TABLES))}
-
-
-def _sql(dsn: str, *statements: str) -> None:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for s in statements:
-            cur.execute(s)
-    conn.close()
 
 
 def _copy_to_null(dsn: str) -> float:
@@ -99,21 +90,21 @@ def _snapshot(dsn: str, tmp: Path, workers: int) -> tuple[float, int]:
         seconds = time.perf_counter() - started
     finally:
         source.close()
-        _sql(dsn, f"SELECT pg_drop_replication_slot('{slot}')")
+        execute(dsn, f"SELECT pg_drop_replication_slot('{slot}')")
     return seconds, captured
 
 
 def test_initial_copy_rate_with_one_and_two_workers(pg_dsn: str, tmp_path: Path) -> None:
     per_table = ROWS // TABLES
     for table in SCHEMAS:
-        _sql(
+        execute(
             pg_dsn,
             f"CREATE TABLE {table.name} (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric)",
             f"INSERT INTO {table.name} SELECT g, g, 'value ' || g, now(), g / 7.0"
             f" FROM generate_series(1, {per_table}) g",
             f"VACUUM ANALYZE {table.name}",
         )
-    _sql(pg_dsn, f"CREATE PUBLICATION pub FOR TABLE {', '.join(t.name for t in SCHEMAS)}")
+    execute(pg_dsn, f"CREATE PUBLICATION pub FOR TABLE {', '.join(t.name for t in SCHEMAS)}")
     raw = _copy_to_null(pg_dsn)
     rows = per_table * TABLES
     lines = [f"\n{TABLES} tables, {rows:,} rows: psql \\copy to /dev/null {rows / raw:,.0f} rows/s"]

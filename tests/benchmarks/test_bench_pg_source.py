@@ -12,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from replicator.buffer import Buffer
@@ -22,6 +21,7 @@ from replicator.sources.pgoutput import lsn_text, parse_lsn
 from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
 from replicator.store import LocalStore
+from tests.pg_helpers import execute
 
 pytestmark = pytest.mark.benchmark
 
@@ -40,21 +40,8 @@ T = TableSchema(
 )
 
 
-def _sql(dsn: str, *statements: str) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    out: list[tuple[object, ...]] = []
-    with conn.cursor() as cur:
-        for s in statements:
-            cur.execute(s)
-            if cur.description:
-                out = cur.fetchall()
-    conn.close()
-    return out
-
-
 def test_capture_to_staged_rate_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) -> None:
-    _sql(
+    execute(
         pg_dsn,
         "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz, d numeric)",
         "CREATE TABLE bench_end (x int)",
@@ -65,26 +52,26 @@ def test_capture_to_staged_rate_against_pg_recvlogical(pg_dsn: str, tmp_path: Pa
     source = PostgresSource(pg_dsn, {T.table: T}, state=staging, slot="bench_repl", publication="pub")
     list(source.read())  # creates the slot and copies the (empty) table
     for lo in range(1, ROWS + 1, TXN):
-        _sql(
+        execute(
             pg_dsn,
             f"INSERT INTO bench SELECT g, g, 'value ' || g, now(), g / 7.0 "
             f"FROM generate_series({lo}, {lo + TXN - 1}) g",
         )
     for lo in range(1, ROWS + 1, TXN):
-        _sql(pg_dsn, f"UPDATE bench SET a = a + 1, d = d * 2 WHERE id BETWEEN {lo} AND {lo + TXN - 1}")
-    [(end,)] = _sql(pg_dsn, "SELECT pg_current_wal_lsn()::text")
+        execute(pg_dsn, f"UPDATE bench SET a = a + 1, d = d * 2 WHERE id BETWEEN {lo} AND {lo + TXN - 1}")
+    [(end,)] = execute(pg_dsn, "SELECT pg_current_wal_lsn()::text")
     end_lsn = parse_lsn(str(end))
     # One more published change past the end, in a table the replicator does not replicate: pg_recvlogical
     # stops at the first record past --endpos, and the replicator confirms past it, without waiting for a
     # keepalive.
-    _sql(pg_dsn, "INSERT INTO bench_end VALUES (1)")
+    execute(pg_dsn, "INSERT INTO bench_end VALUES (1)")
     total = 2 * ROWS
 
     try:
         recv_seconds, repl_seconds, staging_seconds, captured = _measure(pg_dsn, source, staging, end_lsn)
     finally:
         source.close()
-        _sql(
+        execute(
             pg_dsn,
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
             "WHERE slot_name IN ('bench_recv', 'bench_repl')",
