@@ -282,6 +282,12 @@ class Recopies:
         self.wanted |= tables
         self.todo |= tables
 
+    def clear(self) -> None:
+        """Forget every request (a full copy of all tables is about to cover them); ``hold_rows`` stays."""
+        self.close()
+        self.wanted, self.todo, self.pending, self.again = set(), set(), {}, set()
+        self.held, self.round = Held(), None
+
     def request(self, table: TableId) -> None:
         """A resync of ``table``: (again) copy it."""
         self.pending.pop(table, None)

@@ -251,7 +251,7 @@ class PostgresSource:
             # TRUNCATE clears what the unfinished one staged.
             log.warning("snapshot_restarted", slot=self.slot)
             drop_slot(self._conn, self.slot)
-        self.recopies = Recopies()  # the full copy below covers them
+        self.recopies.clear()  # the full copy below covers them
         self._save_state(done=False)
         exported = self.stream.create_slot_exporting_snapshot()
         pending: dict[TableId, str] = {}
