@@ -14,15 +14,65 @@ One TOML file per table under ``schemas/tables/``::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from replicator.model import Column, TableId, TableSchema
+from replicator.model import METADATA_COLUMNS, Column, TableId, TableSchema
+from replicator.sql.dialect import SOFT_DELETED, SOFT_DELETED_AT
 from replicator.types import parse_type
+
+# Names the replicator gives its own columns: those of every staged file (METADATA_COLUMNS) and any starting
+# with RESERVED_PREFIX (the merge's working columns, e.g. ``_replicator_rn``). A source column may never be
+# named so: in the staging table it would be the replicator's column, not the source's. Compared without
+# case, as DuckDB and Redshift fold identifiers (``_OP`` is ``_op`` there). Soft-delete columns
+# (``_deleted``, ``_deleted_at``) are reserved only on tables with ``deletes = "soft"`` (see parse_options),
+# since many source tables carry a ``_deleted`` flag of their own.
+RESERVED_PREFIX = "_replicator"
 
 
 class CatalogError(ValueError):
     pass
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a schema, table or column in any warehouse; None when it can.
+
+    Empty names and NUL bytes are refused by every target (``quote_ident`` refuses them too): such a name
+    must be rejected before anything is staged, or every merge of its table fails.
+    """
+    if not name:
+        return "a name is empty"
+    if "\x00" in name:
+        return f"name {name!r} holds a NUL byte, which no warehouse accepts in an identifier"
+    return None
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a source column (unusable, or the replicator's); None when it can."""
+    problem = name_problem(name)
+    if problem is not None:
+        return problem
+    folded = name.lower()
+    if folded in METADATA_COLUMNS or folded.startswith(RESERVED_PREFIX):
+        return (
+            f"column name {name!r} is reserved for the replicator's own columns "
+            f"({', '.join(sorted(METADATA_COLUMNS))} and names starting with {RESERVED_PREFIX}, in any case)"
+        )
+    return None
+
+
+def column_names_problem(names: Iterable[str]) -> str | None:
+    """The first problem of a table's column names, duplicates without case included; None when fine."""
+    seen: dict[str, str] = {}
+    for name in names:
+        problem = column_name_problem(name)
+        if problem is not None:
+            return problem
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            return f"columns {other!r} and {name!r} differ only in case (DuckDB and Redshift fold case)"
+    return None
 
 
 def load_tables(folder: Path) -> dict[TableId, TableSchema]:
@@ -52,6 +102,9 @@ def parse_table(path: Path) -> TableSchema:
         raise CatalogError(f"{path}: missing key {exc.args[0]!r} (need schema, name, columns)") from None
     if not isinstance(cols_doc, dict) or not cols_doc:
         raise CatalogError(f"{path}: [columns] must map column names to types")
+    problem = name_problem(table.schema) or name_problem(table.name) or column_names_problem(cols_doc)
+    if problem is not None:
+        raise CatalogError(f"{path}: {table}: {problem}")
     columns = []
     for name, spec in cols_doc.items():
         text = str(spec).strip()
@@ -137,6 +190,13 @@ def parse_options(path: Path, schema: TableSchema) -> TableOptions:
         return str(value)
 
     deletes = choice("deletes", ("hard", "soft"), doc.get("deletes", "hard"))
+    if deletes == "soft":
+        taken = sorted(n for n in names if n.lower() in (SOFT_DELETED, SOFT_DELETED_AT))
+        if taken:
+            raise CatalogError(
+                f'{path}: column {taken[0]!r} is reserved on a table with deletes = "soft" (the replicator '
+                f'adds {SOFT_DELETED} and {SOFT_DELETED_AT}); keep deletes = "hard" for this table'
+            )
     dropped = choice("dropped_columns", ("null", "keep"), doc.get("dropped_columns", "null"))
     policies = tuple(
         (column(f"policies.{k}", k), choice(f"policies.{k}", ("drop", "null", "hash"), v))

@@ -12,7 +12,9 @@ The layout follows the DMS S3 target settings (``CsvLayout`` holds them):
   becomes ``Change.commit_time``.
 - With AddColumnName the first row names the columns, and columns are matched *by name*: a file may order
   them differently, lack some (their values are NULL) or add new ones after DDL on the source (a
-  ``SchemaChange`` naming them as ``text`` comes before the file's first change).
+  ``SchemaChange`` naming them as ``text`` comes before the file's first change). A header (or Parquet
+  file) naming a column the replicator reserves (``catalog.column_name_problem``: ``_op``, ``_seq``, ...
+  in any case) or that no warehouse accepts (empty, NUL) is a bad file (``bad_column_name``), never staged.
 - NULL rule (CsvNullValue, default ``NULL``): a field is SQL NULL when it is *unquoted* and equal to the
   marker. A quoted field is always text. With UseCsvNoSupValue, a field equal to CsvNoSupValue means the
   source did not send the column (e.g. an unchanged LOB): it is listed in ``Change.unchanged``.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO
 
+from replicator.catalog import column_names_problem
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
 
 OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
@@ -352,10 +355,18 @@ def _header_shape(record: str, layout: CsvLayout, *, has_op: bool) -> tuple[_Sha
     missing_keys = [k for k in schema.primary_key if k.lower() not in where]
     if missing_keys:
         raise BadFile("bad_header", f"header {header[:8]} lacks primary key column(s) {missing_keys}")
+    # Checked before anything of the file is staged: a reserved name would be taken for the replicator's
+    # own column, and an unusable one (NUL) would be staged, acknowledged, and then fail every merge.
+    problem = column_names_problem(header[i] for i in sorted(where.values()))
+    if problem is not None:
+        raise BadFile("bad_column_name", f"header {header[:8]}: {problem}")
     added = [header[i] for i in sorted(where.values()) if names[i] not in known]
     if added:
         columns = schema.columns + tuple(Column.of(n, "text") for n in added)
-        schema = replace(schema, columns=columns)
+        try:
+            schema = replace(schema, columns=columns)
+        except ValueError as exc:  # another rule of TableSchema: this file's problem, not a crash per round
+            raise BadFile("bad_column_name", f"header {header[:8]}: {exc}") from None
     indices = [where.get(c.lower()) for c in schema.column_names]
     start = int(op_at is not None) + int(ts_at is not None)
     plain = indices == list(range(start, start + len(indices))) and (ts_at is None or ts_at == start - 1)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from replicator.catalog import column_names_problem
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -108,6 +109,10 @@ def decode_parquet(
     if has_op and op_at is None:
         raise BadFile("bad_parquet", f"no Op column among {[f.name for f in fields][:8]}")
     ts_at = by_name.get(timestamp_column.lower()) if timestamp_column else None
+    # Before anything of the file is staged (see dms_csv): reserved, unusable or case-duplicate names.
+    problem = column_names_problem(f.name for i, f in enumerate(fields) if i not in (op_at, ts_at))
+    if problem is not None:
+        raise BadFile("bad_column_name", f"Parquet columns {[f.name for f in fields][:8]}: {problem}")
     known = {c.lower() for c in schema.column_names}
     missing = [k for k in schema.primary_key if k.lower() not in by_name]
     if missing:
@@ -115,7 +120,10 @@ def decode_parquet(
     added = [f for i, f in enumerate(fields) if i not in (op_at, ts_at) and f.name.lower() not in known]
     if added:
         cols = tuple(Column(f.name, parse_type(logical_type(f.type))) for f in added)
-        schema = replace(schema, columns=schema.columns + cols)
+        try:
+            schema = replace(schema, columns=schema.columns + cols)
+        except ValueError as exc:  # another rule of TableSchema: this file's problem, not a crash per round
+            raise BadFile("bad_column_name", f"Parquet columns: {exc}") from None
         yield SchemaChange(table, schema, Position(f"{position_prefix}{0:0{ROW_DIGITS}d}"))
     wanted = [by_name.get(c.lower()) for c in schema.column_names]
     names = schema.column_names
