@@ -231,6 +231,7 @@ class Pipeline:
         crash_point("after_stage")
         self._staged_through[batch.table] = batch.last
         self.source.ack({batch.table: batch.last})
+        crash_point("after_ack")
         self.stats.staged_batches += 1
         bound.debug(
             "batch_staged",

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from replicator.buffer import ChunkedChanges
+from replicator.faults import crash_point
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -313,6 +314,7 @@ class Stager:
             staged_at=datetime.now(UTC),
         )
         self.store.put(manifest.data_key, data)
+        crash_point("mid_stage")
         self.store.put(base + ".json", encode_manifest(manifest))
         name = str(batch.table)
         metrics.BATCHES_STAGED.labels(table=name).inc()
@@ -345,6 +347,7 @@ class Stager:
         """Forget an applied batch: manifest first, so a crash in between never leaves a manifest whose
         data is gone."""
         self.store.delete(manifest.data_key.removesuffix(".parquet") + ".json")
+        crash_point("mid_remove")
         self.store.delete(manifest.data_key)
 
 

@@ -1,16 +1,25 @@
-"""SIGKILL at each point between durable steps, then a clean rerun: no row missing, none applied twice."""
+"""SIGKILL at each point between two durable effects, then a clean rerun: no change missing, none applied
+twice. "Applied once" is checked on the ledger and, on PostgreSQL, on the target's own writes
+(``tests.guarantee_checks``), since end states cannot see a batch applied twice."""
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
 
-import duckdb
-import psycopg2
 import pytest
 
 from replicator import demo
+from tests.guarantee_checks import (
+    assert_applied_exactly_once,
+    assert_every_target_write_committed_with_one_ledger_row,
+    audit_postgres,
+    dms_changes,
+    ledger_duckdb,
+    ledger_postgres,
+)
 from tests.support import (
+    SCHEMAS,
     assert_same_state,
     duckdb_state,
     expected_state,
@@ -20,54 +29,50 @@ from tests.support import (
     write_config,
 )
 
-
-def ledger_ids_duckdb(path: Path) -> list[str]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        return [r[0] for r in con.execute('SELECT batch_id FROM "_replicator"."batches"').fetchall()]
-    finally:
-        con.close()
+# Every point between two durable effects, in the order a batch meets them (replicator.faults).
+POINTS = ["mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove"]
+# The same points once some batches went through: the crash then leaves a mix of applied, staged and
+# unread changes behind.
+LATER = ["mid_stage@4", "after_stage@4", "after_ack@4", "mid_merge@3", "after_merge@3", "mid_remove@3"]
 
 
-def ledger_ids_postgres(dsn: str) -> list[str]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute('SELECT batch_id FROM "_replicator"."batches"')
-        return [r[0] for r in cur.fetchall()]
-
-
-@pytest.mark.parametrize("point", ["after_stage", "mid_merge", "after_merge"])
-def test_duckdb_recovers_from_a_kill_at(point: str, tmp_path: Path) -> None:
+def crash_then_rerun(tmp_path: Path, seed: int, point: str, env: dict[str, str]) -> Path:
+    """Run the demo feed until the crash point kills the daemon, then rerun it to the end. The rerun cuts
+    batches of another size, so a change it stages again (instead of dropping it as already staged) lands
+    in a batch whose range overlaps one staged before the crash."""
     feed = tmp_path / "feed"
-    demo.generate(feed, seed=21, patients=60, cdc_files=5, changes_per_file=60)
-    cfg = write_config(tmp_path / "r.toml", source=str(feed), staging=str(tmp_path / "stage"), max_rows=40)
-
-    crashed = run_cli("run", "-c", str(cfg), "--once", env={"REPLICATOR_CRASH_AT": point})
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-
-    rerun = run_cli("run", "-c", str(cfg), "--once")
-    assert rerun.returncode == 0, rerun.stderr
-    assert_same_state(duckdb_state(tmp_path / "warehouse.duckdb"), expected_state(feed))
-    ids = ledger_ids_duckdb(tmp_path / "warehouse.duckdb")
-    assert len(ids) == len(set(ids))
-    if point == "after_merge":
-        assert '"event": "batch_already_applied"' in rerun.stderr  # the ledger caught the replay
-
-
-@pytest.mark.parametrize("point", ["after_stage", "mid_merge", "after_merge"])
-def test_postgres_recovers_from_a_kill_at(point: str, tmp_path: Path, pg_dsn: str) -> None:
-    feed = tmp_path / "feed"
-    demo.generate(feed, seed=22, patients=60, cdc_files=5, changes_per_file=60)
-    cfg = write_config(tmp_path / "r.toml", source=str(feed), staging=str(tmp_path / "stage"), max_rows=40)
-    env = pg_env(pg_dsn)
-
+    demo.generate(feed, seed=seed, patients=60, cdc_files=5, changes_per_file=60)
+    stage = str(tmp_path / "stage")
+    cfg = write_config(tmp_path / "r.toml", source=str(feed), staging=stage, max_rows=40)
     crashed = run_cli("run", "-c", str(cfg), "--once", env={**env, "REPLICATOR_CRASH_AT": point})
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
+    cfg = write_config(tmp_path / "r.toml", source=str(feed), staging=stage, max_rows=25)
     rerun = run_cli("run", "-c", str(cfg), "--once", env=env)
     assert rerun.returncode == 0, rerun.stderr
+    if point.partition("@")[0] == "after_merge":
+        assert '"event": "batch_already_applied"' in rerun.stderr  # the ledger caught the replay
+    left = [p.name for p in (tmp_path / "stage" / "batches").rglob("*.json")]
+    assert left == [], f"staged batches left unapplied: {left}"
+    return feed
+
+
+@pytest.mark.parametrize("point", POINTS + LATER)
+def test_duckdb_applies_every_change_exactly_once_after_a_kill_at(point: str, tmp_path: Path) -> None:
+    feed = crash_then_rerun(tmp_path, 21, point, {})
+    assert_same_state(duckdb_state(tmp_path / "warehouse.duckdb"), expected_state(feed))
+    assert_applied_exactly_once(ledger_duckdb(tmp_path / "warehouse.duckdb"), dms_changes(feed))
+
+
+@pytest.mark.parametrize("point", [*POINTS, "after_ack@4", "after_merge@3"])
+def test_postgres_applies_every_change_exactly_once_after_a_kill_at(
+    point: str, tmp_path: Path, pg_dsn: str
+) -> None:
+    audit_postgres(pg_dsn, SCHEMAS.values())
+    feed = crash_then_rerun(tmp_path, 22, point, pg_env(pg_dsn))
     assert_same_state(postgres_state(pg_dsn), expected_state(feed))
-    ids = ledger_ids_postgres(pg_dsn)
-    assert len(ids) == len(set(ids))
+    assert_applied_exactly_once(ledger_postgres(pg_dsn), dms_changes(feed))
+    assert_every_target_write_committed_with_one_ledger_row(pg_dsn)
 
 
 def test_a_kill_mid_merge_leaves_the_target_and_ledger_untouched(tmp_path: Path) -> None:
@@ -78,7 +83,7 @@ def test_a_kill_mid_merge_leaves_the_target_and_ledger_untouched(tmp_path: Path)
     )
     crashed = run_cli("run", "-c", str(cfg), "--once", env={"REPLICATOR_CRASH_AT": "mid_merge"})
     assert crashed.returncode == -signal.SIGKILL
-    assert ledger_ids_duckdb(tmp_path / "warehouse.duckdb") == []
+    assert ledger_duckdb(tmp_path / "warehouse.duckdb") == []
     state = duckdb_state(tmp_path / "warehouse.duckdb")
     assert all(rows == {} for rows in state.values())
 
