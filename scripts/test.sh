@@ -28,6 +28,8 @@ fi
 
 # Benchmarks are left to scripts/bench.sh; a -m given on the command line overrides this one.
 run_step "pytest" "$VENV/bin/pytest" --ignore=tests/benchmarks -m "not benchmark" "$@"
+# The mutation check (guarantee-breaking patches must make their named tests fail): on full runs only.
+if (($# == 0)); then run_step "mutants" bash scripts/mutants.sh; fi
 
 section "Summary"
 if ((FIRST_FAILURE == 0)); then
