@@ -107,8 +107,13 @@ class Change:
 
     ``values`` are wire text (or None for SQL NULL) aligned with the table schema's columns. For a delete
     they hold the old image (at least the key). ``unchanged`` names columns whose value the source did not
-    send (PostgreSQL's unchanged TOAST values): the merge keeps the target's current value for them, it
-    never writes NULL.
+    send (PostgreSQL's unchanged TOAST values): they keep the row's current value, never NULL.
+
+    ``prior`` is set on an UPDATE that changed the primary key: the row's image before the change, in schema
+    column order (the key columns at least; with PostgreSQL's default replica identity the other columns
+    are None: not sent). The row under the prior key goes away and the row under the new key is upserted,
+    and its ``unchanged`` columns take their values from the row it was, not from the new key (which
+    usually has no row yet). One change, not a delete plus an update, so no batch cut can separate them.
     """
 
     table: TableId
@@ -117,6 +122,7 @@ class Change:
     position: Position
     commit_time: datetime | None = None
     unchanged: frozenset[str] = field(default_factory=frozenset)
+    prior: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +215,13 @@ SEQ_COLUMN = "_seq"  # int64, order of the change within its batch (source order
 POSITION_COLUMN = "_pos"  # the change's Position.value
 COMMIT_TIME_COLUMN = "_commit_time"  # timestamp (UTC) of the source commit, may be null
 UNCHANGED_COLUMN = "_unchanged"  # list<string> of columns whose value was not sent, null when none
-METADATA_COLUMNS = frozenset({OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN, UNCHANGED_COLUMN})
+# int64, only in files of batches with primary-key changes: the ``_seq`` of a row of the same file whose key
+# names the target row that this row's ``_unchanged`` columns come from (null: the row's own key). See
+# ``replicator.stage.resolve_unchanged``; the merge fills them from the target before it changes anything.
+FROM_SEQ_COLUMN = "_from_seq"
+METADATA_COLUMNS = frozenset(
+    {OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN, UNCHANGED_COLUMN, FROM_SEQ_COLUMN}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,7 @@ class Pipeline:
         if not isinstance(self.source, Stoppable):
             return True
         stopped = self.source.stop_table(
-            row.change.table, reason="type_mismatch", position=row.change.position, detail=row.detail
+            row.change.table, reason=row.reason, position=row.change.position, detail=row.detail
         )
         return not stopped
 

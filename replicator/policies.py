@@ -92,6 +92,7 @@ def apply(batch: Batch, policies: ColumnPolicies | None) -> Batch:
             c.position,
             c.commit_time,
             c.unchanged - dropped,
+            None if c.prior is None else tuple(value(rules[i], c.prior[i]) for i in kept),
         )
         for c in batch.changes
     ]

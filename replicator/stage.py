@@ -25,10 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
+from replicator import quarantine
 from replicator.buffer import ChunkedChanges
+from replicator.convert import describe, null_key_rows, resolve_unchanged, typed_column
 from replicator.faults import crash_point
 from replicator.model import (
     COMMIT_TIME_COLUMN,
+    FROM_SEQ_COLUMN,
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
@@ -47,7 +50,6 @@ from replicator.policies import ColumnPolicies
 from replicator.policies import apply as apply_policies
 from replicator.quarantine import Quarantine
 from replicator.store import ObjectStore
-from replicator.types import text_to_arrow
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +74,7 @@ class RejectedRow:
     change: Change
     column: str
     detail: str
+    reason: str = "type_mismatch"  # the quarantine's and the metric's label
 
 
 class BatchRejected(Exception):
@@ -91,50 +94,140 @@ _META_TEXT = [
 
 
 def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
-    """Build the staged Arrow table; rows whose values do not parse as their types are returned apart."""
-    if isinstance(batch.changes, ChunkedChanges) and _columnar(batch.schema, batch.changes):
-        return _build_columnar(batch.schema, batch.changes)
+    """Build the staged Arrow table. Changes with a value that does not parse as its type, a null primary
+    key or the wrong number of values are returned apart (all the rows a change makes go together), in
+    batch order; finding them costs a few bulk casts, however many there are."""
+    schema = batch.schema
+    if isinstance(batch.changes, ChunkedChanges) and _columnar(schema, batch.changes):
+        text = _text_table(schema, batch.changes.parts)
+        return _finish(schema, text, _Rows(list(range(text.num_rows))), batch.changes)
     changes = list(batch.changes)
     if changes[0].op is Op.TRUNCATE:
         # A truncate carries no row; stage one all-NULL row whose _op says 'T'.
-        blank = (None,) * len(batch.schema.columns)
+        blank = (None,) * len(schema.columns)
         changes = [Change(c.table, c.op, blank, c.position, c.commit_time) for c in changes]
-    if any(c.unchanged for c in changes):
-        changes = _fill_unchanged_from_earlier(batch.schema, changes)
+    width = len(schema.columns)
     rejected: list[RejectedRow] = []
-    while True:
-        try:
-            return _build(batch.schema, changes), rejected
-        except _BadValue as bad:
-            rejected.append(RejectedRow(bad.row, changes[bad.row], bad.column, bad.detail))
-            del changes[bad.row]
+    kept: list[int] = []
+    for i, c in enumerate(changes):
+        if len(c.values) == width and (c.prior is None or len(c.prior) == width):
+            kept.append(i)
+        else:
+            detail = f"{len(c.values)} values for {width} columns"
+            rejected.append(RejectedRow(i, c, "*", detail, "field_count"))
+    rows, origin, source = resolve_unchanged(schema, [changes[i] for i in kept])
+    text = _rows_text(schema, rows)
+    unchanged = [sorted(r.unchanged) if r.unchanged else None for r in rows]
+    table, more = _finish(schema, text, _Rows([kept[s] for s in source], origin, unchanged), changes)
+    return table, sorted([*rejected, *more], key=lambda r: r.index)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """What each row of a batch's text table stands for: the index of its change in the batch, and (rows
+    path only) the row supplying its unchanged columns (``resolve_unchanged``) and its unchanged list."""
+
+    change: list[int]
+    origin: list[int | None] | None = None
+    unchanged: list[list[str] | None] | None = None
+
+
+def _finish(
+    schema: TableSchema, text: pa.Table, rows: _Rows, changes: Sequence[Change]
+) -> tuple[pa.Table, list[RejectedRow]]:
+    """Type the text table; set aside every change that has a bad row; number and assemble the rest."""
+    n = text.num_rows
+    typed: list[pa.Array] = []
+    bad: dict[int, tuple[str, str, str]] = {}  # row -> (column, detail, reason): the first problem found
+    for col in schema.columns:
+        column = text.column(col.name).combine_chunks()
+        array, rows_bad = typed_column(column, col.type)
+        for r in rows_bad:
+            bad.setdefault(r, (col.name, describe(column[r].as_py(), col.type, col.name), "type_mismatch"))
+        typed.append(array)
+    if schema.primary_key and n:
+        ops = text.column(OP_COLUMN)
+        keys = [typed[schema.column_names.index(k)] for k in schema.primary_key]
+        for r in null_key_rows(keys):
+            if ops[r].as_py() != Op.TRUNCATE.value:
+                names = [k for k, a in zip(schema.primary_key, keys, strict=True) if not a[r].is_valid]
+                bad.setdefault(r, (names[0], f"primary key column {names[0]} is null", "null_key"))
+    rejected: list[RejectedRow] = []
+    if bad:
+        dropped = sorted({rows.change[r] for r in bad})
+        first_bad: dict[int, tuple[str, str, str]] = {}
+        for r in sorted(bad):
+            first_bad.setdefault(rows.change[r], bad[r])
+        rejected = [RejectedRow(i, changes[i], *first_bad[i]) for i in dropped]
+        gone = set(dropped)
+        keep = pa.array([c not in gone for c in rows.change], pa.bool_())
+        typed = [a.filter(keep) for a in typed]
+        text = text.filter(keep)
+        rows = _kept_rows(rows, keep.to_pylist())
+    return _assemble(schema, typed, text, rows), rejected
+
+
+def _kept_rows(rows: _Rows, keep: list[bool]) -> _Rows:
+    """``rows`` without the rows not kept; origins renumbered (one that was dropped becomes None)."""
+    renumber: list[int | None] = []
+    at = 0
+    for k in keep:
+        renumber.append(at if k else None)
+        at += k
+    change = [c for c, k in zip(rows.change, keep, strict=True) if k]
+    origin = None
+    if rows.origin is not None:
+        origin = [None if o is None else renumber[o] for o, k in zip(rows.origin, keep, strict=True) if k]
+    unchanged = None
+    if rows.unchanged is not None:
+        unchanged = [u for u, k in zip(rows.unchanged, keep, strict=True) if k]
+    return _Rows(change, origin, unchanged)
+
+
+def _assemble(schema: TableSchema, typed: list[pa.Array], text: pa.Table, rows: _Rows) -> pa.Table:
+    n = text.num_rows
+    arrays: list[pa.Array | pa.ChunkedArray] = [
+        *typed,
+        text.column(OP_COLUMN),
+        pa.array(range(n), pa.int64()),
+        text.column(POSITION_COLUMN),
+        text.column(COMMIT_TIME_COLUMN),
+        pa.nulls(n, pa.list_(pa.string()))
+        if rows.unchanged is None
+        else pa.array(rows.unchanged, pa.list_(pa.string())),
+    ]
+    fields = arrow_schema(schema)
+    if rows.origin is not None and any(o is not None for o in rows.origin):
+        # Only batches with key changes whose unsent values live under the old key carry the column.
+        arrays.append(pa.array(rows.origin, pa.int64()))
+        fields = fields.append(pa.field(FROM_SEQ_COLUMN, pa.int64()))
+    return pa.Table.from_arrays(arrays, schema=fields)
 
 
 def _columnar(schema: TableSchema, changes: ChunkedChanges) -> bool:
     """Rows and chunks can be staged column-wise (no unchanged columns to fill, every row full width)."""
     width = len(schema.columns)
     return not any(
-        isinstance(p, Change) and (p.unchanged or len(p.values) != width or p.op is Op.TRUNCATE)
+        isinstance(p, Change)
+        and (p.unchanged or p.prior is not None or len(p.values) != width or p.op is Op.TRUNCATE)
         for p in changes.parts
     )
 
 
-def _build_columnar(schema: TableSchema, changes: ChunkedChanges) -> tuple[pa.Table, list[RejectedRow]]:
-    text = _text_table(schema, changes.parts)
-    original = pa.array(range(text.num_rows), pa.int64())  # row -> index in the batch, as rows go
-    rejected: list[RejectedRow] = []
-    while True:
-        try:
-            return _typed(schema, text), rejected
-        except _BadValue as bad:
-            index = original[bad.row].as_py()
-            rejected.append(RejectedRow(index, changes[index], bad.column, bad.detail))
-            text = pa.concat_tables([text.slice(0, bad.row), text.slice(bad.row + 1)])
-            original = pa.concat_arrays([original.slice(0, bad.row), original.slice(bad.row + 1)])
-
-
 def _text_schema(schema: TableSchema) -> pa.Schema:
     return pa.schema([pa.field(c.name, pa.string()) for c in schema.columns] + _META_TEXT)
+
+
+def _rows_text(schema: TableSchema, run: Sequence[Change]) -> pa.Table:
+    """Changes (all of the schema's width) as one text table."""
+    if run:
+        columns = [pa.array(list(v), pa.string()) for v in zip(*(c.values for c in run), strict=True)]
+    else:
+        columns = [pa.array([], pa.string()) for _ in schema.columns]
+    columns.append(pa.array([c.op.value for c in run], pa.string()))
+    columns.append(pa.array([c.position.value for c in run], pa.string()))
+    columns.append(pa.array([c.commit_time for c in run], pa.timestamp("us", tz="UTC")))
+    return pa.Table.from_arrays(columns, schema=_text_schema(schema))
 
 
 def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> pa.Table:
@@ -147,11 +240,7 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
             run.append(p)
             continue
         if run:
-            columns = [pa.array(list(v), pa.string()) for v in zip(*(c.values for c in run), strict=True)]
-            columns.append(pa.array([c.op.value for c in run], pa.string()))
-            columns.append(pa.array([c.position.value for c in run], pa.string()))
-            columns.append(pa.array([c.commit_time for c in run], pa.timestamp("us", tz="UTC")))
-            tables.append(pa.Table.from_arrays(columns, schema=target))
+            tables.append(_rows_text(schema, run))
             run = []
         if p is not None:
             data = p.data
@@ -162,89 +251,6 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
             ]
             tables.append(pa.Table.from_arrays(columns, schema=target))
     return pa.concat_tables(tables)
-
-
-def _typed(schema: TableSchema, text: pa.Table) -> pa.Table:
-    n = text.num_rows
-    arrays: list[pa.Array | pa.ChunkedArray] = []
-    for col in schema.columns:
-        try:
-            arrays.append(text_to_arrow(text.column(col.name), col.type))
-        except ValueError as exc:
-            raise _BadValue(_row_of(str(exc)), col.name, f"column {col.name}: {exc}") from None
-    arrays.append(text.column(OP_COLUMN))
-    arrays.append(pa.array(range(n), pa.int64()))
-    arrays.append(text.column(POSITION_COLUMN))
-    arrays.append(text.column(COMMIT_TIME_COLUMN))
-    arrays.append(pa.nulls(n, pa.list_(pa.string())))
-    return pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
-
-
-class _BadValue(Exception):
-    def __init__(self, row: int, column: str, detail: str) -> None:
-        super().__init__(detail)
-        self.row, self.column, self.detail = row, column, detail
-
-
-def _build(schema: TableSchema, changes: Sequence[Change]) -> pa.Table:
-    n = len(changes)
-    width = len(schema.columns)
-    columns_text: list[Sequence[str | None]]
-    if n:
-        for c in changes:
-            if len(c.values) != width:
-                raise _BadValue(changes.index(c), "*", f"{len(c.values)} values for {width} columns")
-        columns_text = list(zip(*(c.values for c in changes), strict=True))
-    else:
-        columns_text = [() for _ in schema.columns]
-    arrays: list[pa.Array] = []
-    for col, text in zip(schema.columns, columns_text, strict=True):
-        try:
-            arrays.append(text_to_arrow(list(text), col.type))
-        except ValueError as exc:
-            row = _row_of(str(exc))
-            raise _BadValue(row, col.name, f"column {col.name}: {exc}") from None
-    arrays.append(pa.array([c.op.value for c in changes], pa.string()))
-    arrays.append(pa.array(range(n), pa.int64()))
-    arrays.append(pa.array([c.position.value for c in changes], pa.string()))
-    arrays.append(pa.array([c.commit_time for c in changes], pa.timestamp("us", tz="UTC")))
-    arrays.append(
-        pa.array([sorted(c.unchanged) if c.unchanged else None for c in changes], pa.list_(pa.string()))
-    )
-    return pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
-
-
-def _row_of(message: str) -> int:
-    # text_to_arrow says "row N: ..." for the first value that does not parse.
-    head = message.split(":", 1)[0]
-    return int(head.removeprefix("row ")) if head.startswith("row ") else 0
-
-
-def _fill_unchanged_from_earlier(schema: TableSchema, changes: list[Change]) -> list[Change]:
-    """An update that did not send a column (unchanged TOAST) takes it from an earlier change of the same key
-    in this batch, so the merge only ever needs "keep the target's value" for what is still unchanged."""
-    names = schema.column_names
-    key_idx = [names.index(k) for k in schema.primary_key]
-    # key -> (values, columns still unknown) of the latest change of that key seen so far in the batch
-    latest: dict[tuple[str | None, ...], tuple[tuple[str | None, ...], frozenset[str]]] = {}
-    out: list[Change] = []
-    for change in changes:
-        c = change
-        key = tuple(c.values[i] for i in key_idx)
-        if c.op is Op.DELETE:
-            latest.pop(key, None)
-            out.append(c)
-            continue
-        if c.unchanged and key in latest:
-            prev, prev_unknown = latest[key]
-            values = tuple(
-                prev[i] if n in c.unchanged and n not in prev_unknown else v
-                for i, (n, v) in enumerate(zip(names, c.values, strict=True))
-            )
-            c = Change(c.table, c.op, values, c.position, c.commit_time, c.unchanged & prev_unknown)
-        latest[key] = (c.values, c.unchanged)
-        out.append(c)
-    return out
 
 
 def _counts(ops: pa.ChunkedArray) -> dict[str, int]:
@@ -279,17 +285,8 @@ class Stager:
         # Column policies first: a dropped, nulled or hashed value never reaches Arrow, Parquet or the store.
         batch = apply_policies(batch, self.policies.get(batch.table))
         table, rejected = batch_to_arrow(batch)
-        for r in rejected:
-            self.quarantine.put(
-                table=str(batch.table),
-                source=f"{batch.table} position {r.change.position}",
-                reason="type_mismatch",
-                detail=r.detail,
-                data=json.dumps({"op": r.change.op.value, "values": list(r.change.values)}).encode(),
-                row=r.index,
-            )
-            if keep is not None and not keep(r):
-                raise BatchRejected(r)
+        if rejected:
+            self._set_aside(batch, rejected, keep)
         sink = io.BytesIO()
         pq.write_table(table, sink, compression="zstd", compression_level=1, write_statistics=False)
         data = sink.getvalue()
@@ -329,6 +326,30 @@ class Stager:
                 metrics.CHANGES_STAGED.labels(table=name, op=op).inc(count)
         metrics.STAGE_SECONDS.labels(table=name).observe(time.perf_counter() - started)
         return manifest
+
+    def _set_aside(
+        self, batch: Batch, rejected: list[RejectedRow], keep: Callable[[RejectedRow], bool] | None
+    ) -> None:
+        """Quarantine the rejected rows, in batch order, up to and including the first one ``keep`` refuses
+        (then ``BatchRejected``: nothing of the batch is written; the rows after it are read again later)."""
+        stop: RejectedRow | None = None
+        taken = []
+        for r in rejected:
+            taken.append(r)
+            if keep is not None and not keep(r):
+                stop = r
+                break
+        items = [
+            quarantine.Row(
+                r.index, r.change.position.value, r.reason, r.detail,
+                {"op": r.change.op.value, "values": list(r.change.values)},
+            )
+            for r in taken
+        ]  # fmt: skip
+        source = f"{batch.table} batch {batch.first}..{batch.last}"
+        self.quarantine.put_rows(table=str(batch.table), source=source, rows=items)
+        if stop is not None:
+            raise BatchRejected(stop)
 
     def pending(self, table: TableId) -> Iterator[Manifest]:
         """Staged batches of ``table`` still in the store, oldest first."""

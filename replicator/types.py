@@ -138,6 +138,19 @@ def text_to_arrow(values: list[str | None] | pa.Array | pa.ChunkedArray, t: Logi
     raise ValueError(f"column of {t} could not be converted")  # pragma: no cover - bulk and per-row disagree
 
 
+def cast_text(values: pa.Array | pa.ChunkedArray, t: LogicalType) -> pa.Array:
+    """``text_to_arrow`` in bulk only: raises (``ValueError``, ``ArrowInvalid``...) when any value does not
+    parse, without looking for which. For callers that find the bad rows themselves (``replicator.convert``
+    bisects), where the per-value search would make many bad rows cost quadratic time."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    text = values if values.type == pa.string() else values.cast(pa.string())
+    target = t.arrow
+    if pa.types.is_string(target):
+        return text
+    return _cast(text, t, target)
+
+
 def _cast(text: pa.Array, t: LogicalType, target: pa.DataType) -> pa.Array:
     k = t.kind
     if k == "boolean":

@@ -31,7 +31,14 @@ from typing import Any
 import pyarrow.parquet as pq
 import redshift_connector
 
-from replicator.model import COMMIT_TIME_COLUMN, OP_COLUMN, POSITION_COLUMN, SEQ_COLUMN, TableSchema
+from replicator.model import (
+    COMMIT_TIME_COLUMN,
+    FROM_SEQ_COLUMN,
+    OP_COLUMN,
+    POSITION_COLUMN,
+    SEQ_COLUMN,
+    TableSchema,
+)
 from replicator.sql.ident import quote_ident
 from replicator.sql.redshift import REDSHIFT
 from replicator.warehouses.redshift import RedshiftWarehouse
@@ -196,14 +203,16 @@ def _text(v: Any) -> str | None:
     raise TypeError(f"no text form for {type(v).__name__}")
 
 
-def stand_in_loader(wh: RedshiftWarehouse, schema: TableSchema, staging: str, parquet: Path) -> None:
+def stand_in_loader(
+    wh: RedshiftWarehouse, schema: TableSchema, staging: str, parquet: Path, moves: bool = False
+) -> None:
     """Replaces COPY FROM S3: reads the staged file by position, as COPY does, and inserts its rows."""
     d = wh.dialect
     file_columns = pq.read_schema(parquet).names
-    wanted = list(d.staging_columns(schema))
+    wanted = list(d.staging_columns(schema, moves=moves))
     assert file_columns == wanted, f"COPY matches by position: file {file_columns} != staging {wanted}"
     meta = {OP_COLUMN: d.types["text"], SEQ_COLUMN: "BIGINT", POSITION_COLUMN: d.types["text"],
-            COMMIT_TIME_COLUMN: "TIMESTAMPTZ"}  # fmt: skip
+            COMMIT_TIME_COLUMN: "TIMESTAMPTZ", FROM_SEQ_COLUMN: "BIGINT"}  # fmt: skip
     types = [
         d.column_type(schema.column(c).type) if c in schema.column_names else meta.get(c, d.text_array)
         for c in wanted

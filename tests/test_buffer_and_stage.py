@@ -119,7 +119,9 @@ def test_a_value_that_does_not_parse_is_quarantined_and_the_rest_staged(tmp_path
     (item,) = q.items()
     assert item["reason"] == "type_mismatch"
     assert "column n" in str(item["detail"]) and "'two'" in str(item["detail"])
-    assert json.loads(store.get(str(item["data_key"])))["values"] == ["2", "b", "two"]
+    (line,) = store.get(str(item["data_key"])).decode().splitlines()
+    assert json.loads(line)["data"]["values"] == ["2", "b", "two"]
+    assert json.loads(line)["row"] == 1 and item["rows"] == 1
 
 
 def test_unchanged_columns_take_the_value_of_an_earlier_change_of_the_same_key() -> None:

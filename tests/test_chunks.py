@@ -110,7 +110,10 @@ def test_a_bad_value_inside_a_chunk_is_quarantined_and_the_rest_staged(tmp_path:
     )
     assert m.min_commit_time == WHEN == m.max_commit_time
     assert pq.read_table(tmp_path / m.data_key).column("id").to_pylist() == [1, 3]
-    assert sorted((n["row"], n["reason"]) for n in q.items()) == [(1, "type_mismatch"), (3, "type_mismatch")]
+    assert sorted((n["row"], n["reason"]) for n in q.entries()) == [
+        (1, "type_mismatch"),
+        (3, "type_mismatch"),
+    ]
 
 
 def test_a_bad_value_the_caller_will_not_keep_stages_nothing(tmp_path: Path) -> None:

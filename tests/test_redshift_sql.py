@@ -62,6 +62,9 @@ def every_statement(dialect: Dialect) -> list[str]:
             out += dialect.merge(schema, "_stg_x", unchanged=unchanged, soft_delete=soft, nulls=nulls)
         out += dialect.create_table(schema, soft_delete=True)
         out += [dialect.create_staging(schema, "_stg_x"), dialect.reduce(schema, "_stg_x", "_stg_x_r")]
+        out += [dialect.create_staging(schema, "_stg_x", moves=True)]
+        out += [dialect.reduce(schema, "_stg_x", "_stg_x_r", moves=True)]
+        out += [dialect.fill_moved(schema, "_stg_x", schema.column_names[1:])]
     out += [dialect.count_ops("_stg_x_r"), dialect.ledger_lookup("b"), *dialect.ledger_record(MANIFEST)]
     out += [dialect.table_states(), dialect.progress_exists(), dialect.drop_table("_stg_x")]
     out += [evolution.add_column(dialect, ORDERS.table, Column.of("email", "varchar(254)"))]

@@ -125,6 +125,21 @@ def test_loaders_name_every_staging_column() -> None:
     )
 
 
+def test_a_batch_with_key_changes_loads_from_seq_and_fills_moved_rows_from_the_old_keys_target_row() -> None:
+    cols = '"id", "name", "amount", "_op", "_seq", "_unchanged", "_from_seq"'
+    assert POSTGRES.copy_from_stdin(ORDERS, "_stg_x", moves=True) == (
+        f'COPY "_stg_x" ({cols}) FROM STDIN WITH (FORMAT csv)'
+    )
+    assert POSTGRES.create_staging(ORDERS, "_stg_x", moves=True).endswith(
+        '"_unchanged" text[], "_from_seq" bigint) ON COMMIT DROP'
+    )
+    assert POSTGRES.fill_moved(ORDERS, "_stg_x", ["name"]) == (
+        'UPDATE "_stg_x" AS s SET "name" = CASE WHEN \'name\' = ANY(s."_unchanged") THEN t."name"'
+        ' ELSE s."name" END, "_unchanged" = NULL FROM "_stg_x" AS o, "sales"."order ""lines""" AS t'
+        ' WHERE o."_seq" = s."_from_seq" AND t."id" = o."id"'
+    )
+
+
 def test_reduce_keeps_the_highest_seq_per_key() -> None:
     assert POSTGRES.reduce(LINKS, "_stg_x", "_stg_x_r") == (
         'CREATE TEMP TABLE "_stg_x_r" ON COMMIT DROP AS SELECT DISTINCT ON ("a", "b") * FROM "_stg_x"'

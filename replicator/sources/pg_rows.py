@@ -99,17 +99,32 @@ def row_changes(rel: Rel, msg: pg.Insert | pg.Update | pg.Delete, txn: Txn) -> l
         return [Change(rel.table, Op.DELETE, values, Position(prefix + f"{txn.ordinal:012X}"), t)]
     assert isinstance(msg, pg.Update)
     values, unchanged = row_values(rel, msg.new)
-    out: list[Change] = []
+    prior: tuple[str | None, ...] | None = None
     if msg.old is not None:
-        old, _ = row_values(rel, msg.old)
+        old, old_unchanged = row_values(rel, msg.old)
+        if unchanged and not msg.old_is_key:
+            # REPLICA IDENTITY FULL: the old row carries what the new one left out (unless unchanged too).
+            known = unchanged - old_unchanged
+            values = tuple(
+                old[i] if n in known else v for i, (n, v) in enumerate(zip(_names(rel), values, strict=True))
+            )
+            unchanged = unchanged & old_unchanged
         if any(old[i] != values[i] for i in rel.key):
-            # The key changed: the row under the old key goes away, the new key is upserted.
+            # The key changed: one change that removes the old key's row and upserts the new key, taking
+            # the columns left unchanged from the old row (see ``Change.prior``). It takes two ordinals, as
+            # the delete and the update it stands for did before: positions stay stable across versions.
+            prior = old
             txn.ordinal += 1
-            out.append(Change(rel.table, Op.DELETE, old, Position(prefix + f"{txn.ordinal:012X}"), t))
     txn.ordinal += 1
     pos = Position(prefix + f"{txn.ordinal:012X}")
-    out.append(Change(rel.table, Op.UPDATE, values, pos, t, unchanged))
-    return out
+    return [Change(rel.table, Op.UPDATE, values, pos, t, unchanged, prior)]
+
+
+def _names(rel: Rel) -> tuple[str, ...]:
+    """Column names in schema order (the values' order after ``row_values``)."""
+    if rel.index is None:
+        return rel.names
+    return tuple(rel.names[j] if j >= 0 else "" for j in rel.index)
 
 
 def relation_shape(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from replicator.model import (
     COMMIT_TIME_COLUMN,
+    FROM_SEQ_COLUMN,
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
@@ -163,9 +164,9 @@ class Dialect:
             f"CREATE TABLE IF NOT EXISTS {quote_table(schema.table)} ({', '.join(cols)}){table_suffix}",
         ]
 
-    def create_staging(self, schema: TableSchema, name: str) -> str:
+    def create_staging(self, schema: TableSchema, name: str, *, moves: bool = False) -> str:
         """Staging table for one batch: the table's columns, all nullable (deletes carry only the key),
-        then ``_op``, ``_seq``, ``_unchanged``."""
+        then ``_op``, ``_seq``, ``_unchanged`` (and ``_from_seq`` for a batch with key ``moves``)."""
         meta = [
             f"{quote_ident(OP_COLUMN)} {self.types['text']}",
             f"{quote_ident(SEQ_COLUMN)} {self.types['bigint']}",
@@ -176,38 +177,56 @@ class Dialect:
                 f"{quote_ident(POSITION_COLUMN)} {self.types['text']}",
                 f"{quote_ident(COMMIT_TIME_COLUMN)} {self.types['timestamptz']}",
             ]
+        if moves:
+            meta.append(f"{quote_ident(FROM_SEQ_COLUMN)} {self.types['bigint']}")
         cols = ", ".join([*self._column_defs(schema.columns, constraints=False), *meta])
         return f"{self.staging_create} {quote_ident(name)} ({cols}){self.staging_suffix}"
 
-    def staging_columns(self, schema: TableSchema) -> tuple[str, ...]:
-        """Columns of the staging table in order: what a loader must deliver."""
+    def staging_columns(self, schema: TableSchema, *, moves: bool = False) -> tuple[str, ...]:
+        """Columns of the staging table in order: what a loader must deliver. ``moves``: the batch has
+        key changes whose unsent values come from the old key (its file has ``_from_seq``, last)."""
+        extra = (FROM_SEQ_COLUMN,) if moves else ()
         if self.staging_all_metadata:
             return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN,
-                    UNCHANGED_COLUMN)  # fmt: skip
-        return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN)
+                    UNCHANGED_COLUMN, *extra)  # fmt: skip
+        return (*schema.column_names, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN, *extra)
 
-    def copy_from_stdin(self, schema: TableSchema, name: str) -> str:
+    def copy_from_stdin(self, schema: TableSchema, name: str, *, moves: bool = False) -> str:
         """COPY of headerless CSV (unquoted empty field = NULL) into the staging table."""
-        return (
-            f"COPY {quote_ident(name)} ({_idents(self.staging_columns(schema))}) FROM STDIN WITH (FORMAT csv)"
-        )
+        cols = _idents(self.staging_columns(schema, moves=moves))
+        return f"COPY {quote_ident(name)} ({cols}) FROM STDIN WITH (FORMAT csv)"
 
-    def insert_from_parquet(self, schema: TableSchema, name: str, path: str) -> str:
-        cols = _idents(self.staging_columns(schema))
+    def insert_from_parquet(self, schema: TableSchema, name: str, path: str, *, moves: bool = False) -> str:
+        cols = _idents(self.staging_columns(schema, moves=moves))
         return (
             f"INSERT INTO {quote_ident(name)} ({cols}) SELECT {cols} FROM read_parquet({quote_literal(path)})"
         )
 
+    def fill_moved(self, schema: TableSchema, staging: str, unchanged: Sequence[str]) -> str:
+        """For the rows of a batch whose unsent (``_unchanged``) columns live under another key (a primary-key
+        change: ``_from_seq`` names the staged row holding that key), take them from the target's row under
+        it. Runs on the loaded staging table before anything changes the target, so it reads the row as it
+        was before the batch, which is the row the source moved."""
+        sets = [f"{quote_ident(c)} = {self._new_value(c, keep=True, t='t', s='s')}" for c in unchanged] + [
+            f"{quote_ident(UNCHANGED_COLUMN)} = NULL"
+        ]
+        on = " AND ".join(f"t.{quote_ident(k)} = o.{quote_ident(k)}" for k in schema.primary_key)
+        return (
+            f"UPDATE {quote_ident(staging)} AS s SET {', '.join(sets)}"
+            f" FROM {quote_ident(staging)} AS o, {quote_table(schema.table)} AS t"
+            f" WHERE o.{quote_ident(SEQ_COLUMN)} = s.{quote_ident(FROM_SEQ_COLUMN)} AND {on}"
+        )
+
     # -- merge ---------------------------------------------------------------------------------------
 
-    def reduce(self, schema: TableSchema, staging: str, reduced: str) -> str:
+    def reduce(self, schema: TableSchema, staging: str, reduced: str, *, moves: bool = False) -> str:
         """Copy the last change (highest ``_seq``) per primary key of ``staging`` into ``reduced``."""
         keys = _idents(schema.primary_key)
         seq = quote_ident(SEQ_COLUMN)
         head = f"{self.staging_create} {quote_ident(reduced)}{self.staging_suffix} AS SELECT"
         if self.distinct_on:
             return f"{head} DISTINCT ON ({keys}) * FROM {quote_ident(staging)} ORDER BY {keys}, {seq} DESC"
-        cols = _idents(self.staging_columns(schema))
+        cols = _idents(self.staging_columns(schema, moves=moves))
         rn = quote_ident("_replicator_rn")
         return (
             f"{head} {cols} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC)"

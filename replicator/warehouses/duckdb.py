@@ -53,8 +53,8 @@ class DuckDBWarehouse(SqlWarehouse):
     def _rollback(self) -> None:
         self._con.rollback()
 
-    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
-        self._con.execute(self.dialect.insert_from_parquet(schema, staging, str(parquet)))
+    def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
+        self._con.execute(self.dialect.insert_from_parquet(schema, staging, str(parquet), moves=moves))
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         """Run a read-only query (tests, admin tooling)."""

@@ -50,11 +50,11 @@ class PostgresWarehouse(SqlWarehouse):
             cur.execute(sql)
             return cur.fetchall()
 
-    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
+    def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
         """COPY the file in slices of ``_SLICE_ROWS``: memory stays bounded however large the batch."""
-        columns = list(self.dialect.staging_columns(schema))
+        columns = list(self.dialect.staging_columns(schema, moves=moves))
         names = [f"c{i}" for i in range(len(columns))]  # CSV has no header; names only keep Arrow happy
-        copy = self.dialect.copy_from_stdin(schema, staging)
+        copy = self.dialect.copy_from_stdin(schema, staging, moves=moves)
         for piece in pq.ParquetFile(parquet).iter_batches(batch_size=_SLICE_ROWS, columns=columns):
             table = pa.table([_csv_ready(piece.column(c)) for c in columns], names=names)
             buf = io.BytesIO()

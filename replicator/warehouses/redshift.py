@@ -30,7 +30,8 @@ from replicator.warehouses.sql_base import SqlWarehouse
 
 log = structlog.get_logger(__name__)
 
-Loader = Callable[["RedshiftWarehouse", TableSchema, str, Path], None]
+# (warehouse, schema, staging table, staged file, moves: the file has ``_from_seq``) -> None
+Loader = Callable[["RedshiftWarehouse", TableSchema, str, Path, bool], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,9 @@ class RedshiftWarehouse(SqlWarehouse):
         finally:
             cur.close()
 
-    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
+    def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
         if self._loader is not None:
-            self._loader(self, schema, staging, parquet)
+            self._loader(self, schema, staging, parquet, moves)
             return
         assert self._manifest is not None, "_load runs inside apply"
         url = f"{self._staging_url}/{self._manifest.data_key}"

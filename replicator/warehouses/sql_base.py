@@ -24,6 +24,7 @@ from replicator import evolution
 from replicator.catalog import TableOptions
 from replicator.faults import crash_point
 from replicator.model import (
+    FROM_SEQ_COLUMN,
     OP_COLUMN,
     SEQ_COLUMN,
     UNCHANGED_COLUMN,
@@ -49,6 +50,7 @@ class BatchInfo:
     deletes: int  # rows whose op is D (equals keys deleted when unique_keys)
     unchanged: tuple[str, ...]  # non-key columns some row did not send, in schema order
     truncate: bool = False  # the batch is one TRUNCATE row (_op 'T'): empty the target, nothing else
+    moves: bool = False  # key changes: some unsent values are under an old key (``FROM_SEQ_COLUMN``)
 
 
 def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
@@ -78,7 +80,10 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
     names = set(pc.unique(pc.list_flatten(lists)).to_pylist()) if lists.null_count < len(lists) else set()
     keys = set(schema.primary_key)
     unchanged = tuple(c for c in schema.column_names if c in names and c not in keys)
-    return BatchInfo(rows=t.num_rows, unique_keys=unique, deletes=int(deletes), unchanged=unchanged)
+    moves = FROM_SEQ_COLUMN in present
+    return BatchInfo(
+        rows=t.num_rows, unique_keys=unique, deletes=int(deletes), unchanged=unchanged, moves=moves
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +145,8 @@ class SqlWarehouse(abc.ABC):
         self._execute("ROLLBACK")
 
     @abc.abstractmethod
-    def _load(self, schema: TableSchema, staging: str, parquet: Path) -> None:
-        """Fill the (empty) staging table with the file's ``dialect.staging_columns``."""
+    def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
+        """Fill the (empty) staging table with the file's ``dialect.staging_columns(schema, moves=moves)``."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -235,12 +240,15 @@ class SqlWarehouse(abc.ABC):
                     self._execute(statement)
                 self._commit()
                 return ApplyResult(manifest.batch_id, applied=True, seconds=time.monotonic() - started)
-            self._execute(d.create_staging(schema, staging))
-            self._load(schema, staging, parquet)
+            self._execute(d.create_staging(schema, staging, moves=info.moves))
+            self._load(schema, staging, parquet, moves=info.moves)
+            if info.moves and info.unchanged:
+                # Before the target changes: values a moved row did not send come from its old key's row.
+                self._execute(d.fill_moved(schema, staging, info.unchanged))
             source, keys, deletes = staging, info.rows, info.deletes
             if not info.unique_keys:
                 source = staging + "_r"
-                self._execute(d.reduce(schema, staging, source))
+                self._execute(d.reduce(schema, staging, source, moves=info.moves))
                 [(keys, deletes)] = self._query(d.count_ops(source))
             ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
             if self.captures_old_images and any(
