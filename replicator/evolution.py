@@ -226,6 +226,8 @@ def evolve(engine: _Engine, schema: TableSchema, *, keep_dropped: bool = False) 
         engine._in_transaction(write_record(table, schema.columns))
         return ()
     plan = diff(current, schema, d)
+    if plan.incompatible and _retype_if_empty(engine, schema, current):
+        return evolve(engine, schema, keep_dropped=keep_dropped)  # compatible now
     if plan.incompatible:
         reason = f"{table}: " + "; ".join(plan.incompatible) + ". Merging of this table is stopped."
         engine._in_transaction(record_error(d, table, reason))
@@ -233,6 +235,27 @@ def evolve(engine: _Engine, schema: TableSchema, *, keep_dropped: bool = False) 
     if plan.changes_ddl or plan.record != current:
         _apply(engine, table, plan)
     return () if keep_dropped else plan.dropped
+
+
+def _retype_if_empty(engine: _Engine, schema: TableSchema, current: Sequence[Column]) -> bool:
+    """An empty target (never loaded, or emptied by a resync after its type was fixed in the schemas) has
+    nothing to lose: its incompatible columns are dropped and added again with the batch's type. Not for
+    key columns (their constraint would go with them). Returns whether it did."""
+    table, by_name = schema.table, {c.name: c for c in current}
+    changed = [c for c in schema.columns if c.name in by_name]
+    changed = [c for c in changed if compare(by_name[c.name].type, c.type)[0] == "incompatible"]
+    if not changed or any(c.name in schema.primary_key for c in changed):
+        return False
+    if engine._query(f"SELECT 1 FROM {quote_table(table)} LIMIT 1"):
+        return False
+    statements = []
+    for c in changed:
+        statements.append(f"ALTER TABLE {quote_table(table)} DROP COLUMN {quote_ident(c.name)}")
+        statements.append(add_column(engine.dialect, table, Column(c.name, c.type, nullable=True)))
+    retyped = {c.name: c.type for c in changed}
+    record = [Column(c.name, retyped[c.name], True) if c.name in retyped else c for c in current]
+    engine._in_transaction([*statements, *write_record(table, record), clear_error(table)])
+    return True
 
 
 def _apply(engine: _Engine, table: TableId, plan: Diff) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from replicator.model import TableId
+from replicator.sources.pg_resync import source_stops
 from replicator.stage import Stager
 from replicator.warehouses.base import Warehouse
 
@@ -30,12 +31,16 @@ class TableStatus:
         float | None
     )  # commit of the last applied change -> now while a backlog waits, else -> applied
     error: str | None = None  # why merging this table is stopped (an incompatible schema change)
+    # Why the source stopped the table (PostgreSQL: a value its declared type cannot hold): reason,
+    # position, detail, since, todo, slot.
+    stopped: dict[str, Any] | None = None
 
 
 def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list[TableStatus]:
     states = warehouse.table_states()
     schema_errors = getattr(warehouse, "schema_errors", None)  # SQL warehouses keep them in the warehouse
     errors: dict[TableId, str] = schema_errors() if schema_errors is not None else {}
+    stops = source_stops(stager.store)  # the PostgreSQL source's state, in the staging store
     now = datetime.now(UTC)
     out = []
     for table in sorted(set(tables) | set(states)):
@@ -59,6 +64,7 @@ def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list
                 last_applied_at=st.last_applied_at.isoformat() if st and st.last_applied_at else None,
                 lag_seconds=round(lag, 3) if lag is not None else None,
                 error=errors.get(table),
+                stopped=stops.get(table),
             )
         )
     return out
@@ -113,7 +119,16 @@ def to_text(rows: list[TableStatus]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     lines += [f"STOPPED {r.table}: {r.error}" for r in rows if r.error]
+    lines += [_stop_line(r.table, r.stopped) for r in rows if r.stopped]
     return "\n".join(lines)
+
+
+def _stop_line(table: str, stop: dict[str, Any]) -> str:
+    since = str(stop.get("since"))[:19]
+    return (
+        f"STOPPED {table}: {stop.get('reason')} at {stop.get('position')} since {since}:"
+        f" {stop.get('detail')}. To go on: {stop.get('todo')}"
+    )
 
 
 def _short(pos: str | None, width: int = 48) -> str:

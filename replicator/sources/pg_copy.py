@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -81,7 +81,8 @@ class CopyRound:
 
     ``snapshot``: (consistent point, exported snapshot name) to use, else ``temp_slot`` names a temporary
     slot to create for a fresh one (the round's consistent point is then known once a ``TableCopied`` says
-    it). Call ``take`` until ``finished``; ``close`` stops the workers (also mid-copy)."""
+    it). Call ``take`` until ``finished``; ``close`` stops the workers (also mid-copy). ``skip`` (read at
+    each ``take``) names tables stopped for bad input: what is copied of them is dropped, not handed out."""
 
     def __init__(
         self,
@@ -92,6 +93,7 @@ class CopyRound:
         temp_slot: str | None = None,
         workers: int = 2,
         chunk_bytes: int = 4 << 20,
+        skip: Container[TableId] = frozenset(),
     ) -> None:
         if (snapshot is None) == (temp_slot is None):
             raise ValueError("give either an exported snapshot or a temporary slot name")
@@ -100,6 +102,7 @@ class CopyRound:
         self.tables = frozenset(schemas)
         self.workers = max(1, min(workers, len(schemas)))
         self.chunk_bytes = chunk_bytes
+        self.skip = skip
         self._snapshot = snapshot
         self._temp_slot = temp_slot
         self._queue: queue.Queue[CopyItem | _Failed] = queue.Queue(maxsize=2 * self.workers + 2)
@@ -126,7 +129,8 @@ class CopyRound:
                     raise CopyFailed(f"table copy failed: {item.error}") from item.error
                 if isinstance(item, TableCopied):
                     self._copied += 1
-                items.append(item)
+                if item.table not in self.skip:
+                    items.append(item)
                 if len(items) >= 64:
                     break
                 item = self._queue.get_nowait()
@@ -240,6 +244,11 @@ class Held:
         self._items.setdefault(item.table, []).append(item)
         self.rows += len(item) if isinstance(item, ChangeChunk) else 1
 
+    def drop(self, table: TableId) -> None:
+        """Forget what is held of ``table`` (it stopped)."""
+        for item in self._items.pop(table, []):
+            self.rows -= len(item) if isinstance(item, ChangeChunk) else 1
+
     def release(self, table: TableId, consistent: int) -> list[Streamed]:
         """``table``'s held changes that committed at or after ``consistent`` (the rest is in the copy);
         schema changes are kept whatever their position (applying one again changes nothing)."""
@@ -265,9 +274,11 @@ class Recopies:
     resynced. ``wanted`` is persisted in the source's state until the copy is acknowledged (a restart in
     between copies again); ``todo`` are the tables whose copy this process has not handed out yet: their
     streamed changes are held (``held``) meanwhile. One ``CopyRound`` runs at a time, for all of ``todo``.
+    ``skip``: the source's stopped tables (``PostgresSource.stop_table``), never handed out by a round.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, skip: Container[TableId] = frozenset()) -> None:
+        self.skip = skip
         self.wanted: set[TableId] = set()
         self.todo: set[TableId] = set()
         self.pending: dict[TableId, str] = {}  # copied: its last position, until acknowledged
@@ -287,6 +298,19 @@ class Recopies:
         self.close()
         self.wanted, self.todo, self.pending, self.again = set(), set(), {}, set()
         self.held, self.round = Held(), None
+
+    def stop(self, table: TableId) -> None:
+        """``table`` stopped for bad input: no copy of it is wanted any more, nothing of it is held. A round
+        under way still copies it (its output is dropped, ``skip``); if a resync asks for it again before
+        that round ends, its copy there is incomplete, so it is marked to be copied once more."""
+        self.wanted.discard(table)
+        self.todo.discard(table)
+        self.pending.pop(table, None)
+        self.held.drop(table)
+        if self.round is not None and table in self.round.tables:
+            self.again.add(table)
+        else:
+            self.again.discard(table)
 
     def request(self, table: TableId) -> None:
         """A resync of ``table``: (again) copy it."""
@@ -312,7 +336,9 @@ class Recopies:
         """A round copying every table of ``todo`` under a fresh temporary slot's snapshot."""
         tables = {t: schemas[t] for t in sorted(self.todo)}
         temp = f"{slot[:40]}_copy_{uuid.uuid4().hex[:8]}"
-        self.round = CopyRound(dsn, tables, temp_slot=temp, workers=workers, chunk_bytes=chunk_bytes)
+        self.round = CopyRound(
+            dsn, tables, temp_slot=temp, workers=workers, chunk_bytes=chunk_bytes, skip=self.skip
+        )
         self.said_waiting = False
         log.info("table_copy_started", tables=sorted(map(str, tables)), slot=slot)
 
@@ -345,6 +371,7 @@ class Recopies:
         if copy.finished:
             copy.close()
             self.round = None
+            self.again &= self.todo  # a table stopped during the round and not resynced is not copied again
 
     def acknowledged(self, acked: Mapping[TableId, str]) -> list[TableId]:
         """Tables whose copy is now acknowledged in full (no longer wanted)."""

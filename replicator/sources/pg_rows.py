@@ -15,22 +15,40 @@ from replicator.model import Change, Column, Op, Position, TableId, TableSchema
 from replicator.sources import pgoutput as pg
 from replicator.types import LogicalType
 
-# Built-in type OIDs -> logical types for columns that appear after start-up (Relation messages).
-_OID_KIND = {
-    16: "boolean", 17: "bytea", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 114: "json",
-    700: "real", 701: "double", 1042: "char", 1043: "varchar", 1082: "date", 1083: "time",
-    1114: "timestamp", 1184: "timestamptz", 1700: "numeric", 2950: "uuid", 3802: "json",
-}  # fmt: skip
+# Built-in types (OID, array type OID, logical kind) for columns that appear after start-up (Relation
+# messages); other types (enums, domains, composites, extensions' types) stay text. pgoutput names a domain
+# column by the domain's OID: declare the base type in the schema file to get more than text.
+_BUILTIN = [
+    (16, 1000, "boolean"), (17, 1001, "bytea"), (18, 1002, "text"), (19, 1003, "text"), (20, 1016, "bigint"),
+    (21, 1005, "smallint"), (23, 1007, "integer"), (25, 1009, "text"), (26, 1028, "oid"), (114, 199, "json"),
+    (142, 143, "xml"), (600, 1017, "point"), (601, 1018, "lseg"), (602, 1019, "path"), (603, 1020, "box"),
+    (604, 1027, "polygon"), (628, 629, "line"), (650, 651, "cidr"), (700, 1021, "real"),
+    (701, 1022, "double"), (718, 719, "circle"), (774, 775, "macaddr8"), (790, 791, "money"),
+    (829, 1040, "macaddr"), (869, 1041, "inet"), (1042, 1014, "char"), (1043, 1015, "varchar"),
+    (1082, 1182, "date"), (1083, 1183, "time"), (1114, 1115, "timestamp"), (1184, 1185, "timestamptz"),
+    (1186, 1187, "interval"), (1266, 1270, "timetz"), (1560, 1561, "bit"), (1562, 1563, "varbit"),
+    (1700, 1231, "numeric"), (2950, 2951, "uuid"), (3802, 3807, "json"), (3904, 3905, "int4range"),
+    (3906, 3907, "numrange"), (3908, 3909, "tsrange"), (3910, 3911, "tstzrange"), (3912, 3913, "daterange"),
+    (3926, 3927, "int8range"), (4451, 6150, "int4multirange"), (4532, 6151, "nummultirange"),
+    (4533, 6152, "tsmultirange"), (4534, 6153, "tstzmultirange"), (4535, 6155, "datemultirange"),
+    (4536, 6157, "int8multirange"),
+]  # fmt: skip
+_OID_KIND = {oid: kind for oid, _, kind in _BUILTIN} | {array: f"{kind}[]" for _, array, kind in _BUILTIN}
 
 
 def column_type(oid: int, typmod: int) -> LogicalType:
-    """The logical type of a pgoutput column; arrays, enums, interval and others stay text."""
+    """The logical type of a pgoutput column (an array's ``typmod`` is its element's)."""
     kind = _OID_KIND.get(oid, "text")
-    if kind == "numeric" and typmod >= 4:
+    base = kind.removesuffix("[]")
+    if base == "numeric" and typmod >= 4:
         p, s = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
-        return LogicalType("numeric", precision=p, scale=s) if p <= 38 else LogicalType("numeric")
-    if kind in ("varchar", "char") and typmod >= 4:
+        return LogicalType(kind, precision=p, scale=s) if 1 <= p <= 38 and s <= p else LogicalType(kind)
+    if base in ("varchar", "char") and typmod >= 4:
         return LogicalType(kind, length=typmod - 4)
+    if base in ("bit", "varbit") and typmod >= 1:
+        return LogicalType(kind, length=typmod)  # no header in a bit string's typmod
+    if base == "bit":
+        return LogicalType(kind.replace("bit", "varbit"))  # no length known: any bit string fits
     return LogicalType(kind)
 
 

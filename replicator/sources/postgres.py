@@ -57,7 +57,7 @@ from replicator.obs import metrics
 from replicator.sources import pgoutput as pg
 from replicator.sources.pg_columns import RowCollector
 from replicator.sources.pg_copy import CopyRound, Recopies, TableCopied
-from replicator.sources.pg_resync import STATE_PREFIX, load_state, save_state
+from replicator.sources.pg_resync import STATE_PREFIX, load_state, save_state, stopped_tables
 from replicator.sources.pg_rows import (
     OPS,
     Rel,
@@ -88,6 +88,7 @@ __all__ = [  # re-exported: these names were defined here before the module was 
 ]
 
 log = structlog.get_logger(__name__)
+_RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopped table
 
 
 class PostgresSource:
@@ -147,7 +148,11 @@ class PostgresSource:
         self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
         self.copy_chunk_bytes = 4 << 20  # a copy's rows are handed on in chunks of about this much CSV
-        self.recopies = Recopies()  # tables added later or resynced, copied while the others stream
+        # Tables stopped for bad input (``stop_table``), persisted in the state until a resync; their
+        # relations wait in ``_parked`` meanwhile, so the stream skips their rows like an unknown table's.
+        self._stopped = stopped_tables(load_state(state, slot), self._schemas)
+        self._parked: dict[int, Rel] = {}
+        self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
         self._read_seconds = self.stream.max_read_seconds
 
     # -- Source -------------------------------------------------------------------------------------------
@@ -225,7 +230,10 @@ class PostgresSource:
         return load_state(self.state, self.slot)
 
     def _save_state(self, *, done: bool) -> None:
-        save_state(self.state, self.slot, done=done, resync=self.recopies.wanted, tables=self._schemas)
+        save_state(
+            self.state, self.slot, done=done, resync=self.recopies.wanted, tables=self._schemas,
+            stopped=self._stopped,
+        )  # fmt: skip
 
     def _prepare(self) -> Iterator[Change | ChangeChunk]:
         state = self._load_state()
@@ -256,7 +264,9 @@ class PostgresSource:
         exported = self.stream.create_slot_exporting_snapshot()
         pending: dict[TableId, str] = {}
         workers, size = self.copy_workers, self.copy_chunk_bytes
-        copy = CopyRound(self.dsn, self._schemas, snapshot=exported, workers=workers, chunk_bytes=size)
+        copy = CopyRound(
+            self.dsn, self._schemas, snapshot=exported, workers=workers, chunk_bytes=size, skip=self._stopped
+        )
         try:
             while not copy.finished:
                 for item in copy.take(1.0):
@@ -286,10 +296,57 @@ class PostgresSource:
         self._acked.pop(table, None)
         for txn in self._txns:
             txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
+        if self._stopped.pop(table, None) is not None:
+            self._unpark(table)
+            log.info("table_stop_cleared", table=str(table), slot=self.slot)
         self.recopies.request(table)
         if self._ready or self._load_state().get("snapshot_done"):
             self._save_state(done=self._snapshot_pending is None)
         log.info("resync_requested", table=str(table), slot=self.slot)
+
+    # -- bad input (``Stoppable``) ----------------------------------------------------------------------
+
+    def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool:
+        """``Stoppable``: a value of ``table`` does not convert to its declared type. The table stops alone
+        (always: returns True, so nothing of the batch is staged; the row is in the quarantine).
+
+        The stop (reason, position, detail, since) is persisted in the slot's state and shown by
+        ``replicator status``. From then on nothing of the table is yielded, and nothing of it holds the
+        slot: its changes in open transactions, its initial or re-copy stop counting, so the slot keeps
+        confirming for the other tables and pins no WAL (and is never dropped for it). A slot cannot replay
+        one table, so the table's later changes are not kept: the way out is to fix the type in
+        ``schemas/`` and ``replicator resync TABLE``, a fresh copy, which clears the stop.
+        """
+        if table not in self._schemas:
+            return False
+        since = datetime.now(UTC).isoformat()
+        todo = f"fix the column's type in the schemas folder, then: replicator resync {table}"
+        self._stopped[table] = {
+            "reason": reason, "position": position.value, "detail": detail, "since": since, "todo": todo,
+        }  # fmt: skip
+        # Every position of it counts as acknowledged (above any real one), so no transaction, copy or
+        # snapshot waits for it; ``resync`` forgets this.
+        self._acked[table] = _RELEASED
+        for txn in self._txns:
+            txn.last.pop(table, None)
+        for rel_id, rel in list(self._rels.items()):
+            if rel is not None and rel.table == table:
+                self._parked[rel_id], self._rels[rel_id] = rel, None
+        rows = self._collectors.get(table)
+        if rows is not None:
+            rows.take(self._schemas[table])  # collected but not yielded: dropped with the rest
+        self.recopies.stop(table)
+        self._save_state(done=self._ready and self._snapshot_pending is None)
+        metrics.ERRORS.labels(stage="source", kind=reason).inc()
+        log.error("pg_table_stopped", table=str(table), position=position.value, reason=reason,
+                  detail=detail, todo=f"{todo}; other tables go on")  # fmt: skip
+        self.ack({})  # what only this table held back may be confirmed now
+        return True
+
+    def _unpark(self, table: TableId) -> None:
+        for rel_id, rel in list(self._parked.items()):
+            if rel.table == table:
+                self._rels[rel_id] = self._parked.pop(rel_id)
 
     def _copied(self, wait: float) -> Iterator[Change | SchemaChange | ChangeChunk]:
         """What the running copy hands over, and the held changes it releases (see ``Recopies.take``)."""
@@ -421,7 +478,11 @@ class PostgresSource:
         if schema is None:
             self._rels[msg.relation_id] = None
             return None
-        schema, added, self._rels[msg.relation_id] = relation_shape(table, schema, msg)
+        schema, added, rel = relation_shape(table, schema, msg)
+        if table in self._stopped:
+            self._parked[msg.relation_id], self._rels[msg.relation_id] = rel, None
+        else:
+            self._rels[msg.relation_id] = rel
         if not added:
             return None
         self._schemas[table] = schema

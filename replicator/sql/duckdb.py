@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from replicator.sql.dialect import Dialect
+from replicator.types import SCALAR_KINDS, TEXT_KINDS
 
 DUCKDB = Dialect(
     name="duckdb",
@@ -25,6 +26,13 @@ DUCKDB = Dialect(
         "uuid": "UUID",
         "json": "JSON",
         "bytea": "BLOB",
+        "timetz": "TIMETZ",  # reads PostgreSQL's text (offsets to the second) and writes it back the same
+        "oid": "UINTEGER",
+        # The rest keep PostgreSQL's text: INTERVAL does not read its mixed signs ("1 mon -2 days
+        # +03:00:00"), BIT turns '' into '0', lists do not read "{...}", and DuckDB has no inet, money, xml,
+        # geometric or range type (the inet extension is a download).
+        **{k: "VARCHAR" for k in TEXT_KINDS - {"timetz"}},
+        **{f"{k}[]": "VARCHAR" for k in SCALAR_KINDS},
     },
     sized={"numeric": "DECIMAL({precision},{scale})"},
     # No DECIMAL wider than 38 digits exists; 10 fractional digits is the usual compromise for money/ratios.

@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 from replicator.sql.dialect import Dialect
+from replicator.types import TEXT_KINDS
+
+_SCALARS = {
+    "smallint": "smallint",
+    "integer": "integer",
+    "bigint": "bigint",
+    "numeric": "numeric",
+    "real": "real",
+    "double": "double precision",
+    "boolean": "boolean",
+    "text": "text",
+    "varchar": "varchar",
+    # Unsized char would mean char(1) in PostgreSQL and truncate; text keeps whatever was sent.
+    "char": "text",
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "time": "time",
+    "uuid": "uuid",
+    "json": "jsonb",
+    "bytea": "bytea",
+    "oid": "oid",
+    # PostgreSQL's own types read the text they wrote: the value comes back exactly.
+    **{k: k for k in TEXT_KINDS},
+    # Money's text depends on lc_monetary (on the source's and the target's session alike): text keeps what
+    # the source wrote.
+    "money": "text",
+}
+_SIZED = {
+    "numeric": "numeric({precision},{scale})",
+    "varchar": "varchar({length})",
+    "char": "char({length})",
+    "bit": "bit({length})",
+    "varbit": "varbit({length})",
+}
 
 POSTGRES = Dialect(
     name="postgres",
-    types={
-        "smallint": "smallint",
-        "integer": "integer",
-        "bigint": "bigint",
-        "numeric": "numeric",
-        "real": "real",
-        "double": "double precision",
-        "boolean": "boolean",
-        "text": "text",
-        "varchar": "varchar",
-        # Unsized char would mean char(1) in PostgreSQL and truncate; text keeps whatever was sent.
-        "char": "text",
-        "date": "date",
-        "timestamp": "timestamp",
-        "timestamptz": "timestamptz",
-        "time": "time",
-        "uuid": "uuid",
-        "json": "jsonb",
-        "bytea": "bytea",
-    },
-    sized={
-        "numeric": "numeric({precision},{scale})",
-        "varchar": "varchar({length})",
-        "char": "char({length})",
-    },
+    # Arrays are arrays of the element's type: every dimension and lower bound comes back as it was.
+    types={**_SCALARS, **{f"{k}[]": f"{v}[]" for k, v in _SCALARS.items()}},
+    sized={**_SIZED, **{f"{k}[]": f"{v}[]" for k, v in _SIZED.items()}},
     unconstrained_numeric="numeric",
     text_array="text[]",
     unchanged_test="{name} = ANY({list})",

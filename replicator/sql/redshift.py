@@ -29,6 +29,7 @@ from replicator.catalog import RedshiftLayout
 from replicator.model import Column
 from replicator.sql.dialect import LEDGER, PROGRESS, Dialect
 from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.types import SCALAR_KINDS, TEXT_KINDS
 
 VARCHAR_MAX = 65535
 BYTES_PER_CHAR = 4  # UTF-8's worst case; sizing by it never truncates what the source column holds
@@ -53,6 +54,11 @@ REDSHIFT = Dialect(
         "uuid": "VARCHAR(36)",
         "json": "SUPER",
         "bytea": "VARBYTE(1024000)",
+        "oid": "BIGINT",
+        # PostgreSQL's text as it was written: Redshift has none of these types (its TIMETZ and INTERVAL
+        # are not what COPY makes of a Parquet string), and no arrays (SUPER would change the text).
+        **{k: f"VARCHAR({VARCHAR_MAX})" for k in TEXT_KINDS},
+        **{f"{k}[]": f"VARCHAR({VARCHAR_MAX})" for k in SCALAR_KINDS},
     },
     sized={
         "numeric": "DECIMAL({precision},{scale})",

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from replicator import temporal
 from replicator.model import TableSchema
 from replicator.sql.postgres import POSTGRES
 from replicator.warehouses.sql_base import SqlWarehouse
@@ -88,6 +89,11 @@ def _csv_ready(column: pa.Array) -> pa.Array:
         return pa.array([None if v is None else _text_array(v) for v in column.to_pylist()], pa.string())
     if pa.types.is_null(t):
         return pa.nulls(len(column), pa.string())
+    if pa.types.is_temporal(t):
+        # Infinities, BC years and 24:00:00 Arrow renders in forms PostgreSQL does not read.
+        edge = temporal.postgres_text(column)
+        if edge is not None:
+            return edge
     if pa.types.is_timestamp(t) and t.tz is not None:
         # Arrow formats zoned timestamps through its time zone database: ~30x slower than naive ones. The
         # values are UTC instants, so format them naive and state the offset.
