@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from replicator import temporal
 from replicator.model import Change, Op, TableSchema
 from replicator.types import LogicalType, cast_text
 
@@ -99,16 +100,15 @@ def resolve_unchanged(
 _INT = r"^\s*[+-]?\d+\s*$"
 _FLOAT = r"(?i)^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)\s*$"
 _DECIMAL = r"(?i)^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$"
-_DATE = r"^\s*\d{4,}-\d\d-\d\d\s*$"
-_TIME = r"\d\d:\d\d(:\d\d(\.\d+)?)?"
-_TIMESTAMP = rf"^\s*\d{{4,}}-\d\d-\d\d([ T]{_TIME})?\s*([+-]\d\d(:?\d\d)?|Z)?\s*$"
+# Dates and times: PostgreSQL's infinities, BC years, 24:00:00 and offsets to the second are valid too.
+_DATE, _TIME, _TIMESTAMP = temporal.DATE_SHAPE, temporal.TIME_SHAPE, temporal.TIMESTAMP_SHAPE
 _BOOLEAN = r"(?i)^\s*(t|true|1|y|yes|on|f|false|0|n|no|off)\s*$"
 # A value must have this form to be worth a cast; a value without it is bad for sure. Kinds not listed are
 # bisected only (their bad values are rare: they are mostly text).
 _SHAPES = {
     "smallint": _INT, "integer": _INT, "bigint": _INT, "real": _FLOAT, "double": _FLOAT,
     "numeric": _DECIMAL, "date": _DATE, "timestamp": _TIMESTAMP, "timestamptz": _TIMESTAMP,
-    "time": rf"^\s*{_TIME}\s*$", "boolean": _BOOLEAN,
+    "time": _TIME, "boolean": _BOOLEAN,
 }  # fmt: skip
 _SMALL = 16  # parts this small are cast value by value
 

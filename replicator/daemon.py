@@ -273,6 +273,8 @@ class Daemon:
         signal = LoopSignal(self.stop, term.keeper.lost)
         self.signal = signal
         pipeline.start()
+        if once:
+            pipeline.mark_drain_point()
         self.phase = "active"
         log.info("daemon_active", owner=self.owner, scope=self.cfg.lease.scope)
         while not signal.is_set():
@@ -285,7 +287,7 @@ class Daemon:
             self._after_round(term)
             self.last_round = time.monotonic()
             metrics.ROUNDS.inc()
-            if once and captured == 0:
+            if once and captured == 0 and pipeline.source_drained():
                 break
             if not once:
                 self.stop.wait(self.cfg.pipeline.poll_interval_seconds if captured == 0 else 0)

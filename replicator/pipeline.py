@@ -41,7 +41,7 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
-from replicator.sources.base import Source, Stoppable
+from replicator.sources.base import Drainable, Source, Stoppable
 from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.store import LocalStore
 from replicator.warehouses.base import Warehouse
@@ -89,6 +89,7 @@ class Pipeline:
         self.errors: dict[TableId, str] = {}
         self._buffer: Buffer | None = None
         self._halted: set[TableId] = set()  # tables the source stopped during this capture round
+        self._drain_said = time.monotonic()  # when ``--once`` last said it waits for the source
         # Tables whose merge is held back (paused, or waiting for a resync); capture and staging go on.
         # Changed by the daemon and its admin API under ``merge_gate``, which each apply holds, so once a
         # pause returns no further batch of that table commits.
@@ -137,17 +138,38 @@ class Pipeline:
         """Run until ``stop`` is set, or with ``once`` until a round finds nothing new (then exit)."""
         if self._buffer is None:
             self.start()
+        if once:
+            self.mark_drain_point()
         while not stop.is_set():
             captured = self.capture(stop)
             if stop.is_set():
                 break
             self.merge_all(stop)
             self.refresh_views(flush=once and captured == 0)
-            if once and captured == 0:
+            if once and captured == 0 and self.source_drained():
                 break
             if not once:
                 stop.wait(self.settings.poll_interval_seconds if captured == 0 else 0)
         return self.stats
+
+    def mark_drain_point(self) -> None:
+        """For ``--once``: what the source holds now is what ``source_drained`` waits for."""
+        if isinstance(self.source, Drainable):
+            self.source.mark_drain_point()
+
+    def source_drained(self) -> bool:
+        """For ``--once``: the source has handed over all it held at start (``Drainable``). A round that
+        finds nothing is not enough: a walsender decoding a large transaction sends nothing until its
+        commit, however long that takes."""
+        if not isinstance(self.source, Drainable):
+            return True
+        if self.source.drained():
+            return True
+        now = time.monotonic()
+        if now - self._drain_said >= 30.0:
+            self._drain_said = now
+            log.info("once_waits_for_source", detail="the source has not sent all it held at start yet")
+        return False
 
     def capture(self, stop: threading.Event) -> int:
         """Read what the source has now, staging batches as they fill; merge on the way if it takes long."""

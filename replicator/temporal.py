@@ -33,6 +33,15 @@ _FIRST_AD_DAY = -719_162  # 0001-01-01 in days from 1970-01-01: Arrow writes yea
 _Y10K_DAY = 2_932_897  # 10000-01-01: Arrow's formatting gives up some way after it
 _US = 1_000_000
 
+# What every text these parsers accept looks like (a value without it is bad for sure): for callers that
+# set bad values aside in bulk before casting (``replicator.convert``).
+TIME_SHAPE = r"^\s*\d{1,2}:\d\d(:\d\d(\.\d+)?)?\s*$"
+DATE_SHAPE = r"(?i)^\s*([+-]?infinity|\d{4,}-\d\d-\d\d(\s+BC)?)\s*$"
+TIMESTAMP_SHAPE = (
+    r"(?i)^\s*([+-]?infinity|\d{4,}-\d\d-\d\d([ T]\d\d:\d\d(:\d\d(\.\d+)?)?)?"
+    r"\s*([+-]\d\d(:?\d\d(:?\d\d)?)?|Z)?(\s+BC)?)\s*$"
+)
+
 _TIME_RE = r"^\s*(?P<h>\d{1,2}):(?P<m>\d\d)(?::(?P<s>\d\d)(?:\.(?P<f>\d{1,9}))?)?\s*$"
 # Rows Arrow's casts cannot read, handled by ``_civil``; every other row goes to Arrow.
 _SPECIAL_RE = r"(?i)infinity|\sBC\s*$|^\s*\d{5,}-|[+-]\d\d:?\d\d:?\d\d\s*$"

@@ -8,6 +8,7 @@ value. The first bad value of a column is named by its row, which is what the st
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pyarrow as pa
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator import temporal
+from replicator.convert import typed_column
 from replicator.sources.pg_rows import column_type
 from replicator.types import KINDS, LogicalType, parse_type, text_to_arrow
 
@@ -56,6 +58,7 @@ def test_postgresql_dates_of_any_year_read_as_the_calendar_says_and_render_back(
     values: list[tuple[int, int, int]],
 ) -> None:
     text = [pg_date(*v) for v in values]
+    assert all(re.match(temporal.DATE_SHAPE, v) for v in text)
     days = text_to_arrow(text, LogicalType("date"))
     assert days.cast(pa.int32()).to_pylist() == [reference_days(*v) for v in values]
     rendered = temporal.postgres_text(days)
@@ -84,6 +87,7 @@ def test_postgresql_timestamps_read_to_the_microsecond_with_their_offset_and_ren
         shift = sign * (parts[0] * 3600 + parts[1] * 60 + parts[2]) * 1_000_000
     want = [reference_days(*v) * 86_400_000_000 + us - shift for v in values]
     kind = LogicalType("timestamptz" if zoned else "timestamp")
+    assert all(re.match(temporal.TIMESTAMP_SHAPE, v) for v in text)
     got = text_to_arrow(text, kind)
     assert got.cast(pa.int64()).to_pylist() == want
     rendered = temporal.postgres_text(got)
@@ -95,6 +99,7 @@ def test_postgresql_timestamps_read_to_the_microsecond_with_their_offset_and_ren
 @given(st.lists(st.integers(0, 86_400_000_000) | st.none(), min_size=1, max_size=30))
 def test_times_of_day_read_to_the_microsecond_up_to_and_including_24_00_00(values: list[int | None]) -> None:
     text = [None if v is None else pg_clock(v) for v in values]
+    assert all(re.match(temporal.TIME_SHAPE, v) for v in text if v is not None)
     got = text_to_arrow(text, LogicalType("time"))
     assert got.cast(pa.int64()).to_pylist() == values
     rendered = temporal.postgres_text(got)
@@ -124,6 +129,22 @@ def test_the_first_value_that_does_not_parse_is_named_by_its_row(
     column = [valid[kind]] * good + [bad] + [None, bad] * after
     with pytest.raises(ValueError, match=rf"^row {good}: "):
         text_to_arrow(column, t)
+
+
+@pytest.mark.parametrize(
+    ("kind", "values", "bad"),
+    [
+        ("date", ["infinity", "0044-03-15 BC", "x", "5874897-12-31", "-infinity"], [2]),
+        ("time", ["24:00:00", "25:00:00", "00:00:00.000001"], [1]),
+        ("timestamptz", ["1900-01-01 00:00:00+00:09:21", "y", "-infinity", "0044-03-15 10:00:00+00 BC"], [1]),
+        ("timestamp", ["infinity", "10000-01-01 00:00:00.5", "2024-02-30 00:00:00"], [2]),
+    ],
+)
+def test_the_stage_sets_aside_only_the_bad_values_beside_postgresql_edge_values(
+    kind: str, values: list[str], bad: list[int]
+) -> None:
+    """The stage looks for bad values in bulk by their shape first: PostgreSQL's own forms must pass it."""
+    assert typed_column(pa.array(values), LogicalType(kind))[1] == bad
 
 
 @st.composite

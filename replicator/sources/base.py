@@ -62,3 +62,20 @@ class Stoppable(Protocol):
     """
 
     def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool: ...
+
+
+@runtime_checkable
+class Drainable(Protocol):
+    """A source that can tell when it has handed over everything it held when the run started (optional
+    capability; ``run --once`` waits for it). A source without it counts as drained when a read finds
+    nothing new.
+
+    Contract: ``mark_drain_point()`` notes what the source holds now (``run --once`` calls it first);
+    ``drained()`` is True only when every change committed at the source by then is yielded and
+    acknowledged. It may be called between reads as often as wanted; a False may ask the server for news,
+    so the next read learns more.
+    """
+
+    def mark_drain_point(self) -> None: ...
+
+    def drained(self) -> bool: ...

@@ -224,6 +224,20 @@ class ReplicationStream:
                 self._broken = True
                 log.warning("replication_status_update_failed", slot=self.slot, error=str(exc).strip())
 
+    def request_reply(self) -> None:
+        """Ask the server for a keepalive now: it carries the walsender's sent position (``server_wal_end``),
+        which otherwise only news or an occasional keepalive updates."""
+        with self._lock:
+            if self._streaming and not self._broken and self._cur is not None:
+                try:
+                    self._cur.send_feedback(  # type: ignore[no-untyped-call]
+                        flush_lsn=self.flush_lsn, write_lsn=self.flush_lsn, reply=True, force=True
+                    )
+                    self._last_status = time.monotonic()
+                except psycopg2.Error as exc:  # the next ``messages`` reconnects
+                    self._broken = True
+                    log.warning("replication_status_update_failed", slot=self.slot, error=str(exc).strip())
+
     def send_status(self) -> None:
         with self._lock:
             if self._streaming and not self._broken:

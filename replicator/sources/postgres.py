@@ -88,6 +88,8 @@ __all__ = [  # re-exported: these names were defined here before the module was 
 ]
 
 log = structlog.get_logger(__name__)
+_WAL_PAGE = 8192  # XLOG_BLCKSZ
+_PAGE_HEADER = 40  # SizeOfXLogLongPHD: the largest WAL page header
 _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopped table
 
 
@@ -154,6 +156,7 @@ class PostgresSource:
         self._parked: dict[int, Rel] = {}
         self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
         self._read_seconds = self.stream.max_read_seconds
+        self._drain_target: int | None = None  # the server's WAL end at ``mark_drain_point``
 
     # -- Source -------------------------------------------------------------------------------------------
 
@@ -196,6 +199,61 @@ class PostgresSource:
             if position.value > self._acked.get(table, ""):
                 self._acked[table] = position.value
         acked = self._acked
+        self._release()
+        if self._snapshot_pending is not None and all(
+            acked.get(t, "") >= p for t, p in self._snapshot_pending.items()
+        ):
+            self._snapshot_pending = None
+            self._save_state(done=True)
+            log.info("snapshot_complete", slot=self.slot)
+        copied = self.recopies.acknowledged(acked)
+        if copied:
+            self._save_state(done=self._snapshot_pending is None)
+            log.info("resync_copy_staged", tables=sorted(map(str, copied)))
+
+    def mark_drain_point(self) -> None:
+        """``Drainable``: from now on ``drained`` means "everything up to the server's WAL end as of now"."""
+        self._drain_target = self._server_lsn()
+
+    def drained(self) -> bool:
+        """``Drainable``: the walsender has sent everything up to the server's WAL end as of the drain point,
+        and all of it is staged and acknowledged. A walsender decoding a large transaction sends nothing
+        until its commit (minutes for a big one), so an idle read proves nothing; its sent position does.
+
+        Each False asks the server for a keepalive (it carries that position). The drain point is the WAL
+        insert position, which lies after a page header when the last record filled its page: then the
+        sent position stops at the page's start, right before it.
+        """
+        if self._drain_target is None:
+            self.mark_drain_point()
+            return False
+        if not self._ready or self._snapshot_pending is not None:
+            return False
+        if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
+            return False
+        sent = self.stream.server_wal_end
+        if sent >= self._drain_target or (
+            sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
+        ):
+            return True
+        self.stream.request_reply()
+        return False
+
+    def _server_lsn(self) -> int:
+        with self._conn.cursor() as cur:
+            cur.execute(
+                # The insert position: it includes every commit made so far, also under
+                # synchronous_commit = off (the write position may lag behind such commits).
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                " ELSE pg_current_wal_insert_lsn() END"
+            )
+            row = cur.fetchone()
+        return pg.parse_lsn(str(row[0])) if row and row[0] else 0
+
+    def _release(self) -> None:
+        """Forget the oldest transactions that are committed and whose changes are all acknowledged, and
+        confirm the slot up to the end of the last of them."""
+        acked = self._acked
         flush = 0
         while self._txns:
             txn = self._txns[0]
@@ -208,16 +266,6 @@ class PostgresSource:
             )
         if flush:
             self.stream.confirm(flush)
-        if self._snapshot_pending is not None and all(
-            acked.get(t, "") >= p for t, p in self._snapshot_pending.items()
-        ):
-            self._snapshot_pending = None
-            self._save_state(done=True)
-            log.info("snapshot_complete", slot=self.slot)
-        copied = self.recopies.acknowledged(acked)
-        if copied:
-            self._save_state(done=self._snapshot_pending is None)
-            log.info("resync_copy_staged", tables=sorted(map(str, copied)))
 
     def close(self) -> None:
         self.recopies.close()
@@ -427,8 +475,10 @@ class PostgresSource:
                 assert isinstance(msg, pg.Commit) and txn is not None
                 txn.end_lsn, txn.committed = msg.end_lsn, True
                 self._txn = txn = None
-                if not self._txns[-1].last:
-                    self.ack({})  # nothing of ours in it: done right away
+                # Release what this commit completes, every time: its rows may all be staged and
+                # acknowledged already (a chunk its last row filled was staged before the Commit was
+                # decoded), and then no later ack would ever come for it while nothing else is written.
+                self._release()
             elif kind is pg.Relation:
                 assert isinstance(msg, pg.Relation)
                 at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
