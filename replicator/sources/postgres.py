@@ -31,14 +31,22 @@ Speed: plain rows (inserts, updates without an old tuple, deletes; no unchanged 
 message objects and are collected per table as raw values, then yielded as ``ChangeChunk``s
 (``pg_columns``); the rest goes the ``Change`` way.
 
-Types (schema file type -> what the targets hold; values travel as PostgreSQL's own text output):
-int2/int4/int8, bool, date, time, timestamp, text/varchar/char -> the same types. timestamptz -> the same
-instant (UTC). numeric(p,s) with p <= 38 -> exact decimal. Unbounded numeric (any precision, NaN, Infinity)
--> declare ``numeric``: PostgreSQL keeps it exactly (NaN too); DuckDB/Redshift have only DECIMAL(38, s),
-which refuses NaN and rounds, so declare ``text`` there for a faithful text form. uuid -> uuid (text where
-the warehouse has none). json and jsonb -> json (jsonb's normalised text, as PostgreSQL prints it). bytea ->
-bytes (wire ``\\x`` hex decoded). interval, arrays, enums -> ``text``, in PostgreSQL's text form
-(``1 year 2 mons``, ``{1,2,NULL}``, the label): no warehouse type carries them faithfully.
+Types (schema file type -> what the targets hold; values travel as PostgreSQL's own text output, and a
+target that keeps text keeps exactly that text; table in README "PostgreSQL types"). The same type
+everywhere: int2/int4/int8, bool, real/double (NaN, +-Infinity, -0), text/varchar/char(n) (padding kept),
+date, time (24:00:00 too), timestamp, timestamptz (the instant, UTC), numeric(p,s) with p <= 38, uuid,
+bytea. Dates and timestamps keep infinity, BC and five-digit years on PostgreSQL and DuckDB (Redshift has no
+infinity: declare ``text`` there); a timestamp past 294247-01-10 does not fit 64-bit microseconds and stops
+its table. Unbounded numeric (over 38 digits, NaN, Infinity): ``numeric`` keeps it on PostgreSQL; DuckDB
+and Redshift have DECIMAL(38, s) only (10 places, no NaN): declare ``text`` there. oid -> oid, UINTEGER,
+BIGINT. timetz -> timetz, DuckDB TIMETZ, Redshift text. interval, inet, cidr, macaddr, macaddr8, bit(n),
+varbit(n), xml, point, line, lseg, box, path, polygon, circle, the range and multirange types, and arrays of
+any type (``integer[]``: dimensions and bounds kept) -> the same type on PostgreSQL, text on DuckDB and
+Redshift. money -> text (its text follows lc_monetary). json/jsonb -> jsonb on PostgreSQL (a json column's
+spacing and duplicate keys are normalised), JSON on DuckDB, SUPER on Redshift. name, citext -> text (not
+case-insensitive). Enums and other user-defined types: declare ``text`` (the label); a domain: declare its
+base type (a column added later of such a type arrives as text). A value its declared type cannot hold stops
+that table alone (``stop_table``).
 """
 
 from __future__ import annotations
