@@ -112,7 +112,8 @@ COLUMNS = SCALARS + ARRAYS
 # Redshift has no infinity, and its test loader reads the staged file as Python values (which hold neither
 # BC dates nor 24:00:00): there these columns are declared text, the documented mapping for such values.
 EDGE_TEMPORAL = {"tm", "dclk", "d", "d2", "ts", "ts2", "tz", "tz2"}
-# Unbounded numeric (41 digits, NaN): DuckDB and Redshift only have DECIMAL(38, s): declared text there.
+# Unbounded numeric (41 digits, NaN): DuckDB has DECIMAL(38, s) only: declared text there (Redshift keeps
+# a numeric without precision as text by itself).
 UNBOUNDED = {"nu"}
 
 DDL = """
@@ -125,9 +126,7 @@ CREATE DOMAIN span AS int4range;
 
 
 def _declared(name: str, declared: str, kind: str) -> str:
-    if kind == "redshift" and name in EDGE_TEMPORAL | UNBOUNDED:
-        return "text"
-    if kind == "duckdb" and name in UNBOUNDED:
+    if (kind == "redshift" and name in EDGE_TEMPORAL) or (kind == "duckdb" and name in UNBOUNDED):
         return "text"
     return declared
 
