@@ -32,6 +32,8 @@ CRASH = "tests/test_crash_safety.py::"
 CONFORMANCE = "tests/test_warehouse_conformance.py::"
 LEDGER = "tests/test_guarantees_ledger.py::"
 
+KEYS = "tests/test_key_changes.py::"
+
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "ack_before_stage",
@@ -182,6 +184,39 @@ MUTANTS: tuple[Mutant, ...] = (
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[duckdb]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[postgres]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[redshift]",
+        ),
+    ),
+    Mutant(
+        "unchanged_columns_not_carried_on_a_key_change",
+        "Nothing lost: a key change keeps the values it did not send (issue 13 defect 1): the merge takes"
+        " them from the old key's row.",
+        (
+            Edit(
+                "replicator/warehouses/sql_base.py",
+                "            if info.moves and info.unchanged:\n",
+                "            if False:\n",
+            ),
+        ),
+        (
+            KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[duckdb]",
+            KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[postgres]",
+            KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[redshift]",
+            "tests/test_pg_key_changes.py::test_key_changes_keep_unchanged_toasted_values_in_the_target",
+        ),
+    ),
+    Mutant(
+        "key_change_in_a_batch_forgets_the_earlier_values_of_its_old_key",
+        "Nothing lost: a chain of key changes in one batch carries the unsent values along the chain.",
+        (
+            Edit(
+                "replicator/convert.py",
+                "            prev = latest.pop(old_key, None)\n",
+                "            latest.pop(old_key, None)\n            prev = None\n",
+            ),
+        ),
+        (
+            KEYS + "test_a_chain_of_key_changes_in_one_batch_ends_with_the_first_keys_value[duckdb]",
+            KEYS + "test_a_key_change_in_the_batch_of_the_insert_takes_the_inserted_value[duckdb]",
         ),
     ),
 )
