@@ -248,7 +248,7 @@ class Pipeline:
             assert self._buffer is not None
             self._buffer.rewind(batch)
             self._halted.add(batch.table)
-            bound.error("batch_rejected", position=str(exc.row.change.position), detail=exc.row.detail)
+            bound.error("batch_rejected", position=str(exc.row.position), detail=exc.row.detail)
             return
         crash_point("after_stage")
         self._staged_through[batch.table] = batch.last
@@ -268,7 +268,7 @@ class Pipeline:
         if not isinstance(self.source, Stoppable):
             return True
         stopped = self.source.stop_table(
-            row.change.table, reason=row.reason, position=row.change.position, detail=row.detail
+            row.table, reason=row.reason, position=row.position, detail=row.detail
         )
         return not stopped
 

@@ -1,19 +1,20 @@
 """Where bad input goes: never dropped, always with its reason.
 
 Each item is two objects under ``_quarantine/<table>/`` in the staging store: the original bytes (a whole
-file, one row, or the rows of one batch as JSON lines) and a JSON note saying where it came from and why it
+file, one row, or the rows of one batch as Parquet) and a JSON note saying where it came from and why it
 was set aside.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import structlog
 
 from replicator.obs import metrics
@@ -22,17 +23,6 @@ from replicator.store import ObjectStore
 log = structlog.get_logger(__name__)
 
 PREFIX = "_quarantine/"
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One row of a batch set aside by ``Quarantine.put_rows``."""
-
-    row: int  # index of the change in its batch
-    position: str
-    reason: str
-    detail: str
-    data: dict[str, Any]  # what the row held (after the table's column policies)
 
 
 class Quarantine:
@@ -72,39 +62,39 @@ class Quarantine:
         log.warning("quarantined", table=table, source=source, row=row, reason=reason, detail=detail)
         return base + ".json"
 
-    def put_rows(self, *, table: str, source: str, rows: Sequence[Row]) -> list[str]:
+    def put_rows(self, *, table: str, source: str, rows: pa.Table) -> list[str]:
         """Set aside many rows of one batch (``source`` names it) at the cost of a few objects: per reason,
-        one JSON-lines object holding every row (row, position, detail, data) and one note with the count
-        and the first rows' details. One log line per reason. Returns the keys of the notes."""
-        by_reason: dict[str, list[Row]] = {}
-        for r in rows:
-            by_reason.setdefault(r.reason, []).append(r)
+        one Parquet file of the rows (columns ``row``, ``position``, ``reason``, ``detail``, ``op``,
+        ``values``: what the row held, after the table's column policies) and one note with the count and
+        the first rows' details. One log line per reason. Returns the keys of the notes."""
         notes = []
         now = datetime.now(UTC)
-        for reason, group in sorted(by_reason.items()):
+        reasons = rows.column("reason")
+        for reason in sorted(set(pc.unique(reasons).to_pylist())):
+            group = rows.filter(pc.equal(reasons, reason))
             ident = hashlib.sha256(f"{source}\x00rows\x00{reason}".encode()).hexdigest()[:16]
             base = f"{PREFIX}{table}/{ident}"
-            lines = (
-                json.dumps({"row": r.row, "position": r.position, "detail": r.detail, "data": r.data})
-                for r in group
-            )
-            self.store.put(base + ".data", ("\n".join(lines) + "\n").encode())
+            sink = io.BytesIO()
+            pq.write_table(group, sink, compression="zstd")
+            self.store.put(base + ".parquet", sink.getvalue())
+            head = group.slice(0, 20).to_pylist()
+            first = head[0]
             note = {
                 "table": table,
-                "source": f"{table} position {group[0].position}" if len(group) == 1 else source,
-                "row": group[0].row,
-                "rows": len(group),
+                "source": f"{table} position {first['position']}" if group.num_rows == 1 else source,
+                "row": first["row"],
+                "rows": group.num_rows,
                 "reason": reason,
-                "detail": group[0].detail,
-                "details": [f"row {r.row} ({r.position}): {r.detail}" for r in group[:20]],
-                "data_key": base + ".data",
+                "detail": first["detail"],
+                "details": [f"row {r['row']} ({r['position']}): {r['detail']}" for r in head],
+                "data_key": base + ".parquet",
                 "quarantined_at": now.isoformat(),
             }
             self.store.put(base + ".json", json.dumps(note, indent=2).encode())
-            metrics.QUARANTINED.labels(table=table, reason=reason).inc(len(group))
+            metrics.QUARANTINED.labels(table=table, reason=reason).inc(group.num_rows)
             log.warning(
-                "quarantined", table=table, source=source, rows=len(group), row=group[0].row, reason=reason,
-                detail=group[0].detail,
+                "quarantined", table=table, source=source, rows=group.num_rows, row=first["row"],
+                reason=reason, detail=first["detail"],
             )  # fmt: skip
             notes.append(base + ".json")
         return notes
@@ -124,7 +114,8 @@ class Quarantine:
             if "rows" not in note:
                 out.append(note)
                 continue
-            for line in self.store.get(str(note["data_key"])).decode().splitlines():
-                row = json.loads(line)
-                out.append({**note, **row, "rows": 1})
+            table = pq.read_table(io.BytesIO(self.store.get(str(note["data_key"]))))
+            for row in table.to_pylist():
+                data = {"op": row.pop("op"), "values": row.pop("values")}
+                out.append({**note, **row, "data": data, "rows": 1})
         return out

@@ -16,7 +16,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
 
-from replicator import quarantine
 from replicator.buffer import ChunkedChanges
-from replicator.convert import describe, null_key_rows, resolve_unchanged, typed_column
+from replicator.convert import null_key_rows, resolve_unchanged, typed_column
 from replicator.faults import crash_point
 from replicator.model import (
     COMMIT_TIME_COLUMN,
@@ -70,11 +69,39 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
 
 @dataclass(frozen=True, slots=True)
 class RejectedRow:
+    """A change the stage set aside: its index in the batch, where it is, and why."""
+
     index: int  # of the change in its batch
-    change: Change
+    table: TableId
+    position: Position
     column: str
     detail: str
     reason: str = "type_mismatch"  # the quarantine's and the metric's label
+    changes: Sequence[Change] = field(default=(), repr=False, compare=False)
+
+    @property
+    def change(self) -> Change:
+        """The change itself (built on demand: a columnar batch holds no ``Change`` objects)."""
+        return self.changes[self.index]
+
+
+class RejectedRows(list[RejectedRow]):
+    """Rejected rows in batch order, and ``data``: what each held, as one Arrow table (row order alike:
+    ``row``, ``position``, ``reason``, ``detail``, ``op``, ``values`` as a list of wire text)."""
+
+    data: pa.Table | None = None
+
+
+_QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("row", pa.int64()),
+        pa.field("position", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("op", pa.string()),
+        pa.field("values", pa.list_(pa.string())),
+    ]
+)
 
 
 class BatchRejected(Exception):
@@ -93,7 +120,7 @@ _META_TEXT = [
 ]
 
 
-def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
+def batch_to_arrow(batch: Batch) -> tuple[pa.Table, RejectedRows]:
     """Build the staged Arrow table. Changes with a value that does not parse as its type, a null primary
     key or the wrong number of values are returned apart (all the rows a change makes go together), in
     batch order; finding them costs a few bulk casts, however many there are."""
@@ -114,12 +141,20 @@ def batch_to_arrow(batch: Batch) -> tuple[pa.Table, list[RejectedRow]]:
             kept.append(i)
         else:
             detail = f"{len(c.values)} values for {width} columns"
-            rejected.append(RejectedRow(i, c, "*", detail, "field_count"))
-    rows, origin, source = resolve_unchanged(schema, [changes[i] for i in kept])
-    text = _rows_text(schema, rows)
-    unchanged = [sorted(r.unchanged) if r.unchanged else None for r in rows]
-    table, more = _finish(schema, text, _Rows([kept[s] for s in source], origin, unchanged), changes)
-    return table, sorted([*rejected, *more], key=lambda r: r.index)
+            rejected.append(RejectedRow(i, c.table, c.position, "*", detail, "field_count", changes))
+    if any(c.unchanged or c.prior is not None for c in changes):
+        rows, origin, source = resolve_unchanged(schema, [changes[i] for i in kept])
+        unchanged = [sorted(r.unchanged) if r.unchanged else None for r in rows]
+        described = _Rows([kept[s] for s in source], origin, unchanged)
+    else:  # every row full: nothing to resolve (the common case)
+        rows = [changes[i] for i in kept] if rejected else changes
+        described = _Rows(kept)
+    table, more = _finish(schema, _rows_text(schema, rows), described, changes)
+    if not rejected:
+        return table, more
+    out = RejectedRows(sorted([*rejected, *more], key=lambda r: r.index))
+    out.data = _quarantine_rows(out)
+    return table, out
 
 
 @dataclass(slots=True)
@@ -134,53 +169,133 @@ class _Rows:
 
 def _finish(
     schema: TableSchema, text: pa.Table, rows: _Rows, changes: Sequence[Change]
-) -> tuple[pa.Table, list[RejectedRow]]:
-    """Type the text table; set aside every change that has a bad row; number and assemble the rest."""
+) -> tuple[pa.Table, RejectedRows]:
+    """Type the text table; set aside every change that has a bad row; number and assemble the rest.
+
+    Bad rows are tracked column-wise (a mask, and per row the first problem's column, detail and reason),
+    so a batch with many of them costs a few bulk operations more than a clean one, not work per row."""
     n = text.num_rows
     typed: list[pa.Array] = []
-    bad: dict[int, tuple[str, str, str]] = {}  # row -> (column, detail, reason): the first problem found
+    bad = pa.array([False] * n, pa.bool_()) if n else pa.array([], pa.bool_())
+    where = pa.nulls(n, pa.string())  # per row: the column of its first problem
+    detail = pa.nulls(n, pa.string())
+    reason = pa.nulls(n, pa.string())
+    any_bad = False
     for col in schema.columns:
         column = text.column(col.name).combine_chunks()
         array, rows_bad = typed_column(column, col.type)
-        for r in rows_bad:
-            bad.setdefault(r, (col.name, describe(column[r].as_py(), col.type, col.name), "type_mismatch"))
         typed.append(array)
+        if not rows_bad:
+            continue
+        mask = pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(rows_bad, pa.int64()))
+        new = pc.and_(mask, pc.invert(bad))
+        shown = pc.binary_join_element_wise(
+            f"column {col.name}: '",
+            pc.utf8_slice_codeunits(column, 0, 80),
+            f"' is not a valid {col.type}",
+            "",
+        )
+        where = pc.if_else(new, pa.scalar(col.name), where)
+        detail = pc.if_else(new, shown, detail)
+        reason = pc.if_else(new, pa.scalar("type_mismatch"), reason)
+        bad, any_bad = pc.or_(bad, mask), True
     if schema.primary_key and n:
-        ops = text.column(OP_COLUMN)
         keys = [typed[schema.column_names.index(k)] for k in schema.primary_key]
-        for r in null_key_rows(keys):
-            if ops[r].as_py() != Op.TRUNCATE.value:
-                names = [k for k, a in zip(schema.primary_key, keys, strict=True) if not a[r].is_valid]
-                bad.setdefault(r, (names[0], f"primary key column {names[0]} is null", "null_key"))
-    rejected: list[RejectedRow] = []
-    if bad:
-        dropped = sorted({rows.change[r] for r in bad})
-        first_bad: dict[int, tuple[str, str, str]] = {}
-        for r in sorted(bad):
-            first_bad.setdefault(rows.change[r], bad[r])
-        rejected = [RejectedRow(i, changes[i], *first_bad[i]) for i in dropped]
-        gone = set(dropped)
-        keep = pa.array([c not in gone for c in rows.change], pa.bool_())
+        null_key = pc.and_(
+            pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(null_key_rows(keys), pa.int64())),
+            pc.not_equal(text.column(OP_COLUMN), Op.TRUNCATE.value),
+        )
+        if pc.any(null_key).as_py():
+            new = pc.and_(null_key, pc.invert(bad))
+            for k, a in zip(schema.primary_key, keys, strict=True):
+                here = pc.and_(new, pc.is_null(a))
+                where = pc.if_else(here, pa.scalar(k), where)
+                detail = pc.if_else(here, pa.scalar(f"primary key column {k} is null"), detail)
+                reason = pc.if_else(here, pa.scalar("null_key"), reason)
+                new = pc.and_(new, pc.invert(here))
+            bad, any_bad = pc.or_(bad, null_key), True
+    rejected = RejectedRows()
+    if any_bad:
+        bad_rows = pc.indices_nonzero(bad)
+        change_of = pa.array(rows.change, pa.int64())
+        if rows.origin is None:  # one row per change, in order: a change's first bad row is its row
+            firsts = bad_rows
+        else:  # a key change makes two rows: the change's first bad row speaks for it
+            first: dict[int, int] = {}
+            for r in bad_rows.to_pylist():
+                first.setdefault(rows.change[r], r)
+            firsts = pa.array([first[i] for i in sorted(first)], pa.int64())
+        dropped = change_of.take(firsts)
+        taken = text.take(firsts)
+        table = changes[0].table if changes else schema.table
+        for i, pos, c, d, why in zip(
+            dropped.to_pylist(), taken.column(POSITION_COLUMN).to_pylist(), where.take(firsts).to_pylist(),
+            detail.take(firsts).to_pylist(), reason.take(firsts).to_pylist(), strict=True,
+        ):  # fmt: skip
+            rejected.append(RejectedRow(i, table, Position(pos), c, d, why, changes))
+        rejected.data = _quarantine_table(schema, taken, rejected)
+        keep = pc.invert(pc.is_in(change_of, value_set=dropped))
         typed = [a.filter(keep) for a in typed]
         text = text.filter(keep)
-        rows = _kept_rows(rows, keep.to_pylist())
+        rows = _kept_rows(rows, keep)
     return _assemble(schema, typed, text, rows), rejected
 
 
-def _kept_rows(rows: _Rows, keep: list[bool]) -> _Rows:
+def _quarantine_table(schema: TableSchema, taken: pa.Table, rejected: Sequence[RejectedRow]) -> pa.Table:
+    """What the rejected rows held (``taken``: their text rows), in the quarantine's shape, built in bulk."""
+    k, width = taken.num_rows, len(schema.columns)
+    if width:
+        flat = pa.concat_arrays([taken.column(c.name).combine_chunks() for c in schema.columns])
+        order = pa.array([c * k + r for r in range(k) for c in range(width)], pa.int64())
+        values = pa.ListArray.from_arrays(
+            pa.array(range(0, k * width + 1, width), pa.int32()), flat.take(order)
+        )
+    else:
+        values = pa.array([[]] * k, pa.list_(pa.string()))
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.index for r in rejected], pa.int64()),
+            taken.column(POSITION_COLUMN),
+            pa.array([r.reason for r in rejected], pa.string()),
+            pa.array([r.detail for r in rejected], pa.string()),
+            taken.column(OP_COLUMN),
+            values,
+        ],
+        schema=_QUARANTINE_SCHEMA,
+    )
+
+
+def _quarantine_rows(rejected: Sequence[RejectedRow]) -> pa.Table:
+    """The quarantine's table for rejected rows from their ``Change`` objects (the slow, general way)."""
+    cs = [r.change for r in rejected]
+    return pa.Table.from_arrays(
+        [
+            pa.array([r.index for r in rejected], pa.int64()),
+            pa.array([r.position.value for r in rejected], pa.string()),
+            pa.array([r.reason for r in rejected], pa.string()),
+            pa.array([r.detail for r in rejected], pa.string()),
+            pa.array([c.op.value for c in cs], pa.string()),
+            pa.array([list(c.values) for c in cs], pa.list_(pa.string())),
+        ],
+        schema=_QUARANTINE_SCHEMA,
+    )
+
+
+def _kept_rows(rows: _Rows, keep: pa.Array) -> _Rows:
     """``rows`` without the rows not kept; origins renumbered (one that was dropped becomes None)."""
+    change = pa.array(rows.change, pa.int64()).filter(keep).to_pylist()
+    if rows.origin is None:
+        return _Rows(change)
+    kept = keep.to_pylist()
     renumber: list[int | None] = []
     at = 0
-    for k in keep:
+    for k in kept:
         renumber.append(at if k else None)
         at += k
-    change = [c for c, k in zip(rows.change, keep, strict=True) if k]
-    origin = None
-    if rows.origin is not None:
-        origin = [None if o is None else renumber[o] for o, k in zip(rows.origin, keep, strict=True) if k]
+    origin = [None if o is None else renumber[o] for o, k in zip(rows.origin, kept, strict=True) if k]
     unchanged = None
     if rows.unchanged is not None:
-        unchanged = [u for u, k in zip(rows.unchanged, keep, strict=True) if k]
+        unchanged = [u for u, k in zip(rows.unchanged, kept, strict=True) if k]
     return _Rows(change, origin, unchanged)
 
 
@@ -328,26 +443,20 @@ class Stager:
         return manifest
 
     def _set_aside(
-        self, batch: Batch, rejected: list[RejectedRow], keep: Callable[[RejectedRow], bool] | None
+        self, batch: Batch, rejected: RejectedRows, keep: Callable[[RejectedRow], bool] | None
     ) -> None:
         """Quarantine the rejected rows, in batch order, up to and including the first one ``keep`` refuses
         (then ``BatchRejected``: nothing of the batch is written; the rows after it are read again later)."""
         stop: RejectedRow | None = None
-        taken = []
-        for r in rejected:
-            taken.append(r)
-            if keep is not None and not keep(r):
-                stop = r
-                break
-        items = [
-            quarantine.Row(
-                r.index, r.change.position.value, r.reason, r.detail,
-                {"op": r.change.op.value, "values": list(r.change.values)},
-            )
-            for r in taken
-        ]  # fmt: skip
+        taken = len(rejected)
+        if keep is not None:
+            for n, r in enumerate(rejected):
+                if not keep(r):
+                    stop, taken = r, n + 1
+                    break
+        data = rejected.data if rejected.data is not None else _quarantine_rows(rejected)
         source = f"{batch.table} batch {batch.first}..{batch.last}"
-        self.quarantine.put_rows(table=str(batch.table), source=source, rows=items)
+        self.quarantine.put_rows(table=str(batch.table), source=source, rows=data.slice(0, taken))
         if stop is not None:
             raise BatchRejected(stop)
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -119,9 +118,9 @@ def test_a_value_that_does_not_parse_is_quarantined_and_the_rest_staged(tmp_path
     (item,) = q.items()
     assert item["reason"] == "type_mismatch"
     assert "column n" in str(item["detail"]) and "'two'" in str(item["detail"])
-    (line,) = store.get(str(item["data_key"])).decode().splitlines()
-    assert json.loads(line)["data"]["values"] == ["2", "b", "two"]
-    assert json.loads(line)["row"] == 1 and item["rows"] == 1
+    (row,) = q.entries()
+    assert row["data"] == {"op": "I", "values": ["2", "b", "two"]}
+    assert row["row"] == 1 and item["rows"] == 1
 
 
 def test_unchanged_columns_take_the_value_of_an_earlier_change_of_the_same_key() -> None:

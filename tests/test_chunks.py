@@ -121,7 +121,7 @@ def test_a_bad_value_the_caller_will_not_keep_stages_nothing(tmp_path: Path) -> 
     batch = Batch(T, SCHEMA, ChunkedChanges([chunk(row(1), row(2, ("2", "b", "two")), row(3))]))
     with pytest.raises(BatchRejected) as caught:
         Stager(store, Quarantine(store)).stage(batch, keep=lambda r: False)
-    assert caught.value.row.change.position == Position("00000002")
+    assert caught.value.row.position == Position("00000002")
     assert [i.key for i in store.list("batches/")] == []
     assert len(Quarantine(store).items()) == 1
 

@@ -277,3 +277,45 @@ def test_with_the_quarantine_policy_a_value_that_does_not_parse_is_set_aside_and
     assert quarantined("dbo.t", "type_mismatch") == before + 1
     [note] = Quarantine(LocalStore(tmp_path / "staging")).items()
     assert f"2/{C2}.csv 0000000002" in str(note["source"])  # file and row, through the position
+
+
+def _null_key_feed(tmp_path: Path) -> None:
+    data = LocalStore(tmp_path / "dms")
+    put(data, T, f"{C1}.csv", b"I,1,one\n")
+    put(data, T, f"{C2}.csv", b"I,2,two\nI,NULL,no key\nI,3,three\n")
+    put(data, T, f"{C3}.csv", b"I,4,four\n")
+    put(data, U, f"{C1}.csv", b"I,10\n")
+
+
+def test_a_null_primary_key_stops_its_table_at_staging_and_skip_lets_every_good_row_through(
+    tmp_path: Path,
+) -> None:
+    """Issue 13 defect 5: a NULL key used to pass staging and then fail every merge of the table forever."""
+    _null_key_feed(tmp_path)
+    before = quarantined("dbo.t", "null_key")
+    [problem] = _pipeline_round(tmp_path, DmsOptions()).problems()
+    assert (
+        problem["reason"] == "null_key"
+        and problem["row"] == 2
+        and "primary key column id" in problem["detail"]
+    )
+    assert quarantined("dbo.t", "null_key") == before + 1
+    assert _target(tmp_path, "dbo.u", "k") == [10]
+    state = LocalStore(tmp_path / "staging")
+    DmsSource(LocalStore(tmp_path / "dms"), SCHEMAS, state=state, quarantine=Quarantine(state)).resume(
+        T, "skip"
+    )
+    assert _pipeline_round(tmp_path, DmsOptions()).problems() == []
+    assert _target(tmp_path, "dbo.t", "id") == [1, 2, 3, 4]
+    assert not list(LocalStore(tmp_path / "staging").list("batches/"))  # nothing left that cannot merge
+
+
+def test_with_the_quarantine_policy_a_null_primary_key_is_set_aside_and_the_rest_applied(
+    tmp_path: Path,
+) -> None:
+    _null_key_feed(tmp_path)
+    source = _pipeline_round(tmp_path, DmsOptions(table_policies={T: "quarantine"}))
+    assert source.problems() == []
+    assert _target(tmp_path, "dbo.t", "id") == [1, 2, 3, 4]
+    [entry] = Quarantine(LocalStore(tmp_path / "staging")).entries()
+    assert entry["reason"] == "null_key" and entry["data"] == {"op": "I", "values": [None, "no key"]}
