@@ -61,12 +61,24 @@ def test_a_value_streamed_into_a_column_it_does_not_fit_stops_its_table_and_the_
         rig.close()
     assert target_rows(tmp_path / "wh.duckdb", "public.bad", "id, n") == [(1, 1)]
 
-    restarted = Rig(source_db, tmp_path)  # the same slot and state
+    restarted = Rig(source_db, tmp_path, max_rows=100)  # the same slot and state
     try:
         execute(source_db, f"BEGIN; INSERT INTO bad VALUES (4, 'four'); {_items(301)}; COMMIT")
         restarted.run_once()
         assert _rows(restarted, "bad", "id, n") == [(1, 1)], "still stopped"
         assert len(_rows(restarted, "items", "id")) == 400
+        # A resync with the type still wrong: the re-copy stops it again, the stream goes on. Small copy
+        # chunks and batches: the stop comes while the copy is still running.
+        execute(source_db, "INSERT INTO bad SELECT g, g::text FROM generate_series(10, 3000) g")
+        restarted.source.copy_chunk_bytes = 1024
+        restarted.pipeline.forget(BAD)
+        restarted.source.resync(BAD)
+        execute(source_db, _items(401))
+        restarted.run_once()
+        again = load_state(restarted.staging, restarted.source.slot)["stopped"]["public.bad"]  # type: ignore[index]
+        assert again["since"] > stop["since"] and "is not a valid integer" in again["detail"]
+        assert load_state(restarted.staging, restarted.source.slot)["resync"] == [], "no copy is still wanted"
+        assert len(_rows(restarted, "items", "id")) == 500
     finally:
         restarted.close()
 
