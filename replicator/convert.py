@@ -124,15 +124,18 @@ def typed_column(text: pa.Array, t: LogicalType) -> tuple[pa.Array, list[int]]:
     bad: list[int] = []
     shape = _SHAPES.get(t.kind)
     if shape is not None and not (t.kind == "numeric" and t.precision is None):
-        fits = pc.match_substring_regex(text, pattern=shape)
-        misfit = pc.and_(pc.is_valid(text), pc.invert(fits))
+        misfit = pc.invert(pc.fill_null(pc.match_substring_regex(text, pattern=shape), True))
         bad = pc.indices_nonzero(misfit).to_pylist()
-        candidates = pc.indices_nonzero(pc.invert(misfit))
+        # Most bad values have the wrong shape: with them blanked, one cast usually types all the rest.
+        try:
+            return cast_text(pc.if_else(misfit, pa.scalar(None, pa.string()), text), t), bad
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+            candidates = pc.cast(pc.indices_nonzero(pc.invert(misfit)), pa.int64())
     parts: list[tuple[pa.Array, pa.Array]] = []  # (row indexes, typed values)
     _bisect(text, candidates, t, parts, bad)
     typed = pa.nulls(n, t.arrow)
     if parts:
-        indexes = pa.concat_arrays([p[0] for p in parts])
+        indexes = pa.concat_arrays([pc.cast(p[0], pa.int64()) for p in parts])
         values = pa.concat_arrays([p[1] for p in parts])
         # Scatter back into row order: sort the converted parts by row index, nulls for the bad rows.
         order = pc.sort_indices(indexes)

@@ -64,9 +64,9 @@ class Quarantine:
 
     def put_rows(self, *, table: str, source: str, rows: pa.Table) -> list[str]:
         """Set aside many rows of one batch (``source`` names it) at the cost of a few objects: per reason,
-        one Parquet file of the rows (columns ``row``, ``position``, ``reason``, ``detail``, ``op``,
-        ``values``: what the row held, after the table's column policies) and one note with the count and
-        the first rows' details. One log line per reason. Returns the keys of the notes."""
+        one Parquet file of the rows (columns ``row``, ``position``, ``column``, ``reason``, ``detail``,
+        ``op``, ``values``: what the row held, after the table's column policies) and one note with the
+        count and the first rows' details. One log line per reason. Returns the keys of the notes."""
         notes = []
         now = datetime.now(UTC)
         reasons = rows.column("reason")
@@ -116,6 +116,6 @@ class Quarantine:
                 continue
             table = pq.read_table(io.BytesIO(self.store.get(str(note["data_key"]))))
             for row in table.to_pylist():
-                data = {"op": row.pop("op"), "values": row.pop("values")}
+                data = {"op": row.pop("op"), "values": list(row.pop("values").values())}
                 out.append({**note, **row, "data": data, "rows": 1})
         return out

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -85,23 +85,61 @@ class RejectedRow:
         return self.changes[self.index]
 
 
-class RejectedRows(list[RejectedRow]):
-    """Rejected rows in batch order, and ``data``: what each held, as one Arrow table (row order alike:
-    ``row``, ``position``, ``reason``, ``detail``, ``op``, ``values`` as a list of wire text)."""
-
-    data: pa.Table | None = None
+_FIELDS = ("row", "position", "column", "reason", "detail", "op")  # then "values", a struct of the row
 
 
-_QUARANTINE_SCHEMA = pa.schema(
-    [
-        pa.field("row", pa.int64()),
-        pa.field("position", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("detail", pa.string()),
-        pa.field("op", pa.string()),
-        pa.field("values", pa.list_(pa.string())),
+class RejectedRows(Sequence[RejectedRow]):
+    """The changes a batch set aside, in batch order, held column-wise in ``data``, which is also what the
+    quarantine stores: ``row`` (index of the change in the batch), ``position``, ``column``, ``reason``,
+    ``detail``, ``op`` and ``values`` (a struct of the row's wire text, after column policies). A
+    ``RejectedRow`` is built only when asked for: a batch with many bad rows builds no objects for them."""
+
+    def __init__(self, table: TableId, data: pa.Table | None = None, changes: Sequence[Change] = ()) -> None:
+        self.table = table
+        self.data = data if data is not None else _quarantine_data([[]] * 6, pa.struct([]))
+        self.changes = changes
+
+    def __len__(self) -> int:
+        return int(self.data.num_rows)
+
+    @overload
+    def __getitem__(self, i: int) -> RejectedRow: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[RejectedRow]: ...
+    def __getitem__(self, i: int | slice) -> RejectedRow | Sequence[RejectedRow]:
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return next(self._rows(i, 1))
+
+    def __iter__(self) -> Iterator[RejectedRow]:
+        return self._rows(0, len(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _rows(self, start: int, n: int) -> Iterator[RejectedRow]:
+        for at in range(start, start + n, 4096):  # in bulk: a value at a time from Arrow costs more
+            piece = self.data.slice(at, min(4096, start + n - at)).select(list(_FIELDS[:5]))
+            for row, pos, column, reason, detail in zip(*(c.to_pylist() for c in piece.columns), strict=True):
+                yield RejectedRow(row, self.table, Position(pos), column, detail, reason, self.changes)
+
+
+def _quarantine_data(fields: Sequence[Sequence[Any] | pa.Array | pa.ChunkedArray], values: Any) -> pa.Table:
+    """The quarantine's table from its ``_FIELDS`` columns (in that order) and ``values`` (a struct array,
+    or the struct type of an empty table)."""
+    types = (pa.int64(), pa.string(), pa.string(), pa.string(), pa.string(), pa.string())
+    arrays = [
+        a if isinstance(a, pa.Array | pa.ChunkedArray) else pa.array(a, t)
+        for a, t in zip(fields, types, strict=True)
     ]
-)
+    struct = values if isinstance(values, pa.Array) else pa.array([], values)
+    return pa.Table.from_arrays([*arrays, struct], names=[*_FIELDS, "values"])
 
 
 class BatchRejected(Exception):
@@ -152,9 +190,8 @@ def batch_to_arrow(batch: Batch) -> tuple[pa.Table, RejectedRows]:
     table, more = _finish(schema, _rows_text(schema, rows), described, changes)
     if not rejected:
         return table, more
-    out = RejectedRows(sorted([*rejected, *more], key=lambda r: r.index))
-    out.data = _quarantine_rows(out)
-    return table, out
+    every = sorted([*rejected, *more], key=lambda r: r.index)
+    return table, RejectedRows(batch.table, _quarantine_rows(schema, every), changes)
 
 
 @dataclass(slots=True)
@@ -214,7 +251,7 @@ def _finish(
                 reason = pc.if_else(here, pa.scalar("null_key"), reason)
                 new = pc.and_(new, pc.invert(here))
             bad, any_bad = pc.or_(bad, null_key), True
-    rejected = RejectedRows()
+    rejected = RejectedRows(changes[0].table if changes else schema.table, None, changes)
     if any_bad:
         bad_rows = pc.indices_nonzero(bad)
         change_of = pa.array(rows.change, pa.int64())
@@ -227,13 +264,12 @@ def _finish(
             firsts = pa.array([first[i] for i in sorted(first)], pa.int64())
         dropped = change_of.take(firsts)
         taken = text.take(firsts)
-        table = changes[0].table if changes else schema.table
-        for i, pos, c, d, why in zip(
-            dropped.to_pylist(), taken.column(POSITION_COLUMN).to_pylist(), where.take(firsts).to_pylist(),
-            detail.take(firsts).to_pylist(), reason.take(firsts).to_pylist(), strict=True,
-        ):  # fmt: skip
-            rejected.append(RejectedRow(i, table, Position(pos), c, d, why, changes))
-        rejected.data = _quarantine_table(schema, taken, rejected)
+        values = pa.StructArray.from_arrays(
+            [taken.column(c.name).combine_chunks() for c in schema.columns], names=list(schema.column_names)
+        ) if schema.columns else pa.array([{}] * len(firsts), pa.struct([]))  # fmt: skip
+        fields = [dropped, taken.column(POSITION_COLUMN), where.take(firsts), reason.take(firsts),
+                  detail.take(firsts), taken.column(OP_COLUMN)]  # fmt: skip
+        rejected.data = _quarantine_data(fields, values)
         keep = pc.invert(pc.is_in(change_of, value_set=dropped))
         typed = [a.filter(keep) for a in typed]
         text = text.filter(keep)
@@ -241,44 +277,20 @@ def _finish(
     return _assemble(schema, typed, text, rows), rejected
 
 
-def _quarantine_table(schema: TableSchema, taken: pa.Table, rejected: Sequence[RejectedRow]) -> pa.Table:
-    """What the rejected rows held (``taken``: their text rows), in the quarantine's shape, built in bulk."""
-    k, width = taken.num_rows, len(schema.columns)
-    if width:
-        flat = pa.concat_arrays([taken.column(c.name).combine_chunks() for c in schema.columns])
-        order = pa.array([c * k + r for r in range(k) for c in range(width)], pa.int64())
-        values = pa.ListArray.from_arrays(
-            pa.array(range(0, k * width + 1, width), pa.int32()), flat.take(order)
-        )
-    else:
-        values = pa.array([[]] * k, pa.list_(pa.string()))
-    return pa.Table.from_arrays(
-        [
-            pa.array([r.index for r in rejected], pa.int64()),
-            taken.column(POSITION_COLUMN),
-            pa.array([r.reason for r in rejected], pa.string()),
-            pa.array([r.detail for r in rejected], pa.string()),
-            taken.column(OP_COLUMN),
-            values,
-        ],
-        schema=_QUARANTINE_SCHEMA,
-    )
-
-
-def _quarantine_rows(rejected: Sequence[RejectedRow]) -> pa.Table:
-    """The quarantine's table for rejected rows from their ``Change`` objects (the slow, general way)."""
+def _quarantine_rows(schema: TableSchema, rejected: Sequence[RejectedRow]) -> pa.Table:
+    """The quarantine's data for rejected rows from their ``Change`` objects (the general way, for changes
+    that never made it into a text table: the wrong number of values)."""
+    names = list(schema.column_names)
     cs = [r.change for r in rejected]
-    return pa.Table.from_arrays(
-        [
-            pa.array([r.index for r in rejected], pa.int64()),
-            pa.array([r.position.value for r in rejected], pa.string()),
-            pa.array([r.reason for r in rejected], pa.string()),
-            pa.array([r.detail for r in rejected], pa.string()),
-            pa.array([c.op.value for c in cs], pa.string()),
-            pa.array([list(c.values) for c in cs], pa.list_(pa.string())),
-        ],
-        schema=_QUARANTINE_SCHEMA,
+    values = pa.array(
+        [dict(zip(names, [*c.values, *[None] * len(names)][: len(names)], strict=True)) for c in cs],
+        pa.struct([pa.field(n, pa.string()) for n in names]),
     )
+    fields = [
+        [r.index for r in rejected], [r.position.value for r in rejected], [r.column for r in rejected],
+        [r.reason for r in rejected], [r.detail for r in rejected], [c.op.value for c in cs],
+    ]  # fmt: skip
+    return _quarantine_data(fields, values)
 
 
 def _kept_rows(rows: _Rows, keep: pa.Array) -> _Rows:
@@ -454,9 +466,8 @@ class Stager:
                 if not keep(r):
                     stop, taken = r, n + 1
                     break
-        data = rejected.data if rejected.data is not None else _quarantine_rows(rejected)
         source = f"{batch.table} batch {batch.first}..{batch.last}"
-        self.quarantine.put_rows(table=str(batch.table), source=source, rows=data.slice(0, taken))
+        self.quarantine.put_rows(table=str(batch.table), source=source, rows=rejected.data.slice(0, taken))
         if stop is not None:
             raise BatchRejected(stop)
 

@@ -67,30 +67,22 @@ def test_the_ci_seeds_cover_every_format_setting_bad_row_kind_and_kill() -> None
 ACCT = TableSpec("acct", (ColumnSpec("id", "bigint", key=True), ColumnSpec("amount", "numeric(38,10)")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="found by this fuzzer: replicator.convert.typed_column fails with ArrowInvalid (int64 and uint64"
-    " row indexes concatenated) when a column of more than 16 values holds one that has the type's shape"
-    " but does not cast (a 29-digit numeric(38,10), 2024-02-30); the whole daemon exits 1",
-)
+# Found by this fuzzer (fixed): replicator.convert.typed_column fails with ArrowInvalid (int64 and uint64
+# row indexes concatenated) when a column of more than 16 values holds one that has the type's shape but
+# does not cast (a 29-digit numeric(38,10), 2024-02-30); the whole daemon exits 1
 def test_a_numeric_too_large_for_its_precision_in_a_long_column_is_quarantined_not_fatal() -> None:
     rows = [Row("I", (str(i), "1.5")) for i in range(1, 20)] + [Row("I", ("20", "1" * 29))]
-    sc = Scenario(0, Layout(), (ACCT,), (CdcFile("acct", tuple(rows)),), max_rows=100)
+    sc = Scenario(0, Layout(), (ACCT,), (CdcFile("acct", tuple(rows)),), batch_rows=(100,))
     out = attempt(sc)
     assert not out.problems, "\n".join([*out.problems, describe(sc)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="found by this fuzzer: a batch whose every row is quarantined (a value that does not parse, a NULL"
-    " key) is staged as an empty file, and every merge of it fails with '_op holds values other than I, U,"
-    " D' (pyarrow's all() of an empty array is null): the table is blocked for good",
-)
+# Found by this fuzzer (fixed): a batch whose every row is quarantined (a value that does not parse, a NULL
+# key) is staged as an empty file, and every merge of it fails with '_op holds values other than I, U, D'
+# (pyarrow's all() of an empty array is null): the table is blocked for good
 def test_a_batch_whose_every_row_is_quarantined_does_not_block_its_table() -> None:
     rows = (Row("I", ("1", "1.5")), Row("U", ("1", "not a number")), Row("I", ("2", "2")))
-    sc = Scenario(0, Layout(), (ACCT,), (CdcFile("acct", rows),), max_rows=1)
+    sc = Scenario(0, Layout(), (ACCT,), (CdcFile("acct", rows),), batch_rows=(1,))
     out = attempt(sc)
     assert not out.problems, "\n".join([*out.problems, describe(sc)])
 

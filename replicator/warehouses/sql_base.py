@@ -65,6 +65,10 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
     if missing:
         raise ValueError(f"{parquet}: staged file of {schema.table} lacks column(s) {missing}")
     t = pq.read_table(parquet, columns=[*schema.primary_key, OP_COLUMN, UNCHANGED_COLUMN])
+    if t.num_rows == 0:
+        # Every change of the batch was set aside at staging (quarantined by policy): nothing to merge,
+        # but the batch is recorded like any other, so its positions count as applied.
+        return BatchInfo(rows=0, unique_keys=True, deletes=0, unchanged=())
     ops = t[OP_COLUMN]
     if t.num_rows == 1 and ops[0].as_py() == "T":
         # The buffer makes every TRUNCATE a batch of its own: one all-NULL row. Anything else with a 'T'
