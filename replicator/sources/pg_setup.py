@@ -16,6 +16,19 @@ from replicator.sql.ident import quote_ident, quote_table
 log = structlog.get_logger(__name__)
 
 
+# The settings that shape the text PostgreSQL sends (the walsender's output functions and the copies use
+# the session's): pinned, so values parse the same whatever the server, database or role defaults are
+# (DateStyle = 'SQL, DMY' would send 15/03/2024; TimeZone only changes the offsets written).
+SESSION_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3"
+
+
+def source_dsn(dsn: str) -> str:
+    """``dsn`` with ``SESSION_OPTIONS`` added to any ``options`` it has."""
+    params = psycopg2.extensions.parse_dsn(dsn)
+    params["options"] = f"{params.get('options', '')} {SESSION_OPTIONS}".strip()
+    return str(psycopg2.extensions.make_dsn(**params))
+
+
 class SourceSetupError(RuntimeError):
     """The source database is not ready for logical replication; the message says what to fix."""
 

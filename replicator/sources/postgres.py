@@ -83,6 +83,7 @@ from replicator.sources.pg_setup import (
     preflight,
     slot_exists,
     slot_lag_bytes,
+    source_dsn,
 )
 from replicator.sources.pg_stream import ReplicationStream
 from replicator.store import ObjectStore
@@ -123,7 +124,7 @@ class PostgresSource:
         (``TableOptions.keyless``): ``insert_only`` (the default: a start-up warning, inserts replicate) or
         ``refuse`` (``SourceSetupError`` naming the fix). ``copy_workers``: tables copied at once (0: as
         many as there are cores, at most 4)."""
-        self.dsn = dsn
+        self.dsn = dsn = source_dsn(dsn)
         self._schemas = dict(sorted(tables.items()))
         self.state = state
         self.slot = slot
