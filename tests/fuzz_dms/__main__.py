@@ -34,7 +34,7 @@ def attempt(sc: Scenario) -> Outcome:
 
 
 def describe(sc: Scenario) -> str:
-    lines = [f"seed {sc.seed}: layout {layout_of(sc.layout)}, batch max_rows {sc.max_rows}"]
+    lines = [f"seed {sc.seed}: layout {layout_of(sc.layout)}, batch max_rows {sc.batch_rows} (by run)"]
     for t in sc.tables:
         cols = ", ".join(f"{c.name!r} {c.kind}{' key' if c.key else ''}" for c in t.columns)
         lines.append(f"  table dbo.{t.name} ({cols})")

@@ -39,7 +39,7 @@ def _declared(kind: str, *, key: bool) -> str:
     return kind + " not null" if key else kind
 
 
-def config(sc: Scenario, work: Path) -> Path:
+def config(sc: Scenario, work: Path, *, max_rows: int) -> Path:
     lay = sc.layout
     dms = {
         "timestamp_column_name": TS_COLUMN if lay.timestamp else "",
@@ -64,7 +64,7 @@ path = {json.dumps(str(work / "staging"))}
 kind = "duckdb"
 path = {json.dumps(str(work / "warehouse.duckdb"))}
 [batch]
-max_rows = {sc.max_rows}
+max_rows = {max_rows}
 max_age_seconds = 0.2
 [pipeline]
 poll_interval_seconds = 0.1

@@ -74,7 +74,6 @@ def run_scenario(sc: Scenario, work: Path) -> Outcome:
     out = Outcome()
     schema_files(sc, work / "schemas")
     (work / "feed").mkdir()
-    cfg = config(sc, work)
     writer = Writer(sc, work / "feed")
     for i, op in enumerate(sc.ops):
         if isinstance(op, (LoadFile, CdcFile, TxnFile)):
@@ -82,6 +81,7 @@ def run_scenario(sc: Scenario, work: Path) -> Outcome:
             out.files += 1
             out.rows += len(op.rows)
             continue
+        cfg = config(sc, work, max_rows=sc.batch_rows[out.runs % len(sc.batch_rows)])
         out.runs += 1
         if isinstance(op, Kill):
             proc = _daemon(cfg, once=False, env=_env())
@@ -97,6 +97,7 @@ def run_scenario(sc: Scenario, work: Path) -> Outcome:
         if not _finish(cfg, crash, i, out):
             break
     if not out.problems:
+        cfg = config(sc, work, max_rows=sc.batch_rows[out.runs % len(sc.batch_rows)])
         out.runs += 1
         _finish(cfg, {}, len(sc.ops), out)
     if not out.problems:

@@ -31,6 +31,8 @@ class Mutant:
 CRASH = "tests/test_crash_safety.py::"
 CONFORMANCE = "tests/test_warehouse_conformance.py::"
 LEDGER = "tests/test_guarantees_ledger.py::"
+# The DMS fuzzer's CI seeds (tests/test_fuzz_dms.py): random feeds find these mutants too.
+FUZZ = "tests/test_fuzz_dms.py::test_a_random_dms_feed_ends_in_the_target_exactly_as_the_reference_reads_it"
 
 KEYS = "tests/test_key_changes.py::"
 
@@ -51,6 +53,7 @@ MUTANTS: tuple[Mutant, ...] = (
             "test_a_re_yielded_change_that_is_only_buffered_is_not_acknowledged_before_it_is_staged",
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[mid_stage]",
             CRASH + "test_postgres_applies_every_change_exactly_once_after_a_kill_at[mid_stage]",
+            FUZZ + "[30]",
         ),
     ),
     Mutant(
@@ -94,6 +97,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             CONFORMANCE + "test_replaying_an_applied_batch_changes_nothing[duckdb]",
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[after_merge]",
+            FUZZ + "[49]",
         ),
     ),
     Mutant(
@@ -133,6 +137,7 @@ MUTANTS: tuple[Mutant, ...] = (
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[after_stage]",
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[after_stage@4]",
             CRASH + "test_postgres_applies_every_change_exactly_once_after_a_kill_at[after_stage]",
+            FUZZ + "[35]",
         ),
     ),
     Mutant(
@@ -150,6 +155,7 @@ MUTANTS: tuple[Mutant, ...] = (
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[after_stage]",
             CRASH + "test_duckdb_applies_every_change_exactly_once_after_a_kill_at[mid_merge]",
             CRASH + "test_postgres_applies_every_change_exactly_once_after_a_kill_at[after_ack]",
+            FUZZ + "[7]",
         ),
     ),
     Mutant(
@@ -163,6 +169,7 @@ MUTANTS: tuple[Mutant, ...] = (
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[duckdb]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[postgres]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[redshift]",
+            FUZZ + "[7]",
         ),
     ),
     Mutant(
@@ -184,6 +191,7 @@ MUTANTS: tuple[Mutant, ...] = (
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[duckdb]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[postgres]",
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[redshift]",
+            FUZZ + "[10]",
         ),
     ),
     Mutant(
