@@ -22,6 +22,7 @@ class Counts:
     failed: int = 0  # a statement raised: rolled back
     statements: int = 0
     rows: int = 0
+    largest: int = 0  # rows of the largest committed transaction (above 10,000: more than one capture chunk)
     errors: list[str] = field(default_factory=list)
 
 
@@ -49,6 +50,7 @@ class SourceWriter:
                 return False
             self.conn.commit()
             c.rows += txn.rows()
+            c.largest = max(c.largest, txn.rows())
             return True
         except psycopg2.Error as exc:
             self.conn.rollback()

@@ -150,6 +150,16 @@ class Replica:
             self.runs.killed += 1
         self.proc = None
 
+    def wait_crash(self, timeout: float) -> None:
+        """Give a daemon started with a crash point up to ``timeout`` seconds to reach it (and die) before
+        it is replaced: a crash point that never fires tests nothing."""
+        deadline = time.monotonic() + timeout
+        while self.crash_at and self.proc is not None and self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        self.poll()
+
     def wait_active(self, timeout: float = 30.0) -> None:
         """Until the daemon holds the lease and works (its admin API lists the tables), or it died."""
         deadline = time.monotonic() + timeout

@@ -23,7 +23,19 @@ from pathlib import Path
 from tests.fuzz.compare import compare
 from tests.fuzz.execute import Counts, SourceWriter
 from tests.fuzz.generator import Profile, generate
-from tests.fuzz.ops import BIG, AddColumn, Crash, DropColumn, Kill, Start, Txn, Wait, Workload, column_type
+from tests.fuzz.ops import (
+    BIG,
+    AddColumn,
+    Crash,
+    DropColumn,
+    Kill,
+    Start,
+    Step,
+    Txn,
+    Wait,
+    Workload,
+    column_type,
+)
 from tests.fuzz.replica import ROOT, Incarnations, Replica, source_ddl
 from tests.fuzz.shrink import apply_keep, parse_keep, shrink
 from tests.pg_helpers import drop_slots, execute
@@ -84,7 +96,8 @@ class Outcome:
         w = self.workload
         return (
             f"seed {w.seed} on {self.target}: {w.operations()} operations ({c.statements} statements, "
-            f"{c.transactions} transactions: {c.rolled_back} rolled back, {c.failed} failed; ~{c.rows} rows),"
+            f"{c.transactions} transactions: {c.rolled_back} rolled back, {c.failed} failed; ~{c.rows} rows, "
+            f"largest ~{c.largest}),"
             " "
             f"daemon started {r.started}x, killed {r.killed}x, crashed {r.crashed}x at a crash point; "
             f"{self.seconds:.1f} s"
@@ -100,6 +113,31 @@ def _drop(admin: str, dsn: str) -> None:
     name = dsn.rsplit("dbname=", 1)[-1]
     drop_slots(dsn)
     execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _step(step: Step, replica: Replica, writer: SourceWriter, env: Env) -> None:
+    if replica.proc is not None:
+        replica.poll()
+    if isinstance(step, Txn):
+        if not env.ddl_anytime and any(isinstance(s, AddColumn | DropColumn) for s in step.stmts):
+            replica.wait_copied()
+        writer.run(step)
+    elif isinstance(step, Start):
+        if replica.proc is None:
+            replica.start()
+        replica.wait_slot()  # later steps stream; only earlier ones are the initial copy's
+    elif isinstance(step, Kill):
+        replica.wait_crash(5.0)
+        if replica.proc is None:
+            replica.start()
+        replica.wait_active()
+        time.sleep(step.after)
+        replica.restart()
+    elif isinstance(step, Crash):
+        replica.wait_crash(5.0)
+        replica.restart(step.point)
+    elif isinstance(step, Wait):
+        time.sleep(step.seconds)
 
 
 def run_case(w: Workload, env: Env, *, batch_rows: int | None = None) -> Outcome:
@@ -125,26 +163,7 @@ def run_case(w: Workload, env: Env, *, batch_rows: int | None = None) -> Outcome
         writer = SourceWriter(source)
         outcome.counts = writer.counts
         for step in w.steps:
-            if replica.proc is not None:
-                replica.poll()
-            if isinstance(step, Txn):
-                if not env.ddl_anytime and any(isinstance(s, AddColumn | DropColumn) for s in step.stmts):
-                    replica.wait_copied()
-                writer.run(step)
-            elif isinstance(step, Start):
-                if replica.proc is None:
-                    replica.start()
-                replica.wait_slot()  # later steps stream; only earlier ones are the initial copy's
-            elif isinstance(step, Kill):
-                if replica.proc is None:
-                    replica.start()
-                replica.wait_active()
-                time.sleep(step.after)
-                replica.restart()
-            elif isinstance(step, Crash):
-                replica.restart(step.point)
-            elif isinstance(step, Wait):
-                time.sleep(step.seconds)
+            _step(step, replica, writer, env)
         writer.close()
         writer = None
         outcome.problems += replica.catch_up(env.catch_up_seconds)
@@ -195,7 +214,8 @@ def fuzz_case(
         return bool(again.categories() & wanted)
 
     if shrink_seconds > 0:
-        small, spec = shrink(w, still_fails, shrink_seconds)
+        named = {m for p in outcome.problems for m in re.findall(r"^(t\d+)\b", p)}
+        small, spec = shrink(w, still_fails, shrink_seconds, tables=named)
         if keep:  # the spec indexes the full workload of the seed only when nothing was kept before
             spec = f"(of the workload kept by --keep {keep}) {spec}"
         lines += [

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from tests.fuzz.ops import Step, Txn, Workload
+from tests.fuzz.ops import Crash, Kill, Savepoint, Step, Stmt, Txn, Wait, Workload
 
 T = TypeVar("T")
 Unit = tuple[int, int | None]  # (step index, statement index or None for the whole step)
@@ -59,34 +59,89 @@ def apply_keep(w: Workload, units: Sequence[Unit]) -> Workload:
 
 
 def keep_spec(units: Sequence[Unit]) -> str:
-    return ",".join(
-        str(s) if x is None else f"{s}.{x}" for s, x in sorted(units, key=lambda u: (u[0], u[1] or -1))
-    )
+    """``3,7.0,7.2,10-14``: whole steps (runs of them as ranges) and single statements of a step."""
+    parts: list[str] = []
+    run: list[int] = []
+
+    def flush() -> None:
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+            run.clear()
+
+    for s, x in sorted(units, key=lambda u: (u[0], -1 if u[1] is None else u[1])):
+        if x is None and (not run or run[-1] == s - 1):
+            run.append(s)
+            continue
+        flush()
+        if x is None:
+            run.append(s)
+        else:
+            parts.append(f"{s}.{x}")
+    flush()
+    return ",".join(parts)
 
 
 def parse_keep(spec: str) -> list[Unit]:
     out: list[Unit] = []
     for part in spec.split(","):
         s, _, x = part.strip().partition(".")
-        out.append((int(s), int(x) if x else None))
+        if "-" in s:
+            a, _, b = s.partition("-")
+            out += [(i, None) for i in range(int(a), int(b) + 1)]
+        else:
+            out.append((int(s), int(x) if x else None))
     return out
 
 
-def shrink(w: Workload, fails: Callable[[Workload], bool], seconds: float) -> tuple[Workload, str]:
-    """The smallest sub-workload of ``w`` found to fail within ``seconds``, and its keep spec."""
-    deadline = time.monotonic() + seconds
-    steps: list[Unit] = [(i, None) for i in range(len(w.steps))]
-    kept = ddmin(steps, lambda units: fails(apply_keep(w, units)), deadline)
-    # Second pass: statements of the transactions left (daemon events stay whole units).
-    units: list[Unit] = []
-    for i, _ in kept:
+def _tables(s: Stmt) -> set[str]:
+    if isinstance(s, Savepoint):
+        return {t for x in s.stmts for t in _tables(x)}
+    return {s.table}
+
+
+def _statements(w: Workload, units: Sequence[Unit], keep: Callable[[Stmt], bool]) -> list[Unit]:
+    """``units`` with each whole transaction split into its statements, those ``keep`` refuses left out."""
+    out: list[Unit] = []
+    for i, x in units:
         step = w.steps[i]
-        if isinstance(step, Txn) and len(step.stmts) > 1:
-            units += [(i, j) for j in range(len(step.stmts))]
-        else:
-            units.append((i, None))
-    if time.monotonic() < deadline and len(units) > len(kept):
-        units = ddmin(units, lambda us: fails(apply_keep(w, us)), deadline)
-    else:
-        units = kept
+        if x is None and isinstance(step, Txn):
+            out += [(i, j) for j, stmt in enumerate(step.stmts) if keep(stmt)]
+        elif x is None or keep(step.stmts[x]):  # type: ignore[union-attr]
+            out.append((i, x))
+    return out
+
+
+def _by_step(units: Sequence[Unit]) -> list[list[Unit]]:
+    groups: dict[int, list[Unit]] = {}
+    for u in units:
+        groups.setdefault(u[0], []).append(u)
+    return list(groups.values())
+
+
+def shrink(
+    w: Workload, fails: Callable[[Workload], bool], seconds: float, *, tables: set[str] | None = None
+) -> tuple[Workload, str]:
+    """The smallest sub-workload of ``w`` found to fail within ``seconds``, and its keep spec.
+
+    Two cheap guesses first, each one run: without the daemon events (most failures need no kill), and
+    with only the statements on ``tables`` (those the failure names). Then ddmin over whole steps, then
+    over single statements. Every candidate is run for real, so a guess that no longer fails is dropped.
+    """
+    deadline = time.monotonic() + seconds
+    units: list[Unit] = [(i, None) for i in range(len(w.steps))]
+
+    def run(us: Sequence[Unit]) -> bool:
+        return fails(apply_keep(w, us))
+
+    calm = [(i, x) for i, x in units if not isinstance(w.steps[i], Kill | Crash | Wait)]
+    if len(calm) < len(units) and run(calm):
+        units = calm
+    if tables and time.monotonic() < deadline:
+        focused = _statements(w, units, lambda s: bool(_tables(s) & tables))
+        if focused and len(focused) < len(_statements(w, units, lambda s: True)) and run(focused):
+            units = focused
+    groups = ddmin(_by_step(units), lambda gs: run([u for g in gs for u in g]), deadline)
+    units = [u for g in groups for u in g]
+    if time.monotonic() < deadline:
+        units = ddmin(_statements(w, units, lambda s: True), run, deadline)
     return apply_keep(w, units), keep_spec(units)
