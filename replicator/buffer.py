@@ -11,6 +11,7 @@ changes as ``ChunkedChanges`` (a lazy sequence the stage reads column-wise).
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,13 +32,42 @@ from replicator.model import (
     TableSchema,
 )
 
-# Rough per-change overhead on top of the value text, so many tiny rows still hit max_bytes sensibly.
+# Per-change overhead on top of the value text, so many tiny rows still hit max_bytes sensibly. Byte cuts
+# are a memory bound: every change's values are counted (a sample once missed the few huge values among
+# many small ones: 1 MB rows were counted as the small rows around them), and a batch is cut before the
+# change or chunk row that would take it past max_bytes. Tiny rows cost more than this in Python objects;
+# max_rows bounds those.
 _ROW_OVERHEAD = 48
-# Row sizes are measured on one change in this many and assumed alike in between: summing every row's
-# value lengths was a large share of the per-row cost. Byte cuts are a memory bound, not an exact size.
-_SAMPLE_EVERY = 64
+_TRUNCATE = Op.TRUNCATE  # a module constant: ``Op.TRUNCATE`` is an enum class lookup on every change
 
 Part = Change | ChangeChunk
+
+
+def change_bytes(change: Change) -> int:
+    """What a change holds in memory, for byte limits: its values' text (the prior image of a key change
+    too) plus a fixed overhead."""
+    size = _ROW_OVERHEAD + sum(map(len, filter(None, change.values)))
+    if change.prior is not None:
+        size += sum(map(len, filter(None, change.prior)))
+    return size
+
+
+def chunk_bytes(chunk: ChangeChunk) -> int:
+    """What a chunk holds in memory, for byte limits: its Arrow buffers plus the same per-row overhead."""
+    return int(chunk.data.nbytes) + len(chunk) * _ROW_OVERHEAD
+
+
+def _row_ends(data: pa.Table) -> list[int]:
+    """Running bytes of a chunk's rows: each row's text (value lengths) and its equal share of the rest
+    (offsets, validity, op, timestamp). Computed in bulk, only for a chunk a byte cut falls inside."""
+    n = data.num_rows
+    text: pa.Array = pa.repeat(pa.scalar(0, pa.int64()), n)
+    for column in data.columns:
+        if pa.types.is_string(column.type) or pa.types.is_binary(column.type):
+            text = pc.add(text, pc.fill_null(pc.binary_length(column), 0).cast(pa.int64()))
+    fixed = max(0, int(data.nbytes) - (pc.sum(text).as_py() or 0)) // n + _ROW_OVERHEAD
+    ends: list[int] = pc.cumulative_sum(pc.add(text, fixed)).to_pylist()
+    return ends
 
 
 class ChunkedChanges(Sequence[Change]):
@@ -91,7 +121,6 @@ class _Pending:
     rows: int = 0
     bytes: int = 0
     started: float = 0.0
-    row_bytes: int = _ROW_OVERHEAD  # the last sampled row size
     before: Position | None = None  # seen_through when the first change arrived
     chunked: bool = False
 
@@ -125,7 +154,8 @@ class Buffer:
         A TRUNCATE is a batch of its own: what came before it is cut first, so the merge applies the
         truncate exactly between the changes that surround it at the source.
         """
-        self._cut_from.clear()
+        if self._cut_from:
+            self._cut_from.clear()
         table = change.table
         seen = self.seen_through.get(table)
         if seen is not None and change.position.value <= seen.value:
@@ -133,22 +163,28 @@ class Buffer:
             self.dropped_through = change.position
             return []
         self.seen_through[table] = change.position
-        if change.op is Op.TRUNCATE:
-            done = [self._cut(table)] if table in self._pending else []
+        done: list[Batch] = []
+        if change.op is _TRUNCATE:
+            if table in self._pending:
+                done.append(self._cut(table))
             alone = Batch(table, self.schemas[table], [change])
             self._cut_from[alone.id] = seen
             return [*done, alone]
+        size = _ROW_OVERHEAD + sum(map(len, filter(None, change.values)))  # change_bytes, inlined
+        if change.prior is not None:
+            size += sum(map(len, filter(None, change.prior)))
         p = self._pending.get(table)
+        if p is not None and p.bytes + size > self.max_bytes:
+            done.append(self._cut(table))  # it would not fit: the batch so far is full
+            p = None
         if p is None:
             p = self._pending[table] = _Pending(started=self.clock(), before=seen)
-        if p.rows % _SAMPLE_EVERY == 0:
-            p.row_bytes = _ROW_OVERHEAD + sum(len(v) for v in change.values if v is not None)
         p.parts.append(change)
         p.rows += 1
-        p.bytes += p.row_bytes
+        p.bytes += size
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
-            return [self._cut(table)]
-        return []
+            done.append(self._cut(table))
+        return done
 
     def add_chunk(self, chunk: ChangeChunk) -> list[Batch]:
         """Take a chunk of changes; return the batches it completes. Rows already seen are dropped and the
@@ -168,20 +204,33 @@ class Buffer:
         if data.num_rows == 0:
             return []
         self.seen_through[table] = Position(data.column(POSITION_COLUMN)[-1].as_py())
-        row_bytes = _ROW_OVERHEAD + max(1, data.nbytes // data.num_rows)
+        n = data.num_rows
+        total = int(data.nbytes) + n * _ROW_OVERHEAD
+        ends: list[int] | None = None  # bytes of rows 0..i, per row i: only once a cut falls inside
         done: list[Batch] = []
         offset = 0
-        while offset < data.num_rows:
+        while offset < n:
             p = self._pending.get(table)
             if p is None:
                 before = seen if offset == 0 else Position(data.column(POSITION_COLUMN)[offset - 1].as_py())
                 p = self._pending[table] = _Pending(started=self.clock(), before=before)
-            room = min(self.max_rows - p.rows, -(-(self.max_bytes - p.bytes) // row_bytes))
-            take = max(1, min(data.num_rows - offset, room))
-            p.parts.append(ChangeChunk(table, chunk.schema, data.slice(offset, take)))
+            fits = p.rows + n <= self.max_rows and p.bytes + total <= self.max_bytes
+            if offset == 0 and fits:
+                take, size = n, total  # the common case: the whole chunk fits
+            else:
+                ends = ends if ends is not None else _row_ends(data)
+                base = ends[offset - 1] if offset else 0
+                most = offset + min(n - offset, self.max_rows - p.rows)
+                take = bisect.bisect_right(ends, base + self.max_bytes - p.bytes, offset, most) - offset
+                if take == 0 and p.rows:
+                    done.append(self._cut(table))  # its next row would not fit: the batch so far is full
+                    continue
+                take = max(take, 1)  # a row larger than max_bytes is a batch of its own
+                size = ends[offset + take - 1] - base
+            p.parts.append(ChangeChunk(table, chunk.schema, data if take == n else data.slice(offset, take)))
             p.chunked = True
             p.rows += take
-            p.bytes += take * row_bytes
+            p.bytes += size
             offset += take
             if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
                 done.append(self._cut(table))

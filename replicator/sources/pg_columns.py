@@ -37,9 +37,11 @@ class RowCollector:
 
     ``rows`` (values in schema order, raw bytes or ``None``), ``ops`` (``I``/``U``/``D``), ``positions``
     (``Position.value``, rising) and, when the transaction changes, ``starts`` gets ``(row index,
-    transaction)`` with ``txn`` set to the new transaction."""
+    transaction)`` with ``txn`` set to the new transaction. ``bytes`` sums the rows' message sizes (which
+    hold their values): the source hands the rows on before they reach its byte cap, so a few huge values
+    cannot pile up here the way a row cap alone would let them (10,000 rows of 1 MB are 10 GB)."""
 
-    __slots__ = ("ops", "positions", "rows", "starts", "table", "txn")
+    __slots__ = ("bytes", "ops", "positions", "rows", "starts", "table", "txn")
 
     def __init__(self, table: TableId) -> None:
         self.table = table
@@ -48,6 +50,7 @@ class RowCollector:
         self.positions: list[str] = []
         self.starts: list[tuple[int, Txn]] = []
         self.txn: Txn | None = None
+        self.bytes = 0
 
     def take(self, schema: TableSchema) -> ChangeChunk | None:
         """The rows collected so far as one chunk of ``schema`` (``None`` when there are none); then empty.
@@ -75,4 +78,5 @@ class RowCollector:
         names = [*schema.column_names, OP_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN]
         chunk = ChangeChunk(self.table, schema, pa.Table.from_arrays(columns, names=names))
         self.rows, self.ops, self.positions, self.starts, self.txn = [], [], [], [], None
+        self.bytes = 0
         return chunk

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
 
+from replicator.buffer import change_bytes, chunk_bytes
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -239,10 +240,25 @@ class Held:
     def __init__(self) -> None:
         self._items: dict[TableId, list[Streamed]] = {}
         self.rows = 0  # changes held, all tables
+        self._sizes: dict[TableId, int] = {}  # bytes held per table, valid while its list is in ``_items``
 
     def add(self, item: Streamed) -> None:
-        self._items.setdefault(item.table, []).append(item)
+        items = self._items.get(item.table)
+        if items is None:
+            items = self._items[item.table] = []
+            self._sizes[item.table] = 0  # a new list: what was counted before was released or dropped
+        items.append(item)
         self.rows += len(item) if isinstance(item, ChangeChunk) else 1
+        if isinstance(item, Change):
+            self._sizes[item.table] += change_bytes(item)
+        elif isinstance(item, ChangeChunk):
+            self._sizes[item.table] += chunk_bytes(item)
+
+    @property
+    def bytes(self) -> int:
+        """What the held changes cost in memory (as the buffer counts it), all tables. A row count alone
+        let 500,000 changes of 1 MB values be held."""
+        return sum(self._sizes[t] for t in self._items)
 
     def drop(self, table: TableId) -> None:
         """Forget what is held of ``table`` (it stopped)."""
@@ -285,6 +301,7 @@ class Recopies:
         self.again: set[TableId] = set()  # resynced again while being copied: copied once more after
         self.held = Held()
         self.hold_rows = 500_000  # held changes beyond which streaming waits for the copy
+        self.hold_bytes = 64 << 20  # ... or held bytes (large values), whichever comes first
         self.round: CopyRound | None = None
         self.said_waiting = False  # the round's "streaming waits" was logged
 
@@ -322,7 +339,8 @@ class Recopies:
     @property
     def streaming_waits(self) -> bool:
         """Too much is held: stop reading the slot until the copy is out."""
-        return self.round is not None and self.held.rows >= self.hold_rows
+        held = self.held
+        return self.round is not None and (held.rows >= self.hold_rows or held.bytes >= self.hold_bytes)
 
     def start(
         self,

@@ -11,8 +11,8 @@ redone after a crash replaces whatever an unfinished earlier copy staged.
 Copies (``pg_copy``): the initial one reads every table under the slot's exported snapshot with several
 worker threads (``copy_workers``) before streaming starts. A table added to the schemas later, or resynced,
 is copied under a temporary slot's snapshot while the other tables keep streaming; what the slot streams
-for it meanwhile is held back until its copy is out (at most ``Recopies.hold_rows`` changes in all:
-beyond that, streaming waits for the copy).
+for it meanwhile is held back until its copy is out (at most ``Recopies.hold_rows`` changes or
+``hold_bytes`` bytes in all: beyond that, streaming waits for the copy).
 
 Acknowledgement: ``flush_lsn`` (what the slot may forget) is the end of the last transaction all of whose
 changes, in every table, are acknowledged. A transaction that is only partly staged (a big one cut into
@@ -156,6 +156,7 @@ class PostgresSource:
         self._ready = False
         self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
         self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
+        self.chunk_bytes = 4 << 20  # ... or at this many bytes of messages, whichever comes first
         self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
         self.copy_chunk_bytes = 4 << 20  # a copy's rows are handed on in chunks of about this much CSV
@@ -427,7 +428,7 @@ class PostgresSource:
         collectors = self._collectors
         by_rel = self._collector_of
         raw = pg.raw_tuple
-        limit = self.chunk_rows
+        limit, cap = self.chunk_rows, self.chunk_bytes
         txn = self._txn
         for payload in chain.from_iterable(self.stream.messages()):
             tag = payload[0]
@@ -458,7 +459,8 @@ class PostgresSource:
                     rows.rows.append(values)
                     rows.ops.append(OPS[tag])
                     rows.positions.append(at)
-                    if len(rows.positions) >= limit:
+                    rows.bytes += len(payload)
+                    if len(rows.positions) >= limit or rows.bytes >= cap:
                         yield from self._flush(rel.table)
                     continue
                 yield from self._flush(rel.table)  # the row path follows for this one
