@@ -279,4 +279,6 @@ def _print_demo_summary(cfg: Config, seconds: float) -> None:
         con.close()
     quarantined = Quarantine(staging).items()
     if quarantined:
-        print(f"\n{len(quarantined)} item(s) quarantined under {staging.url}/_quarantine/")
+        # A note may stand for many rows of one batch (``Quarantine.put_rows``): count what was set aside.
+        count = sum(int(str(n.get("rows") or 1)) for n in quarantined)
+        print(f"\n{count} row(s) or file(s) quarantined under {staging.url}/_quarantine/")

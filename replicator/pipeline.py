@@ -101,6 +101,7 @@ class Pipeline:
     def start(self) -> None:
         """Prepare the warehouse and work out, per table, how far changes are already staged."""
         self.warehouse.setup()
+        self.stager.remove_orphans()
         for schema in self.schemas.values():
             self.warehouse.ensure_table(schema)
         if self.views is not None:

@@ -484,6 +484,20 @@ class Stager:
             tables.add(TableId.parse(name))
         return tables
 
+    def remove_orphans(self) -> int:
+        """Delete staged data files without a manifest: a crash between removing an applied batch's manifest
+        and its data (or between writing a batch's data and its manifest, which staging the batch again
+        rewrites anyway) leaves them, and nothing else would ever reclaim the space. Call only while
+        nothing stages (start-up, under the lease). Returns how many were deleted."""
+        keys = [info.key for info in self.store.list(BATCHES)]
+        manifests = {k.removesuffix(".json") for k in keys if k.endswith(".json")}
+        orphans = [k for k in keys if k.endswith(".parquet") and k.removesuffix(".parquet") not in manifests]
+        for key in orphans:
+            self.store.delete(key)
+        if orphans:
+            log.info("staged_orphans_removed", files=len(orphans))
+        return len(orphans)
+
     def remove(self, manifest: Manifest) -> None:
         """Forget an applied batch: manifest first, so a crash in between never leaves a manifest whose
         data is gone."""

@@ -172,3 +172,15 @@ def test_a_manifest_describes_the_shape_it_was_staged_with(tmp_path: Path) -> No
     assert m.schema().column_names == SCHEMA.column_names
     assert [str(c.type) for c in m.schema().columns] == ["bigint", "text", "integer"]
     assert m.schema().primary_key == ("id",)
+
+
+def test_staged_data_without_a_manifest_is_removed_and_staged_batches_are_kept(tmp_path: Path) -> None:
+    """A crash between removing an applied batch's manifest and its data leaves the data file behind."""
+    store = LocalStore(tmp_path)
+    stager = Stager(store, Quarantine(store))
+    kept = stager.stage(Batch(T, SCHEMA, [ch(1)]))
+    gone = stager.stage(Batch(T, SCHEMA, [ch(2)]))
+    store.delete(gone.data_key.removesuffix(".parquet") + ".json")  # as Stager.remove does first
+    assert stager.remove_orphans() == 1
+    assert [m.batch_id for m in stager.pending(T)] == [kept.batch_id]
+    assert sorted(i.key for i in store.list("batches/") if i.key.endswith(".parquet")) == [kept.data_key]
