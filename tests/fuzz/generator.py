@@ -36,7 +36,7 @@ from tests.fuzz.ops import (
     Workload,
     column_type,
 )
-from tests.fuzz.types import TYPES
+from tests.fuzz.type_table import TYPES
 
 # replicator.faults' points when this was written (a point the code under test lacks never fires).
 CRASH_POINTS = ("mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove")

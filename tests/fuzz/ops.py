@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.fuzz.types import BY_NAME, FuzzType
+from tests.fuzz.type_table import BY_NAME
+from tests.fuzz.types import FuzzType
 
 KEY = "id"
 KEY2 = "k"  # the second key column of tables with a composite key: text derived from the first

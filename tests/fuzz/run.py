@@ -38,6 +38,7 @@ from tests.fuzz.ops import (
 )
 from tests.fuzz.replica import ROOT, Incarnations, Replica, source_ddl
 from tests.fuzz.shrink import apply_keep, parse_keep, shrink
+from tests.fuzz.type_table import SETUP_SQL
 from tests.pg_helpers import drop_slots, execute
 
 TARGETS = ("duckdb", "postgres", "redshift")
@@ -80,6 +81,8 @@ class Outcome:
                 out.add("extra")
             elif "not caught up" in p or "backlog" in p:
                 out.add("stall")
+            elif p.startswith("table stopped"):
+                out.add("stopped")
             elif "exited on its own" in p:
                 out.add("exit")
             elif "columns missing" in p or "no such table" in p:
@@ -157,7 +160,7 @@ def run_case(w: Workload, env: Env, *, batch_rows: int | None = None) -> Outcome
     writer: SourceWriter | None = None
     outcome = Outcome(w, env.target, [], 0.0)
     try:
-        execute(source, *source_ddl(), *(s for t in w.tables for s in t.ddl()))
+        execute(source, *SETUP_SQL, *source_ddl(), *(s for t in w.tables for s in t.ddl()))
         replica = Replica(tmp, w.tables, target=env.target, source=source, target_dsn=target_dsn,
                           batch_rows=rows, code=env.code)  # fmt: skip
         writer = SourceWriter(source)
