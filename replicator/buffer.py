@@ -163,10 +163,8 @@ class Buffer:
             self.dropped_through = change.position
             return []
         self.seen_through[table] = change.position
-        done: list[Batch] = []
         if change.op is _TRUNCATE:
-            if table in self._pending:
-                done.append(self._cut(table))
+            done = [self._cut(table)] if table in self._pending else []
             alone = Batch(table, self.schemas[table], [change])
             self._cut_from[alone.id] = seen
             return [*done, alone]
@@ -174,14 +172,21 @@ class Buffer:
         if change.prior is not None:
             size += sum(map(len, filter(None, change.prior)))
         p = self._pending.get(table)
-        if p is not None and p.bytes + size > self.max_bytes:
-            done.append(self._cut(table))  # it would not fit: the batch so far is full
-            p = None
-        if p is None:
-            p = self._pending[table] = _Pending(started=self.clock(), before=seen)
+        if p is None or p.bytes + size > self.max_bytes:
+            return self._start(table, change, size, seen)
         p.parts.append(change)
         p.rows += 1
         p.bytes += size
+        if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
+            return [self._cut(table)]
+        return []
+
+    def _start(self, table: TableId, change: Change, size: int, seen: Position | None) -> list[Batch]:
+        """``change`` starts a new batch of ``table``: the pending one, if any, is full (it would not fit)."""
+        done = [self._cut(table)] if table in self._pending else []
+        p = self._pending[table] = _Pending(started=self.clock(), before=seen)
+        p.parts.append(change)
+        p.rows, p.bytes = 1, size
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
             done.append(self._cut(table))
         return done
