@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import structlog
 
 from replicator.store import S3Settings
 
@@ -26,6 +27,14 @@ def _require(var: str) -> str:
     if not value:
         pytest.fail(f"{var} is not set: run the tests through scripts/test.sh, which starts the services")
     return value
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """A test that runs the command line in-process configures structlog to write to that test's captured
+    stderr, which is closed when the test ends: later tests must not log into it."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
