@@ -92,7 +92,30 @@ def resolve_unchanged(
             rows.append(c)
         origin.append(at)
         source.append(index)
+    _unfill_superseded(rows, origin, source, changes, key_idx)
     return rows, origin, source
+
+
+def _unfill_superseded(
+    rows: list[Change],
+    origin: list[int | None],
+    source: list[int],
+    changes: Sequence[Change],
+    key_idx: list[int],
+) -> None:
+    """Only the last row of each key reaches the target (the merge keeps the last change per key): earlier
+    rows go back to what they were sent, so a large unchanged value is staged once, not once per change of
+    its row (a value filled into 50 updates of one key made 50 copies of it in the batch)."""
+    last: dict[tuple[str | None, ...], int] = {}
+    for i, r in enumerate(rows):
+        last[tuple(r.values[k] for k in key_idx)] = i
+    for i, r in enumerate(rows):
+        if r.op is Op.DELETE or r.op is Op.TRUNCATE or last[tuple(r.values[k] for k in key_idx)] == i:
+            continue
+        c = changes[source[i]]
+        if r is not c:  # filled or re-keyed here: stage what was sent
+            rows[i] = Change(c.table, c.op, c.values, c.position, c.commit_time, c.unchanged)
+            origin[i] = None
 
 
 # -- text -> typed columns --------------------------------------------------------------------------------

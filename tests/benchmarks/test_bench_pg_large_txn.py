@@ -60,6 +60,7 @@ while source.stream.flush_lsn < target:
     pipeline.run(threading.Event(), once=True)
     assert time.monotonic() - started < 1200, "did not catch up"
 seconds = time.monotonic() - started
+assert not pipeline.errors, {str(t): e[:500] for t, e in pipeline.errors.items()}  # no result if it failed
 rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 source.close()
 warehouse.close()
