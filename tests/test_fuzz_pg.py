@@ -6,8 +6,9 @@ and DROP COLUMN, transactions of 1 to 20,000 rows, rollbacks and savepoints) whi
 SIGKILLed and crashed at named points; then every table of the target is compared with the source. A
 failure prints its seed and a shrunk list of operations. ``scripts/fuzz.sh`` runs random seeds for longer.
 
-The seeds were picked among those that exercise the most (key changes of rows holding TOASTed values, a
-transaction above the 10,000-row capture chunk, crash points reached) and stay within the CI budget.
+The seeds were picked among the first six of each target: those that find defect 1 when it is put back
+(a key change that leaves a TOASTed value unchanged), cross the 10,000-row capture chunk, reach crash
+points, and stay within the CI budget.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ CODE = Path(os.environ.get("REPLICATOR_FUZZ_CODE") or ROOT)
 # The Redshift path loads staging through row INSERTs (tests/redshift_shim.py): smaller bulk statements.
 SMALL = dict(max_initial_rows=1000, copy_load_chance=0.0, max_bulk=2000, steps=40)
 
+# Each of these fails with defect 1 put back (scripts/mutants.sh's key-change mutants); the DuckDB and
+# PostgreSQL ones also write a transaction of more than 10,000 rows.
 CASES = [
-    pytest.param(2, "duckdb", {}, id="seed2-duckdb"),
-    pytest.param(6, "postgres", {}, id="seed6-postgres"),
-    pytest.param(4, "redshift", SMALL, id="seed4-redshift"),
+    pytest.param(6, "duckdb", {}, id="seed6-duckdb"),
+    pytest.param(3, "postgres", {}, id="seed3-postgres"),
+    pytest.param(3, "redshift", SMALL, id="seed3-redshift"),
 ]
 
 

@@ -56,7 +56,7 @@ class Profile:
     bulk_chance: float = 0.07
     kill_chance: float = 0.05
     crash_chance: float = 0.04
-    wait_chance: float = 0.06
+    wait_chance: float = 0.12  # pauses spread the workload over batches (a key change meets an older row)
     ddl_chance: float = 0.05
     rollback_chance: float = 0.1
     toast_max: int = 40_000  # characters of a Big value (Redshift's VARCHAR holds at most 65535 bytes)
@@ -341,7 +341,7 @@ class _Gen:
             elif x < p.kill_chance + p.crash_chance and p.crash_points:
                 steps.append(Crash(f"{r.choice(p.crash_points)}@{r.randint(1, 4)}"))  # the n-th time there
             elif x < p.kill_chance + p.crash_chance + p.wait_chance:
-                steps.append(Wait(round(r.uniform(0.1, 1.5), 2)))
+                steps.append(Wait(round(r.uniform(0.1, 1.0), 2)))
             elif x < p.kill_chance + p.crash_chance + p.wait_chance + p.ddl_chance:
                 steps.append(self.ddl())
             elif x < p.kill_chance + p.crash_chance + p.wait_chance + p.ddl_chance + p.bulk_chance:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.pg_helpers import confirmed_flush, current_lsn, dsn_params, execute
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fuzz-token"
 MARKER = "fuzz_marker"
+_FAILED = re.compile(r'"event": "(term_failed|merge_failed)"')  # a daemon going round in circles
 MARKER_SCHEMA = f"""schema = "public"
 name = "{MARKER}"
 primary_key = ["id"]
@@ -239,35 +241,35 @@ class Replica:
 
     def catch_up(self, timeout: float) -> list[str]:
         """Let the daemon catch up with everything written so far, then stop it. Returns the problems seen
-        (empty when caught up): the slot short of the end, a table's error, a backlog left."""
+        (empty when caught up): the slot short of the end, a table's error or backlog, a daemon that keeps
+        failing (failed terms and merges counted from here: five end the wait early)."""
         execute(self.source, f"UPDATE {MARKER} SET n = n + 1 WHERE id = 1")
         goal = current_lsn(self.source)
         if self.proc is None:
             self.start()
         deadline = time.monotonic() + timeout
+        log_from = len(self.log_tail(10**9))
         problems: list[str] = []
-        while True:
+        while not problems:
             self.poll()
             confirmed = confirmed_flush(self.source, self.slot)
             rows = self.tables_status() if confirmed >= goal and self.copied() else None
-            if rows is not None:
-                errors = [f"{r['table']}: {r['error']}" for r in rows if r.get("error")]
-                backlog = [str(r["table"]) for r in rows if r.get("backlog_batches")]
-                if not errors and not backlog:
-                    break
-            if time.monotonic() > deadline:
-                problems.append(
-                    f"not caught up after {timeout:.0f} s: slot confirmed {confirmed:X}, goal {goal:X}"
-                )
-                if rows is None:
-                    rows = self.tables_status()
-                for r in rows or []:
-                    if r.get("error") or r.get("backlog_batches"):
-                        problems.append(
-                            f"{r['table']}: backlog {r.get('backlog_batches')}, error {r.get('error')}"
-                        )
+            if rows is not None and not any(r.get("error") or r.get("backlog_batches") for r in rows):
                 break
-            time.sleep(0.2)
+            failures = [x for x in self.log_tail(10**9)[log_from:].splitlines() if _FAILED.search(x)]
+            if len(failures) >= 5 or len(self.runs.unexpected) >= 5:
+                last = failures[-1][:600] if failures else self.runs.unexpected[-1]
+                problems.append(f"the daemon keeps failing ({len(failures)}x): {last}")
+            elif time.monotonic() > deadline:
+                problems.append(f"not caught up after {timeout:.0f} s: slot at {confirmed:X}, goal {goal:X}")
+            else:
+                time.sleep(0.2)
+                continue
+            problems += [
+                f"{r['table']}: backlog {r.get('backlog_batches')}, error {r.get('error')}"
+                for r in self.tables_status() or []
+                if r.get("error") or r.get("backlog_batches")
+            ]
         self.stop()
         problems += [f"the daemon exited on its own: {u}" for u in self.runs.unexpected]
         # A table stopped on a value its declared type cannot hold: the schema files here are right.

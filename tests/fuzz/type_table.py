@@ -258,9 +258,9 @@ MORE: tuple[FuzzType, ...] = (
       bulk="datemultirange(daterange(date '2000-01-01', date '2000-01-01' + (g % 100)::int + 1))"),
     T("oid", "oid", "oid", edge=("4294967295", "0"), gen=gen_int(0, 4294967295),
       bulk="(g % 4294967295)::oid"),
-    # char(n) keeps its padding: read with format() (::text strips it).
+    # char(n) keeps its padding: read with format() (::text strips it; format() makes NULL '').
     T("char4", "char(4)", "character(4)", edge=("ab", "", "abcd", "ü"), gen=lambda r: gen_text(r, 16)[:4],
-      bulk="'c' || (g % 100)", read={"pg": "format('%s', {c})"}),
+      bulk="'c' || (g % 100)", read={"pg": "CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END"}),
     T("name", "name", "name", edge=("pg_class", "n" * 63, ""), gen=lambda r: gen_text(r, 30)[:30],
       bulk="('n' || g)::name"),
     T("citext", "citext", "citext", edge=("MiXeD Case", "ß👩\u200d💻", ""), gen=gen_text,
