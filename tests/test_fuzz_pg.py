@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fuzz import run as run_module
 from tests.fuzz.generator import Profile, generate
-from tests.fuzz.ops import Txn
+from tests.fuzz.ops import Delete, Txn, Workload
 from tests.fuzz.replica import ROOT
-from tests.fuzz.run import Env, fuzz_case
+from tests.fuzz.run import Env, Outcome, fuzz_case
 from tests.fuzz.shrink import apply_keep, ddmin, keep_spec, parse_keep
 from tests.fuzz.types import canon_date, canon_decimal, canon_float, canon_json, canon_timestamptz
 
@@ -100,3 +101,24 @@ def test_canonical_forms_equal_engine_spellings_of_one_value_and_tell_values_apa
     assert canon_json('{"b": 1, "a": [1.0]}') == canon_json('{"a":[1.00],"b":1}') != canon_json('{"a":[2]}')
     rnd = random.Random(1)
     assert len({canon_float(repr(rnd.random())) for _ in range(100)}) == 100
+
+
+def test_a_failing_case_prints_its_seed_and_shrinks_to_the_operation_that_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = generate(5)
+    culprit = next(
+        s for step in w.steps if isinstance(step, Txn) for s in step.stmts if isinstance(s, Delete)
+    )
+
+    def fake_run_case(workload: Workload, env: Env, *, batch_rows: int | None = None) -> Outcome:
+        held = any(culprit in step.stmts for step in workload.steps if isinstance(step, Txn))
+        problems = ["t0: 1 rows in the target only, e.g. keys [(1,)]"] if held else []
+        return Outcome(workload, env.target, problems, 0.0)
+
+    monkeypatch.setattr(run_module, "run_case", fake_run_case)
+    outcome, report = fuzz_case(5, Env("unused"), Profile(), shrink_seconds=60)
+    assert outcome.failed and report.startswith("FAILED: seed 5 on duckdb")
+    assert "reproduce: scripts/fuzz.sh --seed 5 --target duckdb --keep " in report
+    shrunk = report.split("):\n", 1)[1]
+    assert repr(culprit) in shrunk and shrunk.count("Txn(") == 1
