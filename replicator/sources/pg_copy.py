@@ -37,12 +37,13 @@ from replicator.model import (
     POSITION_COLUMN,
     Change,
     ChangeChunk,
+    Column,
     Op,
     SchemaChange,
     TableId,
     TableSchema,
 )
-from replicator.sources.pg_rows import Txn, encode_position, position_range
+from replicator.sources.pg_rows import Txn, column_type, encode_position, position_range
 from replicator.sources.pg_snapshot import SnapshotReader, temporary_snapshot
 
 log = structlog.get_logger("replicator.sources.postgres")
@@ -74,7 +75,7 @@ class _Stopped(Exception):
     """The round was closed while a worker waited to hand a chunk over."""
 
 
-CopyItem = Change | ChangeChunk | TableCopied
+CopyItem = Change | ChangeChunk | SchemaChange | TableCopied
 
 
 class CopyRound:
@@ -194,6 +195,20 @@ class CopyRound:
         started = time.monotonic()
         schema = self.schemas[table]
         lsn, now = consistent - 1, datetime.now(UTC)
+        # The table as the snapshot has it, which may differ from the schema file: a column added at the
+        # source since is copied too (a schema change first, as the stream would announce it), and one
+        # dropped since comes as NULL (the copy's SELECT would fail on it and stop every table).
+        found = reader.columns(table)
+        present = {name for name, _, _ in found}
+        missing = frozenset(c for c in schema.column_names if c not in present)
+        added = [Column(n, column_type(oid, mod)) for n, oid, mod in found if n not in schema.column_names]
+        if added:
+            schema = TableSchema(table, schema.columns + tuple(added), schema.primary_key)
+            self._put(SchemaChange(table, schema, encode_position(lsn, 0)))
+            log.info("source_columns_added", table=str(table), columns=[c.name for c in added], during="copy")
+        if missing:
+            log.warning("copy_columns_missing_at_source", table=str(table), columns=sorted(missing),
+                        detail="copied as NULL")  # fmt: skip
         self._put(Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now))
         n = 0
 
@@ -206,7 +221,7 @@ class CopyRound:
             self._put(ChangeChunk(table, schema, data))  # blocks while the queue is full
             n += k
 
-        reader.copy(table, schema.column_names, emit, chunk_bytes=self.chunk_bytes)
+        reader.copy(table, schema.column_names, emit, chunk_bytes=self.chunk_bytes, missing=missing)
         seconds = time.monotonic() - started
         self._put(TableCopied(table, consistent, encode_position(lsn, n).value, n, seconds))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -72,6 +72,16 @@ class SnapshotReader:
             cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
 
+    def columns(self, table: TableId) -> list[tuple[str, int, int]]:
+        """The table's columns as of the snapshot: (name, type OID, type modifier), in table order."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                (quote_table(table),),
+            )
+            return [(str(n), int(o), int(m)) for n, o, m in cur.fetchall()]
+
     def copy(
         self,
         table: TableId,
@@ -79,11 +89,15 @@ class SnapshotReader:
         emit: Callable[[pa.Table], None],
         *,
         chunk_bytes: int = 4 << 20,
+        missing: Container[str] = (),
     ) -> None:
         """Hand the table's rows as of the snapshot to ``emit`` (string columns ``columns``), in chunks of
-        about ``chunk_bytes`` of CSV, in table order. ``emit`` may block (back pressure: the server waits) or
-        raise (the copy stops; close the reader then)."""
-        cols = ", ".join(quote_ident(c) for c in columns)
+        about ``chunk_bytes`` of CSV, in table order. ``missing`` columns (no longer at the source) come as
+        NULL. ``emit`` may block (back pressure: the server waits) or raise (the copy stops; close the
+        reader then)."""
+        cols = ", ".join(
+            f"NULL::text AS {quote_ident(c)}" if c in missing else quote_ident(c) for c in columns
+        )
         sink = _Chunker(columns, emit, chunk_bytes)
         with self.conn.cursor() as cur:
             cur.copy_expert(f"COPY (SELECT {cols} FROM {quote_table(table)}) TO STDOUT (FORMAT csv)", sink)

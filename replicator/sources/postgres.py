@@ -293,7 +293,7 @@ class PostgresSource:
             stopped=self._stopped,
         )  # fmt: skip
 
-    def _prepare(self) -> Iterator[Change | ChangeChunk]:
+    def _prepare(self) -> Iterator[Change | ChangeChunk | SchemaChange]:
         state = self._load_state()
         exists = slot_exists(self._conn, self.slot)
         if exists and state.get("snapshot_done"):
@@ -328,6 +328,8 @@ class PostgresSource:
         try:
             while not copy.finished:
                 for item in copy.take(1.0):
+                    if isinstance(item, SchemaChange):  # the table has columns the schema file lacks
+                        self._schemas[item.table] = item.schema
                     if isinstance(item, TableCopied):
                         pending[item.table] = self._yielded[item.table] = item.last
                         log.info("table_copied", table=str(item.table), rows=item.rows,
@@ -408,7 +410,10 @@ class PostgresSource:
 
     def _copied(self, wait: float) -> Iterator[Change | SchemaChange | ChangeChunk]:
         """What the running copy hands over, and the held changes it releases (see ``Recopies.take``)."""
-        yield from self.recopies.take(wait, self._txns, self._yielded)
+        for item in self.recopies.take(wait, self._txns, self._yielded):
+            if isinstance(item, SchemaChange):  # the table has columns the schema file lacks
+                self._schemas[item.table] = item.schema
+            yield item
         if self.recopies.round is None:  # the round is over
             self.stream.max_read_seconds = self._read_seconds
             self.ack({})
