@@ -7,7 +7,7 @@
 #   scripts/fuzz.sh --seconds 600 --target postgres  one target
 #   scripts/fuzz.sh --seed 42 [--keep SPEC]          one seed (a shrunk part of it with --keep)
 # Other options: --steps N, --shrink-seconds N, --types a,b (only these, of tests/fuzz/type_table.py),
-# --ddl-anytime (columns may change while the initial copy may be redone), --code DIR (another checkout),
+# --ddl-after-copy (columns change only once the initial copy is out), --code DIR (another checkout),
 # --keep-files. REPLICATOR_TEST_REUSE_SERVICES=1 uses the services of `scripts/services.sh start`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -141,7 +141,8 @@ class Update:
         if self.new_key is not None:
             pairs = [*key_values(self.composite, self.new_key), *pairs]
         where, args = _where(self.composite, self.key)
-        sets = ", ".join(f"{c} = %s" for c, _ in pairs)
+        # Nothing to set (a table whose columns were all dropped): an UPDATE that changes nothing, still sent.
+        sets = ", ".join(f"{c} = %s" for c, _ in pairs) or f"{KEY} = {KEY}"
         return [(f"UPDATE {self.table} SET {sets} WHERE {where}", (*(v for _, v in pairs), *args))]
 
     def __repr__(self) -> str:

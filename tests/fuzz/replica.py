@@ -261,7 +261,10 @@ class Replica:
                 last = failures[-1][:600] if failures else self.runs.unexpected[-1]
                 problems.append(f"the daemon keeps failing ({len(failures)}x): {last}")
             elif time.monotonic() > deadline:
-                problems.append(f"not caught up after {timeout:.0f} s: slot at {confirmed:X}, goal {goal:X}")
+                problems.append(
+                    f"not caught up after {timeout:.0f} s: slot at {confirmed:X}, goal {goal:X}, "
+                    f"initial copy complete: {self.copied()}, admin API answers: {rows is not None}"
+                )
             else:
                 time.sleep(0.2)
                 continue
