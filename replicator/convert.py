@@ -196,12 +196,6 @@ def _bisect(
         stack += [part.slice(half), part.slice(0, half)]
 
 
-def describe(value: str | None, t: LogicalType, column: str) -> str:
-    """The detail an operator reads for a value of ``column`` that is not a valid ``t``."""
-    shown = "NULL" if value is None else repr(value[:80])
-    return f"column {column}: {shown} is not a valid {t}"
-
-
 def null_key_rows(key_columns: Sequence[pa.Array]) -> list[int]:
     """Rows where some primary-key column is null: such a row can never be merged."""
     if not key_columns:

@@ -190,19 +190,14 @@ def text_to_arrow(values: list[str | None] | pa.Array | pa.ChunkedArray, t: Logi
     Raises ``ValueError`` naming the first row (0-based) whose text does not parse as ``t``, so the caller
     can quarantine exactly that row.
     """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    text = values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
-    if text.type != pa.string():
-        text = text.cast(pa.string())
-    target = t.arrow
-    if pa.types.is_string(target):
-        return text
+    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, type=pa.string())
     try:
-        return _cast(text, t, target)
+        return cast_text(array, t)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
         pass
     # Bulk cast failed: find the first offending value so the error names it.
+    target = t.arrow
+    text = array if array.type == pa.string() else array.cast(pa.string())
     for i, v in enumerate(text.to_pylist()):
         if v is None:
             continue
