@@ -196,11 +196,9 @@ def _bisect(
         stack += [part.slice(half), part.slice(0, half)]
 
 
-def null_key_rows(key_columns: Sequence[pa.Array]) -> list[int]:
-    """Rows where some primary-key column is null: such a row can never be merged."""
-    if not key_columns:
-        return []
+def null_key_mask(key_columns: Sequence[pa.Array]) -> pa.Array:
+    """Per row: some primary-key column is null (such a row can never be merged)."""
     mask = pc.is_null(key_columns[0])
     for col in key_columns[1:]:
         mask = pc.or_(mask, pc.is_null(col))
-    return list(pc.indices_nonzero(mask).to_pylist())
+    return mask

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from replicator.buffer import ChunkedChanges
-from replicator.convert import null_key_rows, resolve_unchanged, typed_column
+from replicator.convert import null_key_mask, resolve_unchanged, typed_column
 from replicator.faults import crash_point
 from replicator.model import (
     COMMIT_TIME_COLUMN,
@@ -214,7 +214,7 @@ def _finish(
     so a batch with many of them costs a few bulk operations more than a clean one, not work per row."""
     n = text.num_rows
     typed: list[pa.Array] = []
-    bad = pa.array([False] * n, pa.bool_()) if n else pa.array([], pa.bool_())
+    bad = pc.fill_null(pa.nulls(n, pa.bool_()), False)
     where = pa.nulls(n, pa.string())  # per row: the column of its first problem
     detail = pa.nulls(n, pa.string())
     reason = pa.nulls(n, pa.string())
@@ -239,10 +239,7 @@ def _finish(
         bad, any_bad = pc.or_(bad, mask), True
     if schema.primary_key and n:
         keys = [typed[schema.column_names.index(k)] for k in schema.primary_key]
-        null_key = pc.and_(
-            pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(null_key_rows(keys), pa.int64())),
-            pc.not_equal(text.column(OP_COLUMN), Op.TRUNCATE.value),
-        )
+        null_key = pc.and_(null_key_mask(keys), pc.not_equal(text.column(OP_COLUMN), Op.TRUNCATE.value))
         if pc.any(null_key).as_py():
             new = pc.and_(null_key, pc.invert(bad))
             for k, a in zip(schema.primary_key, keys, strict=True):
