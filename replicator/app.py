@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from replicator import catalog
 from replicator.config import Config, ConfigError, DmsConfig, resolve
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.policies import ColumnPolicies, PolicyError
-from replicator.quarantine import Quarantine
+from replicator.schema import catalog
+from replicator.schema.policies import ColumnPolicies, PolicyError
 from replicator.sources.base import Source
 from replicator.stage import Stager
-from replicator.store import ObjectStore, S3Settings, open_store
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import ObjectStore, S3Settings, open_store
 from replicator.warehouses.base import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.sources.dms import DmsOptions
-    from replicator.views_refresh import ViewRefresher
+    from replicator.sources.dms.source import DmsOptions
+    from replicator.views.refresh import ViewRefresher
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +164,8 @@ def open_views(
     cfg: Config, schemas: dict[TableId, TableSchema], warehouse: Warehouse
 ) -> ViewRefresher | None:
     """The refresher of the views in ``<schemas>/views/*.sql``, beside ``tables/``; None if there are none."""
-    from replicator.views import ViewError, load_views
-    from replicator.views_refresh import ViewRefresher
+    from replicator.views.graph import ViewError, load_views
+    from replicator.views.refresh import ViewRefresher
     from replicator.warehouses.sql_base import SqlWarehouse
 
     try:
@@ -186,7 +186,7 @@ def open_source(
     if cfg.source.kind == "sqlserver":
         return open_sqlserver_source(cfg, schemas, staging)
     if cfg.source.kind == "postgres":
-        from replicator.sources.postgres import PostgresSource
+        from replicator.sources.postgres.source import PostgresSource
 
         pgc = cfg.source.postgres
         return PostgresSource(
@@ -200,7 +200,7 @@ def open_source(
             keyless={t: o.keyless for t, o in table_options(cfg).items()},
             copy_workers=pgc.copy_workers,
         )
-    from replicator.sources.dms import DmsSource
+    from replicator.sources.dms.source import DmsSource
 
     d: DmsConfig = cfg.source.dms
     options = dms_options(d)
@@ -210,7 +210,7 @@ def open_source(
 
 def dms_options(d: DmsConfig) -> DmsOptions:
     """The DMS endpoint settings from the config, as the source takes them."""
-    from replicator.sources.dms import DmsOptions
+    from replicator.sources.dms.source import DmsOptions
 
     policies: dict[TableId, str] = {}
     for item in filter(None, (p.strip() for p in d.bad_input_policy_tables.split(","))):
@@ -252,7 +252,7 @@ def open_sqlserver_source(cfg: Config, schemas: dict[TableId, TableSchema], stag
     """The SQL Server CDC source; its progress lives in the staging store under ``_state/sqlserver/``."""
     import pymssql
 
-    from replicator.sources.sqlserver import SqlServerOptions, SqlServerSource
+    from replicator.sources.sqlserver.source import SqlServerOptions, SqlServerSource
 
     c = cfg.source.sqlserver
     instances: dict[TableId, str] = {}

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             obs_logging.configure("warning", "auto")
-            from replicator.commands import demo
+            from replicator.ops.commands import demo
 
             return demo(args.dir, seed=args.seed, files=args.files)
         cfg = config.load(args.config)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             raise config.ConfigError("; ".join(problems))
         obs_logging.configure(cfg.log.level, cfg.log.format)
-        from replicator import commands
+        from replicator.ops import commands
 
         if args.command == "run":
             return commands.run(cfg, once=args.once, stop=threading.Event())

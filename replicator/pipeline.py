@@ -28,7 +28,6 @@ import structlog
 
 from replicator.buffer import Buffer
 from replicator.config import BatchConfig, PipelineConfig
-from replicator.faults import crash_point
 from replicator.model import (
     OP_COLUMN,
     Batch,
@@ -43,11 +42,12 @@ from replicator.model import (
 from replicator.obs import metrics
 from replicator.sources.base import Drainable, Source, Stoppable
 from replicator.stage import BatchRejected, RejectedRow, Stager
-from replicator.store import LocalStore
+from replicator.storage.faults import crash_point
+from replicator.storage.store import LocalStore
 from replicator.warehouses.base import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.views_refresh import ViewRefresher
+    from replicator.views.refresh import ViewRefresher
 
 log = structlog.get_logger(__name__)
 

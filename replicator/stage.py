@@ -26,8 +26,6 @@ import pyarrow.parquet as pq
 import structlog
 
 from replicator.buffer import ChunkedChanges
-from replicator.convert import null_key_mask, resolve_unchanged, typed_column
-from replicator.faults import crash_point
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     FROM_SEQ_COLUMN,
@@ -45,10 +43,12 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
-from replicator.policies import ColumnPolicies
-from replicator.policies import apply as apply_policies
-from replicator.quarantine import Quarantine
-from replicator.store import ObjectStore
+from replicator.schema.convert import null_key_mask, resolve_unchanged, typed_column
+from replicator.schema.policies import ColumnPolicies
+from replicator.schema.policies import apply as apply_policies
+from replicator.storage.faults import crash_point
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import ObjectStore
 
 log = structlog.get_logger(__name__)
 

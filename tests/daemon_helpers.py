@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg2
 
-from replicator import demo
+from replicator.demo import feed as demo
 from tests.pg_helpers import dsn_params, execute, fetch
 from tests.support import ROOT, expected_state
 

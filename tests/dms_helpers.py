@@ -11,10 +11,10 @@ import pytest
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
+from replicator.sources.dms.source import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
 from replicator.warehouses.duckdb import DuckDBWarehouse
 
 

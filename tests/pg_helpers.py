@@ -19,13 +19,13 @@ import duckdb
 import psycopg2
 import pytest
 
-from replicator.catalog import load_tables
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.postgres import PostgresSource
+from replicator.schema.catalog import load_tables
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
 
 ROOT = Path(__file__).resolve().parent.parent

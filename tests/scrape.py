@@ -15,7 +15,9 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from replicator import commands, config, demo
+from replicator import config
+from replicator.demo import feed as demo
+from replicator.ops import commands
 from tests.support import ROOT, write_config
 
 # The sample names each metric type exposes (prometheus_client), for families the scrape has no samples of.
@@ -35,7 +37,7 @@ def exported_metrics(workdir: Path) -> dict[str, set[str] | None]:
     """Sample name -> label names seen (None: the family is declared but had no sample in the scrape).
 
     Replicates a small demo feed first so the per-table families carry samples with their labels. Scrapes the
-    daemon's real HTTP /metrics (``replicator run`` in a child process) once replicator/obs/server.py exists;
+    daemon's real HTTP /metrics (``replicator run`` in a child process) once replicator/ops/http.py exists;
     until then renders the in-process registry after an in-process run (the same text the server would serve).
     """
     dms = workdir / "dms"

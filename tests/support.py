@@ -12,10 +12,10 @@ from typing import Any
 import duckdb
 import psycopg2
 
-from replicator.catalog import load_tables
 from replicator.model import TableSchema
+from replicator.schema.catalog import load_tables
 from replicator.sql.ident import quote_ident, quote_table
-from replicator.types import text_to_arrow
+from replicator.values.types import text_to_arrow
 from tests.dms_reference import final_state
 
 ROOT = Path(__file__).resolve().parent.parent

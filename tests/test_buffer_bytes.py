@@ -11,7 +11,6 @@ from typing import Any, cast
 import pyarrow as pa
 
 from replicator.buffer import Buffer
-from replicator.catalog import load_tables
 from replicator.model import (
     COMMIT_TIME_COLUMN,
     OP_COLUMN,
@@ -25,9 +24,10 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.sources.pg_copy import Recopies
-from replicator.sources.postgres import PostgresSource
-from replicator.store import LocalStore
+from replicator.schema.catalog import load_tables
+from replicator.sources.postgres.initial_copy import Recopies
+from replicator.sources.postgres.source import PostgresSource
+from replicator.storage.store import LocalStore
 from tests.pg_helpers import execute, slot_of, source_db, write_schemas
 
 __all__ = ["source_db"]  # the fixture, used by name

@@ -24,11 +24,11 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.quarantine import Quarantine
-from replicator.sources.dms_arrow import decode_csv_columnar
-from replicator.sources.dms_csv import CsvLayout, decode_csv
+from replicator.sources.dms.arrow import decode_csv_columnar
+from replicator.sources.dms.csvfiles import CsvLayout, decode_csv
 from replicator.stage import BatchRejected, Stager, batch_to_arrow
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(

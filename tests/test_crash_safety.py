@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator import demo
+from replicator.demo import feed as demo
 from tests.guarantee_checks import (
     assert_applied_exactly_once,
     assert_every_target_write_committed_with_one_ledger_row,
@@ -29,7 +29,7 @@ from tests.support import (
     write_config,
 )
 
-# Every point between two durable effects, in the order a batch meets them (replicator.faults).
+# Every point between two durable effects, in the order a batch meets them (replicator.storage.faults).
 POINTS = ["mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove"]
 # The same points once some batches went through: the crash then leaves a mix of applied, staged and
 # unread changes behind.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.demo import FeedFormat, GenerationSummary, generate, generate_more
-from replicator.demo_domain import TRICKY_NOTE
+from replicator.demo.domain import TRICKY_NOTE
+from replicator.demo.feed import FeedFormat, GenerationSummary, generate, generate_more
 from tests.dms_reference import final_state, records, table_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,8 +49,8 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationSumm
 
 
 def test_the_demo_schemas_load_and_match_the_generator_columns() -> None:
-    from replicator.catalog import load_tables
-    from replicator.demo_domain import COLUMNS
+    from replicator.demo.domain import COLUMNS
+    from replicator.schema.catalog import load_tables
 
     tables = {t.name: s for t, s in load_tables(ROOT / "schemas").items()}
     assert set(tables) == set(TABLES)

@@ -20,9 +20,9 @@ import pytest
 from replicator.config import BatchConfig
 from replicator.model import Change, Column, TableId, TableSchema
 from replicator.obs import metrics
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.store import LocalStore
+from replicator.sources.dms.source import DmsOptions, DmsSource
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.dms_chunks import expand
 from tests.dms_helpers import pipeline_round, put
 

@@ -25,9 +25,9 @@ import pytest
 
 from replicator.config import BatchConfig
 from replicator.model import Column, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions
-from replicator.store import LocalStore, S3Settings, S3Store
+from replicator.sources.dms.source import DmsOptions
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore, S3Settings, S3Store
 from tests.dms_helpers import pipeline_round
 
 T = TableId("dbo", "acct")

@@ -19,10 +19,10 @@ import pytest
 from replicator import cli
 from replicator.model import Column, TableId, TableSchema
 from replicator.obs import metrics
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
+from replicator.sources.dms.source import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.dms_helpers import pipeline_round, put
 
 T = TableId("dbo", "t")

@@ -13,9 +13,9 @@ import pytest
 
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource, decode_position, encode_position
-from replicator.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.sources.dms.source import DmsOptions, DmsSource, decode_position, encode_position
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
 from tests.dms_chunks import expand
 from tests.dms_helpers import put, stores
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from replicator.model import Change, Column, Position, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.store import ObjectStore
+from replicator.sources.dms.source import DmsOptions, DmsSource
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import ObjectStore
 from tests.dms_chunks import expand
 from tests.dms_helpers import stores
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import boto3
 
-from replicator import demo
-from replicator.store import S3Settings
+from replicator.demo import feed as demo
+from replicator.storage.store import S3Settings
 from tests.support import (
     ROOT,
     assert_same_state,

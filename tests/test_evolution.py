@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from replicator import status as status_mod
 from replicator.config import BatchConfig, PipelineConfig
-from replicator.evolution import compare, diff
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.ops import status as status_mod
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sql.duckdb import DUCKDB
-from replicator.sql.postgres import POSTGRES
+from replicator.schema.evolution import compare, diff
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import LogicalType, parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import LogicalType, parse_type
+from replicator.warehouses.duckdb_sql import DUCKDB
+from replicator.warehouses.postgres_sql import POSTGRES
 from tests.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 
 T = parse_type

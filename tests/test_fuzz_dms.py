@@ -67,9 +67,9 @@ def test_the_ci_seeds_cover_every_format_setting_bad_row_kind_and_kill() -> None
 ACCT = TableSpec("acct", (ColumnSpec("id", "bigint", key=True), ColumnSpec("amount", "numeric(38,10)")))
 
 
-# Found by this fuzzer (fixed): replicator.convert.typed_column fails with ArrowInvalid (int64 and uint64
-# row indexes concatenated) when a column of more than 16 values holds one that has the type's shape but
-# does not cast (a 29-digit numeric(38,10), 2024-02-30); the whole daemon exits 1
+# Found by this fuzzer (fixed): replicator.schema.convert.typed_column fails with ArrowInvalid (int64 and
+# uint64 row indexes concatenated) when a column of more than 16 values holds one that has the type's
+# shape but does not cast (a 29-digit numeric(38,10), 2024-02-30); the whole daemon exits 1
 def test_a_numeric_too_large_for_its_precision_in_a_long_column_is_quarantined_not_fatal() -> None:
     rows = [Row("I", (str(i), "1.5")) for i in range(1, 20)] + [Row("I", ("20", "1" * 29))]
     sc = Scenario(0, Layout(), (ACCT,), (CdcFile("acct", tuple(rows)),), batch_rows=(100,))

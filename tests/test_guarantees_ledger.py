@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from replicator import demo
+from replicator.demo import feed as demo
 from replicator.sql.ident import quote_literal, quote_table
-from replicator.sql.ledger import LEDGER
 from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.warehouses.ledger import LEDGER
 from replicator.warehouses.sql_base import SqlWarehouse
 from tests.guarantee_checks import (
     assert_applied_exactly_once,

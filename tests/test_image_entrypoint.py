@@ -26,8 +26,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from replicator import demo
-from replicator.store import S3Settings
+from replicator.demo import feed as demo
+from replicator.storage.store import S3Settings
 from tests.deploy_support import ROOT, exec_form, healthcheck, runtime_stage, task_environment, template
 from tests.scrape import _free_port
 from tests.support import assert_same_state, expected_state, postgres_state

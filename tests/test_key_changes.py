@@ -21,11 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.catalog import TableOptions
 from replicator.model import Batch, Change, Column, Op, Position, TableId, TableSchema
-from replicator.quarantine import Quarantine
+from replicator.schema.catalog import TableOptions
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse
 from tests.test_warehouse_conformance import query, redshift_shim, target, wh  # noqa: F401 - fixtures

@@ -32,11 +32,11 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.sources.pg_copy import CopyFailed, CopyItem, CopyRound, Held, TableCopied
-from replicator.sources.pg_resync import load_state
-from replicator.sources.pg_rows import decode_position, encode_position, position_range
-from replicator.sources.pg_snapshot import SnapshotReader
-from replicator.store import LocalStore
+from replicator.sources.postgres.initial_copy import CopyFailed, CopyItem, CopyRound, Held, TableCopied
+from replicator.sources.postgres.resync import load_state
+from replicator.sources.postgres.rows import decode_position, encode_position, position_range
+from replicator.sources.postgres.snapshot import SnapshotReader
+from replicator.storage.store import LocalStore
 from tests.pg_helpers import (
     ITEM_COLS,
     ITEMS,

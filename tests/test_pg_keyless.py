@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from replicator.catalog import load_options, load_tables
-from replicator.sources.pg_setup import SourceSetupError
-from replicator.sources.postgres import PostgresSource
-from replicator.store import LocalStore
+from replicator.schema.catalog import load_options, load_tables
+from replicator.sources.postgres.setup import SourceSetupError
+from replicator.sources.postgres.source import PostgresSource
+from replicator.storage.store import LocalStore
 from tests.pg_helpers import Rig, execute, slot_of, source_db, target_rows
 
 __all__ = ["source_db"]  # the fixture, used by name

@@ -21,11 +21,11 @@ import pytest
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Column, TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.postgres import PostgresSource
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 from tests.pg_helpers import execute
 from tests.test_schema_change_e2e import target_rows
 from tests.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures

@@ -15,8 +15,8 @@ import psycopg2
 import pytest
 import structlog
 
-from replicator.sources import pgoutput as pg
-from replicator.sources.pg_stream import ReplicationStream, parse_duration
+from replicator.sources.postgres import pgoutput as pg
+from replicator.sources.postgres.stream import ReplicationStream, parse_duration
 
 TIMEOUT = 2.0  # the walsender's wal_sender_timeout in these tests
 BULK = 50_000  # rows inserted while away

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from replicator.model import TableId
-from replicator.quarantine import Quarantine
-from replicator.sources.pg_resync import load_state
+from replicator.sources.postgres.resync import load_state
+from replicator.storage.quarantine import Quarantine
 from tests.pg_helpers import ITEM_COLS, ITEMS, Rig, execute, source_db, source_rows, target_rows  # noqa: F401
 
 BAD = TableId("public", "bad")

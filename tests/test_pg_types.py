@@ -16,13 +16,13 @@ import duckdb
 import psycopg2
 import pytest
 
-from replicator.catalog import load_tables
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.postgres import PostgresSource
+from replicator.schema.catalog import load_tables
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from replicator.warehouses.base import Warehouse
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
@@ -120,7 +120,7 @@ def test_every_type_streams_into_duckdb_and_postgresql_with_the_source_values(
     duck = DuckDBWarehouse(str(tmp_path / "wh.duckdb"))
     pg_target = PostgresWarehouse(second_db)
     # Unbounded numeric: PostgreSQL's NUMERIC holds NaN and any precision; DuckDB's DECIMAL(38,10) holds
-    # neither, so its faithful form there is text (documented in replicator/sources/postgres.py).
+    # neither, so its faithful form there is text (documented in replicator/sources/postgres/source.py).
     rigs = [
         _pipeline(pg_dsn, tmp_path, f"d_{tag}", duck, numeric_as="text"),
         _pipeline(pg_dsn, tmp_path, f"p_{tag}", pg_target, numeric_as="numeric"),

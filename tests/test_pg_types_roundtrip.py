@@ -5,7 +5,7 @@ DDL), an array column of each, domains over some, and edge values (infinities, B
 24:00:00, NaN, 41-digit numerics, an empty bit string, ZWJ emoji, empty and nested arrays). Rows 1-3 exist
 before the slot (the initial copy, CSV), rows 11-13 are written after it and row 1 is updated (the stream,
 pgoutput). Each target's text of every column must equal the source's ``::text`` (DuckDB's spelling of BC
-dates and float specials aside); the mapping is documented in ``replicator/sources/postgres.py``.
+dates and float specials aside); the mapping is documented in ``replicator/sources/postgres/source.py``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from typing import Any
 import psycopg2
 import pytest
 
-from replicator.catalog import load_tables
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import TableId
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.pg_rows import _BUILTIN
-from replicator.sources.postgres import PostgresSource
+from replicator.schema.catalog import load_tables
+from replicator.sources.postgres.rows import _BUILTIN
+from replicator.sources.postgres.source import PostgresSource
 from replicator.sql.ident import quote_ident
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 from tests.pg_helpers import execute
 from tests.test_pg_schema_change_e2e import catch_up
 from tests.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator import temporal
-from replicator.convert import typed_column
-from replicator.sources.pg_rows import column_type
-from replicator.types import KINDS, LogicalType, parse_type, text_to_arrow
+from replicator.schema.convert import typed_column
+from replicator.sources.postgres.rows import column_type
+from replicator.values import temporal
+from replicator.values.types import KINDS, LogicalType, parse_type, text_to_arrow
 
 CYCLE_DAYS, CYCLE_YEARS = 146_097, 400  # the Gregorian calendar repeats every 400 years
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from replicator.sources import pgoutput as pg
-from replicator.sources.postgres import column_type, decode_position, encode_position
+from replicator.sources.postgres import pgoutput as pg
+from replicator.sources.postgres.source import column_type, decode_position, encode_position
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pgoutput"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Batch, Change, Column, Manifest, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 from replicator.warehouses.duckdb import DuckDBWarehouse
 
 T = TableId("dbo", "t")

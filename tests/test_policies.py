@@ -11,14 +11,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from replicator.catalog import CatalogError, TableOptions, parse_options, parse_table
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Batch, Column, Op, TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.policies import ColumnPolicies, PolicyError, apply, target_schema
-from replicator.quarantine import Quarantine
+from replicator.schema.catalog import CatalogError, TableOptions, parse_options, parse_table
+from replicator.schema.policies import ColumnPolicies, PolicyError, apply, target_schema
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.test_evolution import ScriptedSource, change
 from tests.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 

@@ -14,13 +14,13 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from replicator import evolution
-from replicator.catalog import RedshiftLayout
 from replicator.model import Column, TableSchema
-from replicator.sql.dialect import Dialect
-from replicator.sql.postgres import POSTGRES
-from replicator.sql.redshift import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout
-from replicator.types import KINDS, parse_type
+from replicator.schema import evolution
+from replicator.schema.catalog import RedshiftLayout
+from replicator.values.types import KINDS, parse_type
+from replicator.warehouses.dialect import Dialect
+from replicator.warehouses.postgres_sql import POSTGRES
+from replicator.warehouses.redshift_sql import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout
 from tests.sql_examples import LINKS, manifest, orders
 
 ORDERS = orders(Column.of("doc", "json"))

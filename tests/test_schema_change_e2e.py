@@ -13,13 +13,13 @@ from pathlib import Path
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Column, TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsSource
-from replicator.sources.dms_layout import DmsOptions
+from replicator.sources.dms.layout import DmsOptions
+from replicator.sources.dms.source import DmsSource
 from replicator.sql.ident import quote_ident, quote_table
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 from tests.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
 
 T = TableId("dbo", "accounts")

@@ -9,9 +9,9 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from replicator.model import Change, Column, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.store import LocalStore
+from replicator.sources.dms.source import DmsOptions, DmsSource
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.dms_chunks import expand
 
 T = TableId("lag", "orders")

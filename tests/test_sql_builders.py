@@ -12,10 +12,10 @@ from datetime import datetime
 import pytest
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.sql.dialect import Dialect
-from replicator.sql.duckdb import DUCKDB
-from replicator.sql.postgres import POSTGRES
-from replicator.types import parse_type
+from replicator.values.types import parse_type
+from replicator.warehouses.dialect import Dialect
+from replicator.warehouses.duckdb_sql import DUCKDB
+from replicator.warehouses.postgres_sql import POSTGRES
 from tests.sql_examples import LINKS, manifest, orders
 
 ORDERS = orders()
@@ -54,7 +54,7 @@ def test_each_logical_type_maps_to_the_dialects_ddl(logical: str, duck: str, pg:
 
 
 def test_the_type_maps_cover_every_kind() -> None:
-    from replicator.types import KINDS
+    from replicator.values.types import KINDS
 
     assert set(DUCKDB.types) == set(POSTGRES.types) == set(KINDS)
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from replicator.model import Change, Column, TableId, TableSchema
-from replicator.sources.sqlserver import (
+from replicator.sources.sqlserver.source import (
     NeedsResync,
     SqlServerOptions,
     SqlServerSource,
@@ -20,7 +20,7 @@ from replicator.sources.sqlserver import (
     decode_position,
     to_wire,
 )
-from replicator.store import LocalStore
+from replicator.storage.store import LocalStore
 from tests.fake_mssql import Column as SrcColumn
 from tests.fake_mssql import FakeServer
 
@@ -353,8 +353,8 @@ def test_through_the_pipeline_the_warehouse_ends_equal_to_the_source_table_acros
 
     from replicator.config import BatchConfig, PipelineConfig
     from replicator.pipeline import Pipeline
-    from replicator.quarantine import Quarantine
     from replicator.stage import Stager
+    from replicator.storage.quarantine import Quarantine
     from replicator.warehouses.duckdb import DuckDBWarehouse
 
     server = server_with_table(rows=25)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from replicator.model import TableId
-from replicator.sql import sqlserver as q
-from replicator.types import LogicalType
+from replicator.sources.sqlserver import queries as q
+from replicator.values.types import LogicalType
 from tests.fake_mssql import quote
 
 L1 = bytes.fromhex("0000002a000001f00003")

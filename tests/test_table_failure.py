@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg2
 
-from replicator import demo
+from replicator.demo import feed as demo
 from tests.support import assert_same_state, expected_state, pg_env, postgres_state, run_cli, write_config
 
 

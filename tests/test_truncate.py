@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from replicator.model import Batch, Change, Column, Op, Position, TableId, TableSchema
-from replicator.quarantine import Quarantine
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse, inspect_batch

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 import sqlglot
 
-from replicator.catalog import load_tables
 from replicator.model import TableId
 from replicator.obs import metrics
-from replicator.sql.dialect import Dialect
-from replicator.sql.postgres import POSTGRES
-from replicator.sql.views_redshift import incremental_blockers
-from replicator.sql.views_sql import RedshiftViews
-from replicator.views import Cron, RefreshPolicy, ViewError, load_views, order_views, parse_view
-from replicator.views_ivm import analyse
-from replicator.views_refresh import ViewRefresher, read_status
+from replicator.schema.catalog import load_tables
+from replicator.views.graph import Cron, RefreshPolicy, ViewError, load_views, order_views, parse_view
+from replicator.views.ivm import analyse
+from replicator.views.redshift import incremental_blockers
+from replicator.views.refresh import ViewRefresher, read_status
+from replicator.views.sql import RedshiftViews
 from replicator.warehouses.base import TableState
+from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
+from replicator.warehouses.postgres_sql import POSTGRES
 from replicator.warehouses.sql_base import MergeHook, SqlWarehouse
 from tests.test_warehouse_conformance import Stager
 

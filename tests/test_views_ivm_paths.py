@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replicator.catalog import TableOptions
 from replicator.model import TableSchema
-from replicator.views_refresh import ViewRefresher
+from replicator.schema.catalog import TableOptions
+from replicator.views.refresh import ViewRefresher
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse

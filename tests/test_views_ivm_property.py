@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.views import ViewCatalog, order_views, parse_view
-from replicator.views_refresh import ViewRefresher
+from replicator.views.graph import ViewCatalog, order_views, parse_view
+from replicator.views.refresh import ViewRefresher
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse

@@ -19,10 +19,10 @@ import structlog
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Change, Op, Position, TableId
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.views_refresh import ViewRefresher, read_status
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.views.refresh import ViewRefresher, read_status
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from tests.test_evolution import ScriptedSource
 from tests.test_views import TABLES, VIEWS

@@ -1,1 +1,2 @@
-"""Observability: metrics, logging, HTTP endpoints."""
+"""Observability: Prometheus metrics and structured logging (imported from everywhere, so it imports nothing
+of the package)."""

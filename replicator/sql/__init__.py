@@ -1,1 +1,1 @@
-"""SQL builders. Nothing here opens a connection."""
+"""SQL identifiers: the one place that quotes them."""

@@ -8,8 +8,8 @@ from typing import Any
 import duckdb
 
 from replicator.model import TableSchema
-from replicator.sql.duckdb import DUCKDB
 from replicator.sql.ident import quote_ident, quote_literal
+from replicator.warehouses.duckdb_sql import DUCKDB
 from replicator.warehouses.sql_base import SqlWarehouse
 
 CATALOG = "_replicator_target"

@@ -12,9 +12,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from replicator import temporal
 from replicator.model import TableSchema
-from replicator.sql.postgres import POSTGRES
+from replicator.values import temporal
+from replicator.warehouses.postgres_sql import POSTGRES
 from replicator.warehouses.sql_base import SqlWarehouse
 
 _SLICE_ROWS = 100_000

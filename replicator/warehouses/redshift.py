@@ -21,11 +21,11 @@ from typing import Any
 
 import structlog
 
-from replicator.catalog import TableOptions
 from replicator.model import Manifest, TableSchema
-from replicator.sql.dialect import Dialect
-from replicator.sql.redshift import REDSHIFT, copy_parquet, layout
+from replicator.schema.catalog import TableOptions
 from replicator.warehouses.base import ApplyResult
+from replicator.warehouses.dialect import Dialect
+from replicator.warehouses.redshift_sql import REDSHIFT, copy_parquet, layout
 from replicator.warehouses.sql_base import SqlWarehouse
 
 log = structlog.get_logger(__name__)

@@ -20,9 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from replicator import evolution
-from replicator.catalog import TableOptions
-from replicator.faults import crash_point
 from replicator.model import (
     FROM_SEQ_COLUMN,
     OP_COLUMN,
@@ -33,10 +30,13 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.policies import ColumnPolicies, target_schema
-from replicator.sql.dialect import Dialect
+from replicator.schema import evolution
+from replicator.schema.catalog import TableOptions
+from replicator.schema.policies import ColumnPolicies, target_schema
 from replicator.sql.ident import quote_table
+from replicator.storage.faults import crash_point
 from replicator.warehouses.base import STAGING_PREFIX, ApplyResult, TableState
+from replicator.warehouses.dialect import Dialect
 
 _OPS = pa.array(["I", "U", "D"])
 

@@ -30,10 +30,10 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.quarantine import Quarantine
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 
 pytestmark = pytest.mark.benchmark
 

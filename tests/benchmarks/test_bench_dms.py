@@ -16,10 +16,10 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Change, ChangeChunk, Column, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.dms import DmsOptions, DmsSource
+from replicator.sources.dms.source import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
 
 pytestmark = pytest.mark.benchmark
 
@@ -107,7 +107,7 @@ def test_bench_dms_1gb_backlog_is_consumed_with_bounded_memory(tmp_path: Path) -
     size = write_feed(LocalStore(tmp_path / "dms"), rows, tmp_path)
     # A child process, so its peak RSS is the consumer's alone (not the generator's or pytest's).
     code = (
-        "import resource, sys; from pathlib import Path; from replicator.store import LocalStore; "
+        "import resource, sys; from pathlib import Path; from replicator.storage.store import LocalStore; "
         "from tests.benchmarks.test_bench_dms import consume; "
         f"n, s = consume(LocalStore(Path({str(tmp_path / 'dms')!r})), "
         f"LocalStore(Path({str(tmp_path / 'st')!r}))); "

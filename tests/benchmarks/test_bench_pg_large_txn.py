@@ -36,14 +36,14 @@ CHILD = """
 import json, resource, sys, threading, time
 from pathlib import Path
 import duckdb
-from replicator.catalog import load_tables
+from replicator.schema.catalog import load_tables
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
-from replicator.quarantine import Quarantine
-from replicator.sources.pgoutput import parse_lsn
-from replicator.sources.postgres import PostgresSource
+from replicator.storage.quarantine import Quarantine
+from replicator.sources.postgres.pgoutput import parse_lsn
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
 
 dsn, tmp, slot, target = sys.argv[1], Path(sys.argv[2]), sys.argv[3], parse_lsn(sys.argv[4])

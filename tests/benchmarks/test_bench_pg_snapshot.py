@@ -16,10 +16,10 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Batch, ChangeChunk, Column, Op, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.postgres import PostgresSource
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.pg_helpers import execute
 
 pytestmark = pytest.mark.benchmark

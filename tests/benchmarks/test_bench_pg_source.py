@@ -16,11 +16,11 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Batch, ChangeChunk, Column, TableId, TableSchema
-from replicator.quarantine import Quarantine
-from replicator.sources.pgoutput import lsn_text, parse_lsn
-from replicator.sources.postgres import PostgresSource
+from replicator.sources.postgres.pgoutput import lsn_text, parse_lsn
+from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.store import LocalStore
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
 from tests.pg_helpers import execute
 
 pytestmark = pytest.mark.benchmark

@@ -15,10 +15,10 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Batch, Change, Column, Manifest, Op, Position, TableId, TableSchema
-from replicator.quarantine import Quarantine
 from replicator.stage import Stager
-from replicator.store import LocalStore
-from replicator.types import parse_type
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
 from replicator.warehouses.base import Warehouse
 
 pytestmark = pytest.mark.benchmark

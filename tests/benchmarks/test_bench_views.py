@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.sql.views_sql import FULL_VIEW_SQL
-from replicator.views import order_views, parse_view
-from replicator.views_refresh import ViewRefresher
+from replicator.views.graph import order_views, parse_view
+from replicator.views.refresh import ViewRefresher
+from replicator.views.sql import FULL_VIEW_SQL
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse

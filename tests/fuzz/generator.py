@@ -38,7 +38,7 @@ from tests.fuzz.ops import (
 )
 from tests.fuzz.type_table import TYPES
 
-# replicator.faults' points when this was written (a point the code under test lacks never fires).
+# replicator.storage.faults' points when this was written (a point the code under test lacks never fires).
 CRASH_POINTS = ("mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove")
 
 

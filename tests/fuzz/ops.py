@@ -333,7 +333,8 @@ class Kill:
 @dataclass(frozen=True)
 class Crash:
     """Restart the daemon with ``REPLICATOR_CRASH_AT=point`` (``name@n``: the n-th time it gets there): it
-    kills itself there (``replicator.faults``) and is started again, normally, before the next step."""
+    kills itself there (``replicator.storage.faults``) and is started again, normally, before the next
+    step."""
 
     point: str
 

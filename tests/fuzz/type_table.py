@@ -139,7 +139,8 @@ BASIC: tuple[FuzzType, ...] = (
       gen=lambda r: f"{r.randint(-(10**12) + 1, 10**12 - 1) / 100:.2f}", bulk="(g / 7.0)::numeric(12,2)",
       canon=canon_decimal),
     # Unbounded numeric: exact on PostgreSQL; text elsewhere (DECIMAL(38,10) would round it and refuse NaN),
-    # as replicator/sources/postgres.py documents. Not added mid-stream: the OID says numeric, not text.
+    # as replicator/sources/postgres/source.py documents. Not added mid-stream: the OID says numeric,
+    # not text.
     T("numeric", "numeric", "numeric",
       edge=("NaN", "Infinity", "-Infinity", "0", "-0.000001", "1" + "0" * 39, "-" + "9" * 45 + ".5",
             "0." + "0" * 30 + "17", "12345678901234567890.123456789012345"),

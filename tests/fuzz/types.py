@@ -2,8 +2,9 @@
 
 Each entry says how the column is declared at the source and in the schema file (which may depend on the
 target: an unbounded ``numeric`` is declared ``text`` where the warehouse has no exact type for it, as
-``replicator/sources/postgres.py`` documents), which values to write (edge values first, then random ones),
-what server-side expression fills it in bulk, and how a value read back is brought to one canonical form.
+``replicator/sources/postgres/source.py`` documents), which values to write (edge values first, then
+random ones), what server-side expression fills it in bulk, and how a value read back is brought to one
+canonical form.
 
 Values are PostgreSQL input text (or None for NULL), sent as untyped literals, so PostgreSQL converts them
 to the column's type exactly as a client's INSERT would. Every side is read as text (``read``) and then

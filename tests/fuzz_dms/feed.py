@@ -36,7 +36,7 @@ class TableSpec:
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """The DMS endpoint settings of a scenario (see ``replicator.sources.dms_layout.DmsOptions``)."""
+    """The DMS endpoint settings of a scenario (see ``replicator.sources.dms.layout.DmsOptions``)."""
 
     parquet: bool = False
     gzip: bool = False

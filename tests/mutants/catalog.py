@@ -162,8 +162,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "first_change_per_key_wins",
         "Order: within a batch the last change per primary key wins by position (_seq), not another one.",
         (
-            Edit("replicator/sql/dialect.py", "ORDER BY {keys}, {seq} DESC", "ORDER BY {keys}, {seq}"),
-            Edit("replicator/sql/dialect.py", "ORDER BY {seq} DESC)", "ORDER BY {seq})"),
+            Edit("replicator/warehouses/dialect.py", "ORDER BY {keys}, {seq} DESC", "ORDER BY {keys}, {seq}"),
+            Edit("replicator/warehouses/dialect.py", "ORDER BY {seq} DESC)", "ORDER BY {seq})"),
         ),
         (
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[duckdb]",
@@ -177,12 +177,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "Order: a delete followed by an insert of the same key in one batch ends as the insert.",
         (
             Edit(
-                "replicator/sql/dialect.py",
+                "replicator/warehouses/dialect.py",
                 "ORDER BY {keys}, {seq} DESC",
                 "ORDER BY {keys}, ({quote_ident(OP_COLUMN)} = 'D') DESC, {seq} DESC",
             ),
             Edit(
-                "replicator/sql/dialect.py",
+                "replicator/warehouses/dialect.py",
                 "ORDER BY {seq} DESC)",
                 "ORDER BY ({quote_ident(OP_COLUMN)} = 'D') DESC, {seq} DESC)",
             ),
@@ -217,7 +217,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "Nothing lost: a chain of key changes in one batch carries the unsent values along the chain.",
         (
             Edit(
-                "replicator/convert.py",
+                "replicator/schema/convert.py",
                 "            prev = latest.pop(old_key, None)\n",
                 "            latest.pop(old_key, None)\n            prev = None\n",
             ),

@@ -1,0 +1,2 @@
+"""The embedded demo: a synthetic orthodontic practice's tables, written as DMS CDC files into a local
+folder."""

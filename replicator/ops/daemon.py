@@ -1,0 +1,431 @@
+"""The long-running daemon: lease, per-table control, health, reconnects, around the pipeline's rounds.
+
+One *term* is: open the warehouse, take the lease (waiting, not ready, while another task holds it), build
+the pipeline, then run rounds until stopped, until the lease is lost, or until a failure. A failed term is
+retried with exponential backoff and jitter: a restarted warehouse, a dropped connection or an S3 outage
+needs no operator. Everything durable is transactional or idempotent, so starting a term over is safe: it
+is the same as a restart of the process.
+
+Each round: read the per-table control state (pause, resume, resync requests), capture and stage what the
+source has (for every table, paused or not), merge the tables that are not paused, finish resyncs whose
+reload is merged. The admin API (``replicator.ops.http``) calls ``act``/``tables``/``readiness`` from its
+own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from replicator import __version__
+from replicator import app as app_mod
+from replicator.config import Config, resolve
+from replicator.model import TableId
+from replicator.obs import metrics
+from replicator.ops.control import (
+    LOADING,
+    PAUSED,
+    REQUESTED,
+    RESYNCING,
+    ControlStore,
+    DuckDBSession,
+    PostgresSession,
+    SqlSession,
+    default_control,
+)
+from replicator.ops.http import NotActive, ObsServer
+from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
+from replicator.pipeline import RunStats
+from replicator.sources.base import Resyncable
+from replicator.warehouses.base import Warehouse
+from replicator.warehouses.sql_base import SqlWarehouse
+
+log = structlog.get_logger(__name__)
+
+SYSTEM = "replicator"  # ``changed_by`` of state changes the daemon makes itself
+
+
+class LoopSignal(threading.Event):
+    """The pipeline's stop signal: set by itself, or by any parent (SIGTERM, lease lost).
+
+    The pipeline checks it between batches and every 1024 changes, so each check is also a sign of life:
+    ``last_check`` feeds the "making progress" part of ``/readyz``.
+    """
+
+    def __init__(self, *parents: threading.Event) -> None:
+        super().__init__()
+        self.parents = parents
+        self.last_check = time.monotonic()
+
+    def is_set(self) -> bool:
+        self.last_check = time.monotonic()
+        return super().is_set() or any(p.is_set() for p in self.parents)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped, each a random part of that."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class _Term:
+    app: app_mod.App
+    control: ControlStore  # the main loop's session
+    admin: ControlStore  # the admin API's session
+    keeper: LeaseKeeper
+    loading: set[TableId] = field(default_factory=set)  # resyncs whose reload is being merged
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def endpoint_file(cfg: Config) -> Path | None:
+    """Where a daemon on an embedded DuckDB file says how to reach it (the CLI cannot open the file then)."""
+    if cfg.warehouse.kind != "duckdb":
+        return None
+    return Path(resolve(cfg, cfg.warehouse.path) + ".daemon.json")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, stop: threading.Event) -> None:
+        self.cfg = cfg
+        self.stop = stop
+        self.owner = owner_id()
+        self.phase = "starting"
+        self.connected = False
+        self.holding = False
+        self.last_round = time.monotonic()
+        self.signal: LoopSignal | None = None
+        self.stats = RunStats()
+        self.errors: dict[TableId, str] = {}
+        self.http_port: int | None = None
+        self._active: _Term | None = None
+        self._control_lock = threading.Lock()  # control writes vs. the loop's read-and-apply
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def run(self, *, once: bool) -> int:
+        """Until ``stop`` (or, with ``once``, until a round finds nothing new). Exit code: 0, or 1 with
+        ``once`` when a table could not be merged (``errors``)."""
+        metrics.BUILD.info({"version": __version__})
+        server = None if once else self._start_server()
+        backoff = Backoff()
+        try:
+            while not self.stop.is_set():
+                try:
+                    code = self._term(once=once)
+                    backoff.reset()
+                    if once:
+                        return code
+                except Exception as exc:
+                    if once:
+                        raise
+                    self.connected, self.holding, self.phase = False, False, "reconnecting"
+                    delay = backoff.next()
+                    metrics.ERRORS.labels(stage="daemon", kind=type(exc).__name__).inc()
+                    log.error("term_failed", error=f"{type(exc).__name__}: {exc}", retry_in=round(delay, 2))
+                    self.stop.wait(delay)
+            return 0
+        finally:
+            self.phase = "stopped"
+            if server is not None:
+                server.stop()
+
+    def _start_server(self) -> ObsServer | None:
+        http = self.cfg.http
+        if http.port == 0:
+            return None
+        try:
+            server = ObsServer(http.host, http.port, self, admin_token=http.admin_token)
+        except OSError as exc:
+            # Keep replicating: a port clash must not stop the data. ECS health checks will say so.
+            metrics.ERRORS.labels(stage="http", kind=type(exc).__name__).inc()
+            log.error("http_unavailable", host=http.host, port=http.port, error=str(exc))
+            return None
+        server.start()
+        self.http_port = server.port
+        return server
+
+    def _session(self, warehouse: Warehouse) -> SqlSession:
+        cursor = getattr(warehouse, "cursor", None)
+        if self.cfg.warehouse.kind == "duckdb" and cursor is not None:
+            return DuckDBSession(cursor())
+        return PostgresSession(app_mod.postgres_dsn(self.cfg))
+
+    def _term(self, *, once: bool) -> int:
+        warehouse = app_mod.open_warehouse(self.cfg)  # DuckDB: fails while another process has the file
+        sessions: list[SqlSession] = []
+        keeper: LeaseKeeper | None = None
+        lease: LeaseStore | None = None
+        built = False
+        try:
+            sessions = [self._session(warehouse) for _ in range(3)]
+            lease = LeaseStore(
+                sessions[0],
+                scope=self.cfg.lease.scope,
+                owner=self.owner,
+                ttl_seconds=self.cfg.lease.ttl_seconds,
+                endpoint=f"{socket.gethostname()}:{self.http_port or 0}",
+            )
+            lease.ensure()
+            control, admin = ControlStore(sessions[1]), ControlStore(sessions[2])
+            control.ensure()
+            self.connected = True
+            if not self._wait_for_lease(lease, once=once):
+                return 0
+            keeper = LeaseKeeper(lease, interval=self.cfg.lease.renew_interval_seconds)
+            keeper.start()
+            self.holding = True
+            if isinstance(warehouse, SqlWarehouse):
+                row_lock = " FOR SHARE" if self.cfg.warehouse.kind == "postgres" else ""
+                warehouse.add_hook(LeaseFence(lease, row_lock=row_lock))
+            built = True
+            with app_mod.build(self.cfg, warehouse=warehouse) as app:
+                term = _Term(app, control, admin, keeper)
+                self._active = term
+                self._write_endpoint()
+                try:
+                    return self._rounds(term, once=once)
+                finally:
+                    self._active = None
+                    self._remove_endpoint()
+                    self._end_lease(keeper, lease)
+        finally:
+            self.holding = False
+            self._end_lease(keeper, lease)
+            for s in sessions:
+                s.close()
+            if not built:
+                warehouse.close()
+
+    def _end_lease(self, keeper: LeaseKeeper | None, lease: LeaseStore | None) -> None:
+        """Stop renewing and hand the lease over (a waiting task takes it at once). Safe to call twice."""
+        if keeper is not None:
+            keeper.stop()
+        if lease is not None and keeper is not None:
+            # Only clears a row this process still owns; fails harmlessly on a closed connection.
+            with contextlib.suppress(Exception):
+                lease.release()
+
+    def _wait_for_lease(self, lease: LeaseStore, *, once: bool) -> bool:
+        waiting_logged = False
+        while True:
+            holder = lease.holder()
+            force = None
+            if holder is not None and holder.owner != self.owner and holder.live and self._gone(holder.owner):
+                force = holder.owner
+            if lease.try_acquire(force_from=force):
+                log.info("lease_acquired", scope=lease.scope, owner=self.owner, took_from=force)
+                return True
+            if once:
+                raise RuntimeError(
+                    f"another task ({holder.owner if holder else '?'}) holds the lease of scope"
+                    f" {lease.scope!r}; stop it or run with another lease.scope"
+                )
+            self.phase = "waiting_for_lease"
+            if not waiting_logged:
+                log.info("lease_waiting", scope=lease.scope, holder=holder.owner if holder else None)
+                waiting_logged = True
+            if self.stop.wait(self.cfg.lease.renew_interval_seconds):
+                return False
+
+    def _gone(self, owner: str) -> bool:
+        """The holder is provably dead: the DuckDB file lock is ours (one process per file), or it ran on
+        this host and its process no longer exists (a restart after a crash need not wait for expiry)."""
+        if self.cfg.warehouse.kind == "duckdb":
+            return True
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def _rounds(self, term: _Term, *, once: bool) -> int:
+        pipeline = term.app.pipeline
+        signal = LoopSignal(self.stop, term.keeper.lost)
+        self.signal = signal
+        pipeline.start()
+        if once:
+            pipeline.mark_drain_point()
+        self.phase = "active"
+        log.info("daemon_active", owner=self.owner, scope=self.cfg.lease.scope)
+        while not signal.is_set():
+            self._sync_control(term)
+            captured = pipeline.capture(signal)
+            if signal.is_set():
+                break
+            pipeline.merge_all(signal)
+            pipeline.refresh_views(flush=once and captured == 0)  # issue 6: views after the merges
+            self._after_round(term)
+            self.last_round = time.monotonic()
+            metrics.ROUNDS.inc()
+            if once and captured == 0 and pipeline.source_drained():
+                break
+            if not once:
+                self.stop.wait(self.cfg.pipeline.poll_interval_seconds if captured == 0 else 0)
+        self.stats, self.errors = pipeline.stats, dict(pipeline.errors)
+        if term.keeper.lost.is_set() and not self.stop.is_set():
+            raise LeaseLost("the lease was lost; waiting to take it again")
+        return 1 if once and self.errors else 0
+
+    def _after_round(self, term: _Term) -> None:
+        pipeline = term.app.pipeline
+        self.errors = dict(pipeline.errors)
+        if any(e.startswith(LeaseLost.__name__) for e in pipeline.errors.values()):
+            raise LeaseLost("a merge found the lease held by another task")
+        if pipeline.errors:
+            # Merge errors may be a lost connection: probe it, and start the term over if it is gone.
+            term.app.warehouse.table_states()
+        for table in sorted(term.loading):
+            if table in pipeline.errors or any(True for _ in pipeline.stager.pending(table)):
+                continue
+            with self._control_lock:
+                current = term.control.get(table)
+                if current.state == RESYNCING and current.resync_phase == LOADING:
+                    term.control.set(table, "active", reason="resync finished", who=SYSTEM)
+                    log.info("resync_finished", table=str(table))
+            term.loading.discard(table)
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def _sync_control(self, term: _Term) -> None:
+        pipeline = term.app.pipeline
+        with self._control_lock:
+            states = term.control.read_all()
+            held = {t for t in pipeline.schemas if not states.get(t, default_control(t)).merges}
+            with pipeline.merge_gate:
+                pipeline.paused.clear()
+                pipeline.paused.update(held)
+        metrics.PAUSED_TABLES.set(len(held))
+        for t in pipeline.schemas:
+            state = states.get(t, default_control(t)).state
+            for s in ("active", "paused", "resyncing"):
+                metrics.TABLE_STATE.labels(table=str(t), state=s).set(1 if s == state else 0)
+        for t, c in sorted(states.items()):
+            if t not in pipeline.schemas or c.state != RESYNCING:
+                continue
+            if c.resync_phase == REQUESTED:
+                self._resync(term, t)
+            elif c.resync_phase == LOADING:
+                term.loading.add(t)
+
+    def _resync(self, term: _Term, table: TableId) -> None:
+        """Start ``table`` over. Order matters for crashes: until the warehouse transaction commits, the
+        request stays ``requested`` and a restart redoes every step (each is idempotent)."""
+        source, pipeline = term.app.source, term.app.pipeline
+        bound = log.bind(table=str(table))
+        if not isinstance(source, Resyncable):
+            why = f"resync is not supported by the {self.cfg.source.kind} source; resume to go on"
+            with self._control_lock:
+                term.control.set(table, PAUSED, reason=why, who=SYSTEM)
+            bound.error("resync_unsupported", source=self.cfg.source.kind)
+            return
+        dropped = pipeline.forget(table)
+        source.resync(table)
+        with self._control_lock:
+            term.control.reset_target(table, who=SYSTEM)
+            with pipeline.merge_gate:
+                pipeline.paused.discard(table)
+        term.loading.add(table)
+        bound.info("resync_started", dropped_batches=dropped)
+
+    # -- the admin API's backend (request threads) -----------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        reasons: list[str] = []
+        if self.phase != "active":
+            reasons.append(self.phase)
+        if not self.connected:
+            reasons.append("not connected to the warehouse")
+        if not self.holding:
+            reasons.append("not holding the lease")
+        progress = max(self.last_round, self.signal.last_check if self.signal else 0.0)
+        idle = time.monotonic() - progress
+        if self.phase == "active" and idle > self.cfg.http.ready_stall_seconds:
+            reasons.append(f"no progress for {idle:.0f} s")
+        detail = {
+            "phase": self.phase, "owner": self.owner, "lease_scope": self.cfg.lease.scope,
+            "seconds_since_progress": round(idle, 1), "reasons": reasons,
+        }  # fmt: skip
+        return not reasons, detail
+
+    def _term_or_fail(self) -> _Term:
+        term = self._active
+        if term is None:
+            raise NotActive(f"this task is {self.phase} (not holding the lease); ask the active task")
+        return term
+
+    def tables(self) -> list[dict[str, Any]]:
+        term = self._term_or_fail()
+        pipeline = term.app.pipeline
+        with self._control_lock:
+            states = term.admin.read_all()
+        out = []
+        for t in sorted(pipeline.schemas):
+            row = states.get(t, default_control(t)).to_dict()
+            row["backlog_batches"] = sum(1 for _ in pipeline.stager.pending(t))
+            row["error"] = pipeline.errors.get(t)
+            out.append(row)
+        return out
+
+    def act(self, action: str, table: TableId, *, reason: str, who: str) -> dict[str, Any]:
+        term = self._term_or_fail()
+        pipeline = term.app.pipeline
+        if table not in pipeline.schemas:
+            raise KeyError(str(table))
+        with self._control_lock:
+            new = term.admin.request(action, table, reason=reason, who=who)
+            # Waits for a merge of this table in flight: once this returns, no further batch commits.
+            with pipeline.merge_gate:
+                if new.merges:
+                    pipeline.paused.discard(table)
+                else:
+                    pipeline.paused.add(table)
+        return new.to_dict()
+
+    # -- where the CLI finds us ------------------------------------------------------------------------
+
+    def _write_endpoint(self) -> None:
+        path = endpoint_file(self.cfg)
+        if path is None or self.http_port is None:
+            return
+        doc = {"pid": os.getpid(), "owner": self.owner, "url": f"http://127.0.0.1:{self.http_port}"}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(path)
+
+    def _remove_endpoint(self) -> None:
+        path = endpoint_file(self.cfg)
+        if path is None:
+            return
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            if json.loads(path.read_text())["owner"] == self.owner:
+                path.unlink()

@@ -1,0 +1,186 @@
+"""HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and the admin API, on the stdlib server.
+
+The stdlib ``ThreadingHTTPServer`` in a daemon thread is enough here: a handful of requests a minute
+(Prometheus scrapes, ECS and load balancer checks, an operator's pause), no TLS (the task's network and the
+load balancer provide it), and no extra dependency.
+
+- ``GET /metrics``: every metric of ``replicator.obs.metrics`` in the Prometheus text format.
+- ``GET /healthz``: 200 while the process serves requests (liveness).
+- ``GET /readyz``: 200 when connected, holding the lease and making progress; 503 with the reasons otherwise.
+- ``GET /tables``, ``POST /tables/{schema.table}/pause|resume|resync`` (JSON body ``{"reason": ..., "who":
+  ...}``, both optional): need ``Authorization: Bearer <token>``; the token is compared in constant time.
+  Missing or wrong token: 401 and nothing changes. No token configured: the admin API is off (403). Every
+  admin call, allowed or not, is logged as an ``admin_request`` audit event (never with the token).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from replicator.config import Secret
+from replicator.model import TableId
+from replicator.obs import metrics
+from replicator.ops.control import ACTIONS
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 64 * 1024
+
+
+class NotActive(RuntimeError):
+    """This process is not the one doing the work (no lease, or still starting): try the active task."""
+
+
+class Backend(Protocol):
+    """What the server asks the daemon. Methods run on request threads."""
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def tables(self) -> list[dict[str, Any]]: ...
+
+    def act(self, action: str, table: TableId, *, reason: str, who: str) -> dict[str, Any]:
+        """Apply the action; ``KeyError`` for a table that is not replicated, ``NotActive`` when this
+        process cannot act now."""
+        ...
+
+
+class ObsServer:
+    def __init__(self, host: str, port: int, backend: Backend, *, admin_token: Secret | None) -> None:
+        handler = type("Handler", (_Handler,), {"backend": backend, "token": admin_token})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.port: int = self.httpd.server_address[1]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("http_listening", port=self.port)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    backend: Backend
+    token: Secret | None
+    server_version = "replicator"
+    protocol_version = "HTTP/1.1"
+
+    # -- routing ---------------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            ready, detail = self.backend.readiness()
+            self._json(200 if ready else 503, {"ready": ready, **detail})
+        elif path == "/tables":
+            if self._authorised("tables", "*"):
+                try:
+                    self._json(200, {"tables": self.backend.tables()})
+                except NotActive as exc:
+                    self._json(503, {"error": str(exc)})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "tables" or parts[2] not in ACTIONS:
+            self._json(404, {"error": "not found; POST /tables/{schema.table}/pause|resume|resync"})
+            return
+        action, name = parts[2], parts[1]
+        if not self._authorised(action, name):
+            return
+        try:
+            body = self._body()
+            table = TableId.parse(name)
+        except ValueError as exc:
+            self._audit(action, name, "bad_request", "")
+            self._json(400, {"error": str(exc)})
+            return
+        reason = str(body.get("reason") or "")
+        who = f"{body.get('who') or 'api'} ({self.client_address[0]})"
+        try:
+            result = self.backend.act(action, table, reason=reason, who=who)
+        except KeyError:
+            self._audit(action, name, "unknown_table", who)
+            self._json(404, {"error": f"{name} is not a replicated table"})
+            return
+        except NotActive as exc:
+            self._audit(action, name, "not_active", who)
+            self._json(503, {"error": str(exc)})
+            return
+        except Exception as exc:
+            self._audit(action, name, "failed", who)
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return
+        self._audit(action, name, "ok", who, reason=reason)
+        self._json(202 if action == "resync" else 200, result)
+
+    # -- helpers ---------------------------------------------------------------------------------------
+
+    def _authorised(self, action: str, name: str) -> bool:
+        if self.token is None:
+            self._audit(action, name, "admin_api_off", "")
+            self._json(403, {"error": "the admin API is off: set http.admin_token (or admin_token_file)"})
+            return False
+        header = self.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest on bytes: constant time whatever the input, also for non-ASCII text.
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.reveal().encode()
+        )
+        if not ok:
+            self._audit(action, name, "unauthorized", "")
+            self._json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
+        return ok
+
+    def _audit(self, action: str, table: str, result: str, who: str, *, reason: str = "") -> None:
+        metrics.ADMIN_REQUESTS.labels(action=action, result=result).inc()
+        level = log.info if result == "ok" else log.warning
+        level(
+            "admin_request", action=action, table=table, result=result, who=who, reason=reason,
+            client=self.client_address[0],
+        )  # fmt: skip
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ValueError("request body too large")
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return {}
+        try:
+            doc = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"request body is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ValueError("request body must be a JSON object")
+        return doc
+
+    def _json(self, code: int, doc: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(code, (json.dumps(doc, default=str) + "\n").encode(), "application/json", headers)
+
+    def _send(self, code: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes every request to stderr; scrapes and probes would drown the event log.
+        log.debug("http_request", client=self.client_address[0], line=format % args)

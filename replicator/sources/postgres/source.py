@@ -1,0 +1,564 @@
+"""The PostgreSQL logical replication source: an initial snapshot, then the slot's change stream.
+
+Positions (``Position.value``): ``<16 hex digits: commit LSN>.<12 hex digits: ordinal>``, upper-case and
+fixed width, so plain string order is source order. Streamed changes use the LSN of their transaction's
+commit record (pgoutput's Begin carries it up front) and their ordinal within the transaction, counting
+every change of every table; a restart re-reads the same transactions and rebuilds the same positions.
+Snapshot rows use ``consistent point - 1`` (every streamed commit is at or after the consistent point) and
+their ordinal within the table's copy; ordinal 0 is a TRUNCATE that starts each table's copy, so a copy
+redone after a crash replaces whatever an unfinished earlier copy staged.
+
+Copies (``pg_copy``): the initial one reads every table under the slot's exported snapshot with several
+worker threads (``copy_workers``) before streaming starts. A table added to the schemas later, or resynced,
+is copied under a temporary slot's snapshot while the other tables keep streaming; what the slot streams
+for it meanwhile is held back until its copy is out (at most ``Recopies.hold_rows`` changes or
+``hold_bytes`` bytes in all: beyond that, streaming waits for the copy).
+
+Acknowledgement: ``flush_lsn`` (what the slot may forget) is the end of the last transaction all of whose
+changes, in every table, are acknowledged. A transaction that is only partly staged (a big one cut into
+several batches) holds it before its own commit. When nothing is pending and the server sends only
+keepalives (WAL of other databases), flush follows the server's position, so the slot never stalls.
+
+Tables and their shapes come from the ``schemas/`` folder, which also says which tables to replicate; the
+publication is created (or extended) with exactly those tables. A Relation message with a column the
+schema lacks becomes a ``SchemaChange`` (type from the column's type OID).
+
+Transactions are requested whole (protocol 1, no in-progress streaming): the server spills big ones to
+disk and sends them at commit, rows flowing straight through the buffer into staged batches, so memory is
+bounded and a rolled-back transaction never reaches us. The decoder also understands protocol 2 streaming.
+
+Speed: plain rows (inserts, updates without an old tuple, deletes; no unchanged TOAST value) skip the
+message objects and are collected per table as raw values, then yielded as ``ChangeChunk``s
+(``pg_columns``); the rest goes the ``Change`` way.
+
+Types (schema file type -> what the targets hold; values travel as PostgreSQL's own text output, and a
+target that keeps text keeps exactly that text; table in README "PostgreSQL types"). The same type
+everywhere: int2/int4/int8, bool, real/double (NaN, +-Infinity, -0), text/varchar/char(n) (padding kept),
+date, time (24:00:00 too), timestamp, timestamptz (the instant, UTC), numeric(p,s) with p <= 38, uuid,
+bytea. Dates and timestamps keep infinity, BC and five-digit years on PostgreSQL and DuckDB (Redshift has no
+infinity: declare ``text`` there); a timestamp past 294247-01-10 does not fit 64-bit microseconds and stops
+its table. Unbounded numeric (over 38 digits, NaN, Infinity): ``numeric`` keeps it on PostgreSQL; DuckDB
+and Redshift have DECIMAL(38, s) only (10 places, no NaN): declare ``text`` there. oid -> oid, UINTEGER,
+BIGINT. timetz -> timetz, DuckDB TIMETZ, Redshift text. interval, inet, cidr, macaddr, macaddr8, bit(n),
+varbit(n), xml, point, line, lseg, box, path, polygon, circle, the range and multirange types, and arrays of
+any type (``integer[]``: dimensions and bounds kept) -> the same type on PostgreSQL, text on DuckDB and
+Redshift. money -> text (its text follows lc_monetary). json/jsonb -> jsonb on PostgreSQL (a json column's
+spacing and duplicate keys are normalised), JSON on DuckDB, SUPER on Redshift. name, citext -> text (not
+case-insensitive). Enums and other user-defined types: declare ``text`` (the label); a domain: declare its
+base type (a column added later of such a type arrives as text). A value its declared type cannot hold stops
+that table alone (``stop_table``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from itertools import chain
+
+import psycopg2
+import structlog
+
+from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.obs import metrics
+from replicator.sources.postgres import pgoutput as pg
+from replicator.sources.postgres.columns import RowCollector
+from replicator.sources.postgres.initial_copy import CopyRound, Recopies, TableCopied
+from replicator.sources.postgres.resync import STATE_PREFIX, load_state, save_state, stopped_tables
+from replicator.sources.postgres.rows import (
+    OPS,
+    Rel,
+    Txn,
+    column_type,
+    decode_position,
+    encode_position,
+    relation_shape,
+    row_changes,
+)
+from replicator.sources.postgres.setup import (
+    SourceSetupError,
+    drop_slot,
+    ensure_publication,
+    preflight,
+    slot_exists,
+    slot_lag_bytes,
+    source_dsn,
+)
+from replicator.sources.postgres.stream import ReplicationStream
+from replicator.storage.store import ObjectStore
+
+__all__ = [  # re-exported: these names were defined here before the module was split
+    "STATE_PREFIX",
+    "PostgresSource",
+    "column_type",
+    "decode_position",
+    "encode_position",
+]
+
+log = structlog.get_logger(__name__)
+_WAL_PAGE = 8192  # XLOG_BLCKSZ
+_PAGE_HEADER = 40  # SizeOfXLogLongPHD: the largest WAL page header
+_RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopped table
+
+
+class PostgresSource:
+    """``replicator.sources.base.Source`` over a pgoutput slot; see the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str,
+        tables: Mapping[TableId, TableSchema],
+        *,
+        state: ObjectStore,
+        slot: str = "replicator",
+        publication: str = "replicator",
+        create_slot: bool = True,
+        create_publication: bool = True,
+        idle_seconds: float = 0.3,
+        status_interval: float = 10.0,
+        keyless: Mapping[TableId, str] | None = None,
+        copy_workers: int = 0,
+    ) -> None:
+        """``keyless``: per table, what to do when it has no primary key and no REPLICA IDENTITY FULL
+        (``TableOptions.keyless``): ``insert_only`` (the default: a start-up warning, inserts replicate) or
+        ``refuse`` (``SourceSetupError`` naming the fix). ``copy_workers``: tables copied at once (0: as
+        many as there are cores, at most 4)."""
+        self.dsn = dsn = source_dsn(dsn)
+        self._schemas = dict(sorted(tables.items()))
+        self.state = state
+        self.slot = slot
+        self.publication = publication
+        self.create_slot = create_slot
+        self._conn = psycopg2.connect(dsn)
+        self._conn.autocommit = True
+        self.checks = preflight(self._conn, list(self._schemas))
+        policy = keyless or {}
+        refused = [str(c.table) for c in self.checks if c.insert_only and policy.get(c.table) == "refuse"]
+        if refused:
+            self._conn.close()
+            raise SourceSetupError(
+                f"{', '.join(refused)}: no primary key and no replica identity, so updates and deletes "
+                "cannot be replicated: ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key), or set "
+                'keyless = "insert_only" in the table\'s schema file to replicate its inserts only'
+            )
+        ensure_publication(self._conn, publication, list(self._schemas), create=create_publication)
+        self.stream = ReplicationStream(
+            dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
+        )
+        self._decoder = pg.Decoder()
+        self._rels: dict[int, Rel | None] = {}
+        self._txns: deque[Txn] = deque()
+        self._txn: Txn | None = None
+        self._acked: dict[TableId, str] = {}
+        self._yielded: dict[TableId, str] = {}
+        self._snapshot_pending: dict[TableId, str] | None = None
+        self._ready = False
+        self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
+        self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
+        self.chunk_bytes = 4 << 20  # ... or at this many bytes of messages, whichever comes first
+        self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
+        self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
+        self.copy_chunk_bytes = 4 << 20  # a copy's rows are handed on in chunks of about this much CSV
+        # Tables stopped for bad input (``stop_table``), persisted in the state until a resync; their
+        # relations wait in ``_parked`` meanwhile, so the stream skips their rows like an unknown table's.
+        self._stopped = stopped_tables(load_state(state, slot), self._schemas)
+        self._parked: dict[int, Rel] = {}
+        self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
+        self._read_seconds = self.stream.max_read_seconds
+        self._drain_target: int | None = None  # the server's WAL end at ``mark_drain_point``
+
+    # -- Source -------------------------------------------------------------------------------------------
+
+    def schemas(self) -> Sequence[TableSchema]:
+        return list(self._schemas.values())
+
+    def read(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        if not self._ready:
+            yield from self._prepare()
+        copies = self.recopies
+        if copies.todo and copies.round is None:
+            workers, size = self.copy_workers, self.copy_chunk_bytes
+            copies.start(self.dsn, self.slot, self._schemas, workers=workers, chunk_bytes=size)
+            self.stream.max_read_seconds = min(self._read_seconds, 1.0)  # come back for the copy often
+        if copies.round is not None:
+            yield from self._copied(0)
+        if copies.streaming_waits:
+            if not copies.said_waiting:  # once a round: this branch runs every read until the copy is out
+                copies.said_waiting = True
+                tables = sorted(map(str, copies.todo))
+                log.info("streaming_waits_for_copy", held=copies.held.rows, tables=tables)
+            yield from self._copied(1.0)
+        else:
+            holding, held = copies.todo, copies.held
+            for item in self._stream():
+                if item.table in holding:
+                    held.add(item)
+                else:
+                    yield item
+        if copies.round is not None:
+            yield from self._copied(0.5)  # an idle stream returns at once: give the copy its turn
+        if self._txn is None and not self._txns and self._snapshot_pending is None:
+            # Nothing pending: everything the server sent up to its position is handled (keepalive-only
+            # periods, other databases' WAL), so the slot may move there.
+            self.stream.confirm(self.stream.server_wal_end)
+        self._report_lag()
+
+    def ack(self, positions: Mapping[TableId, Position]) -> None:
+        for table, position in positions.items():
+            if position.value > self._acked.get(table, ""):
+                self._acked[table] = position.value
+        acked = self._acked
+        self._release()
+        if self._snapshot_pending is not None and all(
+            acked.get(t, "") >= p for t, p in self._snapshot_pending.items()
+        ):
+            self._snapshot_pending = None
+            self._save_state(done=True)
+            log.info("snapshot_complete", slot=self.slot)
+        copied = self.recopies.acknowledged(acked)
+        if copied:
+            self._save_state(done=self._snapshot_pending is None)
+            log.info("resync_copy_staged", tables=sorted(map(str, copied)))
+
+    def mark_drain_point(self) -> None:
+        """``Drainable``: from now on ``drained`` means "everything up to the server's WAL end as of now"."""
+        self._drain_target = self._server_lsn()
+
+    def drained(self) -> bool:
+        """``Drainable``: the walsender has sent everything up to the server's WAL end as of the drain point,
+        and all of it is staged and acknowledged. A walsender decoding a large transaction sends nothing
+        until its commit (minutes for a big one), so an idle read proves nothing; its sent position does.
+
+        Each False asks the server for a keepalive (it carries that position). The drain point is the WAL
+        insert position, which lies after a page header when the last record filled its page: then the
+        sent position stops at the page's start, right before it.
+        """
+        if self._drain_target is None:
+            self.mark_drain_point()
+            return False
+        if not self._ready or self._snapshot_pending is not None:
+            return False
+        if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
+            return False
+        sent = self.stream.server_wal_end
+        if sent >= self._drain_target or (
+            sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
+        ):
+            return True
+        self.stream.request_reply()
+        return False
+
+    def _server_lsn(self) -> int:
+        with self._conn.cursor() as cur:
+            cur.execute(
+                # The insert position: it includes every commit made so far, also under
+                # synchronous_commit = off (the write position may lag behind such commits).
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+                " ELSE pg_current_wal_insert_lsn() END"
+            )
+            row = cur.fetchone()
+        return pg.parse_lsn(str(row[0])) if row and row[0] else 0
+
+    def _release(self) -> None:
+        """Forget the oldest transactions that are committed and whose changes are all acknowledged, and
+        confirm the slot up to the end of the last of them."""
+        acked = self._acked
+        flush = 0
+        while self._txns:
+            txn = self._txns[0]
+            if not txn.committed or any(acked.get(t, "") < p for t, p in txn.last.items()):
+                break
+            flush = txn.end_lsn
+            self._txns.popleft()
+            metrics.SOURCE_COMMIT_TO_STAGED_SECONDS.labels(slot=self.slot).set(
+                max(0.0, (datetime.now(UTC) - txn.commit_time).total_seconds())
+            )
+        if flush:
+            self.stream.confirm(flush)
+
+    def close(self) -> None:
+        self.recopies.close()
+        self.stream.close()
+        self._conn.close()
+
+    # -- start-up: slot and snapshot ------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, object]:
+        return load_state(self.state, self.slot)
+
+    def _save_state(self, *, done: bool) -> None:
+        save_state(
+            self.state, self.slot, done=done, resync=self.recopies.wanted, tables=self._schemas,
+            stopped=self._stopped,
+        )  # fmt: skip
+
+    def _prepare(self) -> Iterator[Change | ChangeChunk | SchemaChange]:
+        state = self._load_state()
+        exists = slot_exists(self._conn, self.slot)
+        if exists and state.get("snapshot_done"):
+            self.recopies.add(t for t in self._schemas if str(t) in state.get("resync", []))  # type: ignore[operator]
+            missing = set(map(str, self._schemas)) - set(map(str, state.get("tables", [])))  # type: ignore[call-overload]
+            if missing:
+                # Added to the schemas (and so to the publication) since: each is copied on its own under a
+                # fresh snapshot, exactly as a resync; the other tables keep their slot position, no re-copy.
+                self.recopies.add(t for t in self._schemas if str(t) in missing)
+                log.info("tables_added_copying", tables=sorted(missing))
+                self._save_state(done=True)
+            self._ready = True
+            return
+        if not self.create_slot:
+            why = "has no completed snapshot" if exists else "does not exist"
+            raise SourceSetupError(
+                f"replication slot {self.slot!r} {why}; set create_slot = true to create it and copy"
+            )
+        if exists:
+            # An earlier copy never finished: start over with a fresh slot and snapshot. The copy's leading
+            # TRUNCATE clears what the unfinished one staged.
+            log.warning("snapshot_restarted", slot=self.slot)
+            drop_slot(self._conn, self.slot)
+        self.recopies.clear()  # the full copy below covers them
+        self._save_state(done=False)
+        exported = self.stream.create_slot_exporting_snapshot()
+        pending: dict[TableId, str] = {}
+        workers, size = self.copy_workers, self.copy_chunk_bytes
+        copy = CopyRound(
+            self.dsn, self._schemas, snapshot=exported, workers=workers, chunk_bytes=size, skip=self._stopped
+        )
+        try:
+            while not copy.finished:
+                for item in copy.take(1.0):
+                    if isinstance(item, SchemaChange):  # the table has columns the schema file lacks
+                        self._schemas[item.table] = item.schema
+                    if isinstance(item, TableCopied):
+                        pending[item.table] = self._yielded[item.table] = item.last
+                        log.info("table_copied", table=str(item.table), rows=item.rows,
+                                 seconds=round(item.seconds, 2))  # fmt: skip
+                    else:
+                        yield item
+        finally:
+            copy.close()
+        self._snapshot_pending = pending
+        self.ack({})  # the pipeline may have acknowledged all of it already (batches staged on the way)
+        self._ready = True
+
+    # -- resync (``Resyncable``) ----------------------------------------------------------------------
+
+    def resync(self, table: TableId) -> None:
+        """Start ``table`` over: it is copied under a fresh snapshot while the others stream on.
+
+        The snapshot is a temporary slot's, with consistent point C: the copy holds exactly the transactions
+        committed before C, so the main slot's changes of ``table`` committed before C are dropped and those
+        at or after C are held until the copy is out, then passed on (no gap, no double effect). The copy's
+        positions (``C - 1``, ordinal 0 a TRUNCATE) sort after everything streamed before. The request is
+        persisted until the copy is acknowledged, so a restart in between copies again.
+        """
+        self._acked.pop(table, None)
+        for txn in self._txns:
+            txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
+        if self._stopped.pop(table, None) is not None:
+            self._unpark(table)
+            log.info("table_stop_cleared", table=str(table), slot=self.slot)
+        self.recopies.request(table)
+        if self._ready or self._load_state().get("snapshot_done"):
+            self._save_state(done=self._snapshot_pending is None)
+        log.info("resync_requested", table=str(table), slot=self.slot)
+
+    # -- bad input (``Stoppable``) ----------------------------------------------------------------------
+
+    def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool:
+        """``Stoppable``: a value of ``table`` does not convert to its declared type. The table stops alone
+        (always: returns True, so nothing of the batch is staged; the row is in the quarantine).
+
+        The stop (reason, position, detail, since) is persisted in the slot's state and shown by
+        ``replicator status``. From then on nothing of the table is yielded, and nothing of it holds the
+        slot: its changes in open transactions, its initial or re-copy stop counting, so the slot keeps
+        confirming for the other tables and pins no WAL (and is never dropped for it). A slot cannot replay
+        one table, so the table's later changes are not kept: the way out is to fix the type in
+        ``schemas/`` and ``replicator resync TABLE``, a fresh copy, which clears the stop.
+        """
+        if table not in self._schemas:
+            return False
+        since = datetime.now(UTC).isoformat()
+        todo = f"fix the column's type in the schemas folder, then: replicator resync {table}"
+        self._stopped[table] = {
+            "reason": reason, "position": position.value, "detail": detail, "since": since, "todo": todo,
+        }  # fmt: skip
+        # Every position of it counts as acknowledged (above any real one), so no transaction, copy or
+        # snapshot waits for it; ``resync`` forgets this.
+        self._acked[table] = _RELEASED
+        for txn in self._txns:
+            txn.last.pop(table, None)
+        for rel_id, rel in list(self._rels.items()):
+            if rel is not None and rel.table == table:
+                self._parked[rel_id], self._rels[rel_id] = rel, None
+        rows = self._collectors.get(table)
+        if rows is not None:
+            rows.take(self._schemas[table])  # collected but not yielded: dropped with the rest
+        self.recopies.stop(table)
+        self._save_state(done=self._ready and self._snapshot_pending is None)
+        metrics.ERRORS.labels(stage="source", kind=reason).inc()
+        log.error("pg_table_stopped", table=str(table), position=position.value, reason=reason,
+                  detail=detail, todo=f"{todo}; other tables go on")  # fmt: skip
+        self.ack({})  # what only this table held back may be confirmed now
+        return True
+
+    def _unpark(self, table: TableId) -> None:
+        for rel_id, rel in list(self._parked.items()):
+            if rel.table == table:
+                self._rels[rel_id] = self._parked.pop(rel_id)
+
+    def _copied(self, wait: float) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        """What the running copy hands over, and the held changes it releases (see ``Recopies.take``)."""
+        for item in self.recopies.take(wait, self._txns, self._yielded):
+            if isinstance(item, SchemaChange):  # the table has columns the schema file lacks
+                self._schemas[item.table] = item.schema
+            yield item
+        if self.recopies.round is None:  # the round is over
+            self.stream.max_read_seconds = self._read_seconds
+            self.ack({})
+
+    # -- streaming ------------------------------------------------------------------------------------
+
+    def _stream(self) -> Iterator[Change | SchemaChange | ChangeChunk]:
+        """The slot's changes. Plain rows (inserts, updates without an old tuple, deletes; no unchanged
+        TOAST value) skip the message objects: their raw values are collected per table and yielded as
+        ``ChangeChunk``s. A table's collected rows are yielded before anything else of that table (a row
+        ``Change``, TRUNCATE, schema change) and all of them before this returns, so each table's order
+        holds; chunks of different tables may interleave, which the per-table buffer does not mind."""
+        decoder = self._decoder
+        decode = decoder.decode
+        yielded = self._yielded
+        rels = self._rels
+        collectors = self._collectors
+        by_rel = self._collector_of
+        raw = pg.raw_tuple
+        limit, cap = self.chunk_rows, self.chunk_bytes
+        txn = self._txn
+        for payload in chain.from_iterable(self.stream.messages()):
+            tag = payload[0]
+            if tag in OPS and not decoder.in_stream:  # 'I', 'U', 'D'
+                rel_id = int.from_bytes(payload[1:5])
+                rel = rels.get(rel_id)
+                if rel is None:
+                    continue  # a table we do not replicate
+                flag = payload[5]  # 'N' new tuple first: no old one; a delete's 'K' key or 'O' old row
+                values = raw(payload, 6) if flag == 78 or (tag == 68 and flag in (75, 79)) else None
+                if values is not None:
+                    assert txn is not None
+                    txn.ordinal += 1
+                    at = txn.prefix + f"{txn.ordinal:012X}"
+                    # Keyed by relation id: hashing a TableId per row costs more than the decoding.
+                    rows = by_rel.get(rel_id)
+                    if rows is None:
+                        rows = by_rel[rel_id] = collectors.setdefault(rel.table, RowCollector(rel.table))
+                    # Collected rows count as yielded (``take`` records them in ``_yielded``).
+                    if at <= (rows.positions[-1] if rows.positions else yielded.get(rel.table, "")):
+                        continue  # resent after a reconnect, and already yielded
+                    if rel.index is not None:
+                        values = [values[j] if j >= 0 else None for j in rel.index]
+                    if rows.txn is not txn:
+                        rows.txn = txn
+                        rows.starts.append((len(rows.rows), txn))
+                        txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
+                    rows.rows.append(values)
+                    rows.ops.append(OPS[tag])
+                    rows.positions.append(at)
+                    rows.bytes += len(payload)
+                    if len(rows.positions) >= limit or rows.bytes >= cap:
+                        yield from self._flush(rel.table)
+                    continue
+                yield from self._flush(rel.table)  # the row path follows for this one
+            msg = decode(payload)
+            kind = type(msg)
+            if kind is pg.Insert or kind is pg.Update or kind is pg.Delete:
+                assert txn is not None
+                for change in self._changes(msg, txn):  # type: ignore[arg-type]
+                    if change.position.value <= yielded.get(change.table, ""):
+                        continue  # resent after a reconnect, and already yielded
+                    yielded[change.table] = txn.last[change.table] = change.position.value
+                    yield change
+            elif kind is pg.Begin:
+                assert isinstance(msg, pg.Begin)
+                if self._txns and not self._txns[-1].committed and self._txns[-1].final_lsn == msg.final_lsn:
+                    txn = self._txns[-1]  # resent after a reconnect: numbered again from the start
+                    txn.ordinal = 0
+                else:
+                    txn = Txn(msg.final_lsn, msg.commit_time, prefix=f"{msg.final_lsn:016X}.")
+                    self._txns.append(txn)
+                self._txn = txn
+            elif kind is pg.Commit:
+                assert isinstance(msg, pg.Commit) and txn is not None
+                txn.end_lsn, txn.committed = msg.end_lsn, True
+                self._txn = txn = None
+                # Release what this commit completes, every time: its rows may all be staged and
+                # acknowledged already (a chunk its last row filled was staged before the Commit was
+                # decoded), and then no later ack would ever come for it while nothing else is written.
+                self._release()
+            elif kind is pg.Relation:
+                assert isinstance(msg, pg.Relation)
+                at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
+                yield from self._flush(TableId(msg.namespace, msg.name))  # rows of the shape before
+                schema_change = self._relation(msg, at)
+                if schema_change is not None:
+                    yield schema_change
+            elif kind is pg.Truncate:
+                assert isinstance(msg, pg.Truncate) and txn is not None
+                for rel_id in msg.relation_ids:
+                    rel = self._rels.get(rel_id)
+                    if rel is None:
+                        continue
+                    yield from self._flush(rel.table)
+                    txn.ordinal += 1
+                    value = txn.prefix + f"{txn.ordinal:012X}"
+                    if value > yielded.get(rel.table, ""):
+                        yielded[rel.table] = txn.last[rel.table] = value
+                        yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
+            # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
+        for table in list(collectors):
+            yield from self._flush(table)
+
+    def _flush(self, table: TableId) -> Iterator[ChangeChunk]:
+        """The rows collected of ``table``, as one chunk (nothing when there are none)."""
+        rows = self._collectors.get(table)
+        if rows is None or not rows.positions:
+            return
+        ends = [i for i, _ in rows.starts[1:]] + [len(rows.positions)]
+        for (_, txn), end in zip(rows.starts, ends, strict=True):
+            txn.last[table] = rows.positions[end - 1]  # what the slot waits for, per transaction
+        self._yielded[table] = rows.positions[-1]
+        chunk = rows.take(self._schemas[table])
+        if chunk is not None:
+            yield chunk
+
+    def _changes(self, msg: pg.Insert | pg.Update | pg.Delete, txn: Txn) -> list[Change]:
+        """The changes one row message makes, numbered within ``txn``."""
+        rel = self._rels.get(msg.relation_id)
+        if rel is None:
+            return []
+        return row_changes(rel, msg, txn)
+
+    def _relation(self, msg: pg.Relation, position: str) -> SchemaChange | None:
+        table = TableId(msg.namespace, msg.name)
+        schema = self._schemas.get(table)
+        if schema is None:
+            self._rels[msg.relation_id] = None
+            return None
+        schema, added, rel = relation_shape(table, schema, msg)
+        if table in self._stopped:
+            self._parked[msg.relation_id], self._rels[msg.relation_id] = rel, None
+        else:
+            self._rels[msg.relation_id] = rel
+        if not added:
+            return None
+        self._schemas[table] = schema
+        log.info("source_columns_added", table=str(table), columns=added)
+        return SchemaChange(table, schema, Position(position))
+
+    def _report_lag(self) -> None:
+        try:
+            lag = slot_lag_bytes(self._conn, self.slot)
+        except psycopg2.Error:
+            return
+        if lag is not None:
+            metrics.SOURCE_LAG_BYTES.labels(slot=self.slot).set(lag)

@@ -1,0 +1,1 @@
+"""The SQL Server source: change tables (CDC) read by LSN range."""

@@ -1,0 +1,1 @@
+"""Logical column types and how text and temporal values map to Arrow."""

@@ -1,0 +1,2 @@
+"""Views: definitions and dependency order, refresh scheduling, incremental maintenance, and their SQL per
+warehouse."""
