@@ -135,7 +135,7 @@ ensure_venv() {
     echo "$hash $want" >"$stamp"
 }
 
-# ensure_checkov: checkov (IaC scanner for deploy/, tests/test_deploy.py) in its own venv, .venv-checkov: its
+# ensure_checkov: checkov (IaC scanner for deploy/, tests/ops/test_deploy.py) in its own venv, .venv-checkov: its
 # pinned dependencies (an older boto3, networkx, packaging) would clash with the project's dev extra.
 CHECKOV_VERSION=3.3.30
 ensure_checkov() {

@@ -10,7 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 # This script installs every tool the tests use (promtool, hadolint, cfn-lint, checkov), so a test that finds
-# one missing must fail, not skip: CI=true tells tests/deploy_support.py so.
+# one missing must fail, not skip: CI=true tells tests/helpers/deploy.py so.
 export CI="${CI:-true}"
 
 t_start=$SECONDS

@@ -1,6 +1,6 @@
 """SIGKILL at each point between two durable effects, then a clean rerun: no change missing, none applied
 twice. "Applied once" is checked on the ledger and, on PostgreSQL, on the target's own writes
-(``tests.guarantee_checks``), since end states cannot see a batch applied twice."""
+(``tests.helpers.guarantees``), since end states cannot see a batch applied twice."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from replicator.demo import feed as demo
-from tests.guarantee_checks import (
+from tests.helpers.guarantees import (
     assert_applied_exactly_once,
     assert_every_target_write_committed_with_one_ledger_row,
     audit_postgres,
@@ -18,7 +18,7 @@ from tests.guarantee_checks import (
     ledger_duckdb,
     ledger_postgres,
 )
-from tests.support import (
+from tests.helpers.support import (
     SCHEMAS,
     assert_same_state,
     duckdb_state,

@@ -9,7 +9,7 @@ import boto3
 
 from replicator.demo import feed as demo
 from replicator.storage.store import S3Settings
-from tests.support import (
+from tests.helpers.support import (
     ROOT,
     assert_same_state,
     duckdb_state,

@@ -18,14 +18,14 @@ from replicator.sql.ident import quote_literal, quote_table
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.ledger import LEDGER
 from replicator.warehouses.sql_base import SqlWarehouse
-from tests.guarantee_checks import (
+from tests.helpers.guarantees import (
     assert_applied_exactly_once,
     assert_every_target_write_committed_with_one_ledger_row,
     audit_postgres,
     dms_changes,
     ledger_postgres,
 )
-from tests.support import (
+from tests.helpers.support import (
     SCHEMAS,
     assert_same_state,
     expected_state,
@@ -34,7 +34,7 @@ from tests.support import (
     run_cli,
     write_config,
 )
-from tests.test_warehouse_conformance import (
+from tests.warehouses.test_warehouse_conformance import (
     ACCOUNTS,
     Stager,
     Target,

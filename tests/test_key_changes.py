@@ -28,7 +28,7 @@ from replicator.storage.quarantine import Quarantine
 from replicator.storage.store import LocalStore
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse
-from tests.test_warehouse_conformance import query, redshift_shim, target, wh  # noqa: F401 - fixtures
+from tests.warehouses.test_warehouse_conformance import query, redshift_shim, target, wh  # noqa: F401 - fixtures
 
 T = TableId("app", "docs")
 DOCS = TableSchema(

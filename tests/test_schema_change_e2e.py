@@ -20,7 +20,7 @@ from replicator.stage import Stager
 from replicator.storage.quarantine import Quarantine
 from replicator.storage.store import LocalStore
 from replicator.values.types import parse_type
-from tests.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
+from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
 
 T = TableId("dbo", "accounts")
 SCHEMA = TableSchema(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg_helpers import execute
+from tests.helpers.pg import execute
 
 pytestmark = pytest.mark.benchmark
 

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from tests.benchmarks.test_bench_pg_large_txn import CHILD
-from tests.pg_helpers import execute, fetch
+from tests.helpers.pg import execute, fetch
 
 pytestmark = pytest.mark.benchmark
 

@@ -20,7 +20,7 @@ from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
 from replicator.storage.quarantine import Quarantine
 from replicator.storage.store import LocalStore
-from tests.pg_helpers import execute
+from tests.helpers.pg import execute
 
 pytestmark = pytest.mark.benchmark
 

@@ -35,7 +35,7 @@ from replicator.views.sql import FULL_VIEW_SQL
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse
-from tests.test_warehouse_conformance import Stager
+from tests.warehouses.test_warehouse_conformance import Stager
 
 pytestmark = pytest.mark.benchmark
 

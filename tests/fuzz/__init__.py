@@ -5,5 +5,5 @@ types of ``types``; ``execute`` runs it on a real source PostgreSQL while ``repl
 child process (started, SIGKILLed, crashed at named points); ``compare`` checks every table of the target
 against the source in canonical form after the daemon caught up; ``shrink`` cuts a failing workload down to
 a few operations. ``run`` ties them together and is the command line of ``scripts/fuzz.sh``; the CI seeds
-are in ``tests/test_fuzz_pg.py``.
+are in ``tests/sources/postgres/test_fuzz_pg.py``.
 """

@@ -1,6 +1,7 @@
 """``python -m tests.fuzz.redshift_daemon run -c CONFIG``: the daemon with the Redshift warehouse's code path
 on the PostgreSQL database of ``FUZZ_REDSHIFT_DSN``, through ``redshift_connector`` and the test shim
-(``tests.redshift_shim``: COPY from S3 becomes a loader, a few type spellings change; the SQL is Redshift's).
+(``tests.helpers.redshift_shim``: COPY from S3 becomes a loader, a few type spellings change; the SQL is
+Redshift's).
 
 The config names that database as a ``postgres`` warehouse, which the daemon's lease and control tables
 use; only the warehouse that merges is swapped. A child process of its own, so the fuzzer can SIGKILL it.
@@ -14,8 +15,8 @@ import sys
 from replicator import app, cli
 from replicator.config import Config
 from replicator.warehouses.base import Warehouse
-from tests.pg_helpers import dsn_params
-from tests.redshift_shim import RedshiftShim, open_stand_in
+from tests.helpers.pg import dsn_params
+from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.daemon_helpers import free_port
 from tests.fuzz.ops import TableDef
-from tests.pg_helpers import confirmed_flush, current_lsn, dsn_params, execute
+from tests.helpers.daemon import free_port
+from tests.helpers.pg import confirmed_flush, current_lsn, dsn_params, execute
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fuzz-token"

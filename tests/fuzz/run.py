@@ -39,7 +39,7 @@ from tests.fuzz.ops import (
 from tests.fuzz.replica import ROOT, Incarnations, Replica, source_ddl
 from tests.fuzz.shrink import apply_keep, parse_keep, shrink
 from tests.fuzz.type_table import SETUP_SQL
-from tests.pg_helpers import drop_slots, execute
+from tests.helpers.pg import drop_slots, execute
 
 TARGETS = ("duckdb", "postgres", "redshift")
 

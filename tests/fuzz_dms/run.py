@@ -1,10 +1,10 @@
 """Run one scenario against the real daemon (``python -m replicator run`` as a child process, DuckDB target)
-and compare its outcome with the independent reference (``tests.dms_reference``):
+and compare its outcome with the independent reference (``tests.helpers.dms_reference``):
 
 - every table of the target equals the reference's state (good changes applied in order);
 - the quarantine holds exactly the rows the reference calls bad (never dropped, never applied), and no good
   row;
-- the ledger shows every good change applied exactly once (``tests.guarantee_checks``);
+- the ledger shows every good change applied exactly once (``tests.helpers.guarantees``);
 - every run exits as it should (0, or killed by its crash point), however often the daemon was killed.
 """
 
@@ -27,11 +27,11 @@ import pyarrow.parquet as pq
 
 from replicator.model import TableId
 from replicator.sql.ident import quote_ident, quote_table
-from tests.dms_reference import Bad, FeedLayout, TableColumns, apply, read_feed
 from tests.fuzz_dms.encode import SCHEMA, TXN_PATH, Writer, config, schema_files
 from tests.fuzz_dms.feed import TS_COLUMN, CdcFile, Crash, Kill, LoadFile, Scenario, TxnFile
 from tests.fuzz_dms.values import KINDS
-from tests.guarantee_checks import assert_applied_exactly_once, ledger_duckdb
+from tests.helpers.dms_reference import Bad, FeedLayout, TableColumns, apply, read_feed
+from tests.helpers.guarantees import assert_applied_exactly_once, ledger_duckdb
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 120.0

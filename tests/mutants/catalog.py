@@ -29,10 +29,13 @@ class Mutant:
 
 
 CRASH = "tests/test_crash_safety.py::"
-CONFORMANCE = "tests/test_warehouse_conformance.py::"
+CONFORMANCE = "tests/warehouses/test_warehouse_conformance.py::"
 LEDGER = "tests/test_guarantees_ledger.py::"
-# The DMS fuzzer's CI seeds (tests/test_fuzz_dms.py): random feeds find these mutants too.
-FUZZ = "tests/test_fuzz_dms.py::test_a_random_dms_feed_ends_in_the_target_exactly_as_the_reference_reads_it"
+# The DMS fuzzer's CI seeds (tests/sources/dms/test_fuzz_dms.py): random feeds find these mutants too.
+FUZZ = (
+    "tests/sources/dms/test_fuzz_dms.py::"
+    "test_a_random_dms_feed_ends_in_the_target_exactly_as_the_reference_reads_it"
+)
 
 KEYS = "tests/test_key_changes.py::"
 
@@ -209,7 +212,7 @@ MUTANTS: tuple[Mutant, ...] = (
             KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[duckdb]",
             KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[postgres]",
             KEYS + "test_a_key_change_keeps_the_unchanged_large_value_of_the_row_it_moves[redshift]",
-            "tests/test_pg_key_changes.py::test_key_changes_keep_unchanged_toasted_values_in_the_target",
+            "tests/sources/postgres/test_pg_key_changes.py::test_key_changes_keep_unchanged_toasted_values_in_the_target",
         ),
     ),
     Mutant(

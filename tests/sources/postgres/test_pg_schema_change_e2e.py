@@ -1,0 +1,119 @@
+"""A column added at the PostgreSQL source mid-stream lands in every target without a restart (issue 5).
+
+The same running pipeline (no restart, no resync) reads a real slot; ``ALTER TABLE ... ADD COLUMN`` at the
+source makes pgoutput send a new Relation message, which the source turns into a ``SchemaChange`` before
+the first row that carries the column. Targets: DuckDB, PostgreSQL and the Redshift code path (the
+conformance suite's ``target`` fixture).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from replicator.config import BatchConfig, PipelineConfig
+from replicator.model import Column, TableId, TableSchema
+from replicator.pipeline import Pipeline
+from replicator.sources.postgres.source import PostgresSource
+from replicator.stage import Stager
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import LocalStore
+from replicator.values.types import parse_type
+from tests.helpers.pg import execute
+from tests.test_schema_change_e2e import target_rows
+from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
+
+T = TableId("dbo", "accounts")  # the name target_rows reads
+SCHEMA = TableSchema(
+    T, (Column("id", parse_type("bigint"), False), Column("name", parse_type("text"))), ("id",)
+)
+
+
+@pytest.fixture
+def source_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A database of its own (the PostgreSQL targets use ``pg_dsn``); its slots are dropped before it."""
+    name = f"s_{uuid.uuid4().hex[:12]}"
+    execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
+    dsn = " ".join(
+        f"{k}={name if k == 'dbname' else v}" for k, v in (p.split("=", 1) for p in pg_admin_dsn.split())
+    )
+    execute(
+        dsn,
+        "CREATE SCHEMA dbo",
+        "CREATE TABLE dbo.accounts (id bigint PRIMARY KEY, name text)",
+        "INSERT INTO dbo.accounts VALUES (1, 'ann'), (2, 'bob')",
+    )
+    yield dsn
+    conn = psycopg2.connect(pg_admin_dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,))
+        for (slot,) in cur.fetchall():
+            cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def catch_up(pipeline: Pipeline, source: PostgresSource, dsn: str) -> None:
+    """Run until the slot confirmed everything the source had written when called (the server is shared:
+    other databases' WAL may take the walsender a while)."""
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    goal, deadline = int(row[0]), time.monotonic() + 120
+    pipeline.run(threading.Event(), once=True)
+    while source.stream.flush_lsn < goal:
+        assert time.monotonic() < deadline, "the source did not catch up within 120 s"
+        pipeline.run(threading.Event(), once=True)
+
+
+def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_without_a_restart(
+    target: Target,  # noqa: F811 - the conformance suite's fixture
+    source_dsn: str,
+    tmp_path: Path,
+) -> None:
+    staging = LocalStore(tmp_path / "staging")
+    slot = f"sc_{uuid.uuid4().hex[:10]}"
+    source = PostgresSource(source_dsn, {T: SCHEMA}, state=staging, slot=slot, publication=slot)
+    wh = target.open()
+    pipeline = Pipeline(
+        source=source,
+        stager=Stager(staging, Quarantine(staging)),
+        warehouse=wh,
+        schemas={T: SCHEMA},
+        batch=BatchConfig(max_rows=1000, max_age_seconds=0.1),
+        settings=PipelineConfig(poll_interval_seconds=0.05),
+    )
+    try:
+        execute(source_dsn, "UPDATE dbo.accounts SET name = 'bobby' WHERE id = 2")
+        catch_up(pipeline, source, source_dsn)
+        assert target_rows(wh, ["id", "name"]) == [(1, "ann"), (2, "bobby")]
+
+        execute(
+            source_dsn,
+            "INSERT INTO dbo.accounts VALUES (3, 'cy')",
+            "ALTER TABLE dbo.accounts ADD COLUMN email varchar(80), ADD COLUMN score numeric(6,2)",
+            "INSERT INTO dbo.accounts VALUES (4, 'dee', 'dee@example.com', 12.5)",
+            "UPDATE dbo.accounts SET email = 'ann@example.com' WHERE id = 1",
+        )
+        catch_up(pipeline, source, source_dsn)  # the same pipeline: no restart, no resync
+        assert not pipeline.errors
+        assert target_rows(wh, ["id", "name", "email", "score"]) == [
+            (1, "ann", "ann@example.com", None),
+            (2, "bobby", None, None),
+            (3, "cy", None, None),
+            (4, "dee", "dee@example.com", Decimal("12.50")),
+        ]
+    finally:
+        source.close()
+        wh.close()
