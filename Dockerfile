@@ -5,7 +5,7 @@
 #   docker build -t replicator .
 #   docker run -e REPLICATOR__SOURCE__PATH=s3://... -e REPLICATOR__STAGING__PATH=s3://... -p 9100:9100 replicator
 # Needs BuildKit (the default builder since Docker 23) for the bind mount below.
-# tests/test_image_entrypoint.py runs this file's ENTRYPOINT, CMD and HEALTHCHECK from a plain venv.
+# tests/ops/test_image_entrypoint.py runs this file's ENTRYPOINT, CMD and HEALTHCHECK from a plain venv.
 
 # --- build: wheels of the locked dependencies (hash-checked) and of the project -------------------------
 FROM python:3.11-slim-bookworm AS build
