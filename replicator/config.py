@@ -235,6 +235,8 @@ class Config:
 
 
 SECRET_KEYS = frozenset({"password", "admin_token", "hmac_key"})
+# A shorter admin token can be guessed; an empty one would match "Authorization: Bearer " (issue 17).
+MIN_ADMIN_TOKEN_CHARS = 32
 
 T = TypeVar("T")
 
@@ -403,4 +405,17 @@ def validate(cfg: Config) -> list[str]:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
     if not cfg.lease.scope:
         problems.append("lease.scope: required (a name shared by the tasks that take turns)")
+    problems.extend(admin_token_problems(cfg.http.admin_token))
     return problems
+
+
+def admin_token_problems(token: Secret | None) -> list[str]:
+    """No token turns the admin API off; a set one must be long enough to resist guessing (never shown)."""
+    if token is None or len(token.reveal().strip()) >= MIN_ADMIN_TOKEN_CHARS:
+        return []
+    found = "empty" if not token.reveal().strip() else f"{len(token.reveal().strip())} characters"
+    return [
+        f"http.admin_token (REPLICATOR__HTTP__ADMIN_TOKEN or http.admin_token_file): must be at least"
+        f" {MIN_ADMIN_TOKEN_CHARS} characters, found {found}; make one with `openssl rand -hex 32`, or unset"
+        " it to turn the admin API off"
+    ]

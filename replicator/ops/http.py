@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from replicator.config import Secret
+from replicator.config import Secret, admin_token_problems
 from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops.control import ACTIONS
@@ -53,6 +53,9 @@ class Backend(Protocol):
 
 class ObsServer:
     def __init__(self, host: str, port: int, backend: Backend, *, admin_token: Secret | None) -> None:
+        weak = admin_token_problems(admin_token)
+        if weak:  # config.validate refuses it first; this guards every other way in
+            raise ValueError(weak[0])
         handler = type("Handler", (_Handler,), {"backend": backend, "token": admin_token})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -139,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, given = header.partition(" ")
         # compare_digest on bytes: constant time whatever the input, also for non-ASCII text.
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self.token.reveal().encode()
+            given.strip().encode(), self.token.reveal().strip().encode()
         )
         if not ok:
             self._audit(action, name, "unauthorized", "")

@@ -29,7 +29,7 @@ from tests.helpers.daemon import free_port
 from tests.helpers.pg import confirmed_flush, current_lsn, dsn_params, execute
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "fuzz-token"
+TOKEN = "fuzz-token-" + "a" * 32
 MARKER = "fuzz_marker"
 _FAILED = re.compile(r'"event": "(term_failed|merge_failed)"')  # a daemon going round in circles
 MARKER_SCHEMA = f"""schema = "public"

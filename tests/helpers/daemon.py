@@ -28,7 +28,7 @@ from replicator.demo import feed as demo
 from tests.helpers.pg import dsn_params, execute, fetch
 from tests.helpers.support import ROOT, expected_state
 
-TOKEN = "op-token-7f3a9c"  # a test secret: asserted never to show up in logs
+TOKEN = "op-token-7f3a9c-" + "5e1d" * 8  # a test secret (40 chars): asserted never to show up in logs
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 

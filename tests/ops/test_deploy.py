@@ -129,7 +129,7 @@ DMS_PARAMS = {
 }
 SECRETS = {
     "REPLICATOR__WAREHOUSE__PASSWORD": "wh-secret",
-    "REPLICATOR__HTTP__ADMIN_TOKEN": "admin-secret",
+    "REPLICATOR__HTTP__ADMIN_TOKEN": "admin-secret-" + "0" * 32,
     "REPLICATOR__SOURCE__POSTGRES__PASSWORD": "src-secret",
 }
 
@@ -146,7 +146,10 @@ def test_the_task_environment_is_a_valid_daemon_configuration(source: str) -> No
     assert cfg.staging.path == "s3://staging-bucket/replicator"
     assert cfg.warehouse.host == "analytics.example.internal"
     assert cfg.warehouse.password is not None and cfg.warehouse.password.reveal() == "wh-secret"
-    assert cfg.http.admin_token is not None and cfg.http.admin_token.reveal() == "admin-secret"
+    assert (
+        cfg.http.admin_token is not None
+        and cfg.http.admin_token.reveal() == SECRETS["REPLICATOR__HTTP__ADMIN_TOKEN"]
+    )
     assert cfg.http.port == 9100
     if source == "dms":
         assert cfg.source.path == "s3://dms-bucket/sales"
