@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 import threading
 from pathlib import Path
@@ -52,38 +54,71 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Logs go to stderr from the first line (results alone go to stdout); the config may change the level.
+    obs_logging.configure("info", "auto")
     try:
-        if args.command == "demo":
-            obs_logging.configure("warning", "auto")
-            from replicator.ops.commands import demo
-
-            return demo(args.dir, seed=args.seed, files=args.files)
-        cfg = config.load(args.config)
-        problems = config.validate(cfg)
-        if problems:
-            raise config.ConfigError("; ".join(problems))
-        obs_logging.configure(cfg.log.level, cfg.log.format)
-        from replicator.ops import commands
-
-        if args.command == "run":
-            return commands.run(cfg, once=args.once, stop=threading.Event())
-        if args.command == "status":
-            return commands.status(cfg, as_json=args.json)
-        if args.command == "check":
-            return commands.check(cfg)
-        if args.command in ("pause", "resume", "resync"):
-            return commands.table_action(cfg, args.command, args.table, reason=args.reason)
-        if args.command == "tables":
-            return commands.tables(cfg, as_json=args.json)
+        code = _dispatch(args)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at interpreter exit
+        return code
+    except BrokenPipeError as exc:
+        if not _stdout_reader_gone():
+            return _failed(args.command, exc)  # a socket, not our output: a real failure
+        # `replicator status | head`: the reader has what it wanted. Stop quietly, as Unix tools do, and keep
+        # the interpreter's final flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the closed pipe
     except config.ConfigError as exc:
         print(f"replicator: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
+        return _failed(args.command, exc)
+
+
+def _failed(command: str, exc: BaseException) -> int:
+    """Say each error once: the daemon's output is its log stream (ECS collects it), other commands say it in
+    a line of their own."""
+    if command == "run":
         structlog.get_logger("replicator").error("failed", error=f"{type(exc).__name__}: {exc}")
+    else:
         print(f"replicator: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    return 1
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has closed it (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        obs_logging.configure("warning", "auto")
+        from replicator.ops.commands import demo
+
+        return demo(args.dir, seed=args.seed, files=args.files)
+    cfg = config.load(args.config)
+    problems = config.validate(cfg)
+    if problems:
+        raise config.ConfigError("; ".join(problems))
+    obs_logging.configure(cfg.log.level, cfg.log.format)
+    from replicator.ops import commands
+
+    if args.command == "run":
+        return commands.run(cfg, once=args.once, stop=threading.Event())
+    if args.command == "status":
+        return commands.status(cfg, as_json=args.json)
+    if args.command == "check":
+        return commands.check(cfg)
+    if args.command in ("pause", "resume", "resync"):
+        return commands.table_action(cfg, args.command, args.table, reason=args.reason)
+    if args.command == "tables":
+        return commands.tables(cfg, as_json=args.json)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
