@@ -30,11 +30,11 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.schema import evolution
 from replicator.schema.catalog import TableOptions
 from replicator.schema.policies import ColumnPolicies, target_schema
 from replicator.sql.ident import quote_table
 from replicator.storage.faults import crash_point
+from replicator.warehouses import evolution
 from replicator.warehouses.base import STAGING_PREFIX, ApplyResult, TableState
 from replicator.warehouses.dialect import Dialect
 

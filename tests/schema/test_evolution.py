@@ -15,12 +15,12 @@ from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.ops import status as status_mod
 from replicator.pipeline import Pipeline
-from replicator.schema.evolution import compare, diff
 from replicator.stage import Stager
 from replicator.storage.quarantine import Quarantine
 from replicator.storage.store import LocalStore
 from replicator.values.types import LogicalType, parse_type
 from replicator.warehouses.duckdb_sql import DUCKDB
+from replicator.warehouses.evolution import compare, diff
 from replicator.warehouses.postgres_sql import POSTGRES
 from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 

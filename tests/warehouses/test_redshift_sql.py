@@ -15,9 +15,9 @@ import sqlglot
 from sqlglot import exp
 
 from replicator.model import Column, TableSchema
-from replicator.schema import evolution
 from replicator.schema.catalog import RedshiftLayout
 from replicator.values.types import KINDS, parse_type
+from replicator.warehouses import evolution
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.postgres_sql import POSTGRES
 from replicator.warehouses.redshift_sql import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout

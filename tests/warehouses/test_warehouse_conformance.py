@@ -41,12 +41,12 @@ from replicator.model import (
     batch_id,
 )
 from replicator.schema.catalog import TableOptions
-from replicator.schema.evolution import IncompatibleSchemaChange
 from replicator.sql.ident import quote_ident, quote_table
 from replicator.warehouses import postgres as pg_warehouse
 from replicator.warehouses import sql_base
 from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.warehouses.evolution import IncompatibleSchemaChange
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.redshift import RedshiftWarehouse, RetryPolicy
 from replicator.warehouses.sql_base import SqlWarehouse
