@@ -222,6 +222,10 @@ FROM_SEQ_COLUMN = "_from_seq"
 METADATA_COLUMNS = frozenset(
     {OP_COLUMN, SEQ_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN, UNCHANGED_COLUMN, FROM_SEQ_COLUMN}
 )
+# Columns the merge adds to the target tables configured with deletes = "soft" (``schema.catalog`` refuses a
+# source column with either name on such a table).
+SOFT_DELETED = "_deleted"
+SOFT_DELETED_AT = "_deleted_at"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from replicator.model import OP_COLUMN, UNCHANGED_COLUMN, TableId
+from replicator.model import OP_COLUMN, SOFT_DELETED, UNCHANGED_COLUMN, TableId
 from replicator.sql.ident import quote_ident, quote_literal
 from replicator.views.ivm import IvmBuilder
-from replicator.warehouses.dialect import SOFT_DELETED
 from replicator.warehouses.sql_base import MergeContext
 
 

@@ -21,6 +21,8 @@ from replicator.model import (
     OP_COLUMN,
     POSITION_COLUMN,
     SEQ_COLUMN,
+    SOFT_DELETED,
+    SOFT_DELETED_AT,
     UNCHANGED_COLUMN,
     Column,
     Manifest,
@@ -33,15 +35,11 @@ from replicator.warehouses import ledger
 from replicator.warehouses.base import STAGING_PREFIX, STATE_SCHEMA
 from replicator.warehouses.ledger import LEDGER, LEDGER_COLUMNS, PROGRESS, PROGRESS_COLUMNS
 
-SOFT_DELETED = "_deleted"  # soft-delete columns, added to tables configured with deletes = "soft"
-SOFT_DELETED_AT = "_deleted_at"
 __all__ = [
     "LEDGER",
     "LEDGER_COLUMNS",
     "PROGRESS",
     "PROGRESS_COLUMNS",
-    "SOFT_DELETED",
-    "SOFT_DELETED_AT",
     "Dialect",
 ]
 _DELETE = quote_literal("D")
