@@ -16,18 +16,46 @@ import csv
 import gzip
 import json
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 from replicator.model import Change, Op, Position, SchemaChange, TableId
-from replicator.sources.dms.csvfiles import OPS, ROW_DIGITS, BadFile, _parse_quoted, _records, _utf8
-
-if TYPE_CHECKING:
-    from replicator.sources.dms.source import DmsSource
+from replicator.sources.dms.csvfiles import (
+    OPS,
+    ROW_DIGITS,
+    BadFile,
+    CsvLayout,
+    _parse_quoted,
+    _records,
+    _utf8,
+)
+from replicator.sources.dms.layout import DmsOptions
+from replicator.sources.dms.policy import BadInput
+from replicator.sources.dms.state import TableState
+from replicator.storage.quarantine import Quarantine
+from replicator.storage.store import ObjectStore
 
 STATE_KEY = "_state/dms/_txn.json"
 FEED = "_txn"  # the quarantine "table" of rows that name no table
+
+
+class TxnHost(Protocol):
+    """What the feed reads of the ``DmsSource`` that owns it. A protocol rather than the class, so that this
+    module does not import ``source`` (which imports this one): no import cycle, even for the type checker."""
+
+    options: DmsOptions
+    store: ObjectStore  # the DMS output
+    state: ObjectStore  # where the feed's document lives
+    quarantine: Quarantine
+    bad: BadInput
+    _tables: dict[TableId, TableState]
+
+    def csv_layout(self, t: TableState) -> CsvLayout: ...
+
+    def _local(self, key: str) -> AbstractContextManager[Path]: ...
 
 
 @dataclass(slots=True)
@@ -39,7 +67,7 @@ class _TxnRun:
 
 
 class TxnFeed:
-    def __init__(self, src: DmsSource) -> None:
+    def __init__(self, src: TxnHost) -> None:
         self.src = src
         self.prefix = src.options.cdc_path.strip("/") + "/"
         self.runs: list[_TxnRun] = []
