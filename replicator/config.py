@@ -172,18 +172,42 @@ class PoliciesConfig:
     hmac_key_file: str = ""
 
 
+# Per warehouse: (batch.max_age_seconds, pipeline.merge_interval_seconds) when the config leaves them out.
+# They bound commit-to-queryable latency (about max_age + merge_interval + one merge, see the README's
+# "Latency"). DuckDB and PostgreSQL commit in milliseconds: well under a second. A Redshift commit costs
+# hundreds of milliseconds and Redshift runs one at a time, so it gets fewer, larger merges.
+LATENCY_DEFAULTS: dict[str, tuple[float, float]] = {
+    "duckdb": (0.5, 0.25),
+    "postgres": (0.5, 0.25),
+    "redshift": (5.0, 5.0),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
     max_rows: int = 100_000
     max_bytes: int = 64 * 1024 * 1024
-    max_age_seconds: float = 5.0
+    max_age_seconds: float | None = None  # unset: the warehouse's default (LATENCY_DEFAULTS)
+
+    @property
+    def age(self) -> float:
+        """``max_age_seconds``, or the low-latency default when unset (``load`` fills it per warehouse)."""
+        return LATENCY_DEFAULTS["duckdb"][0] if self.max_age_seconds is None else self.max_age_seconds
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
     poll_interval_seconds: float = 2.0  # how long to wait when the source has nothing new
-    merge_interval_seconds: float = 1.0  # how often staged batches are merged while the source streams
+    # How often staged batches are merged while the source streams; unset: the warehouse's default.
+    merge_interval_seconds: float | None = None
     shutdown_grace_seconds: float = 25.0  # ECS gives 30 s between SIGTERM and SIGKILL
+
+    @property
+    def merge_interval(self) -> float:
+        """``merge_interval_seconds``, or the low-latency default when unset."""
+        if self.merge_interval_seconds is None:
+            return LATENCY_DEFAULTS["duckdb"][1]
+        return self.merge_interval_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +282,21 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
             parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
             _set_path(doc, parts, value, name)
     cfg = _build(Config, doc, "")
+    cfg = _latency_defaults(cfg)
     base = path.parent if path is not None else Path(".")
     cfg = dataclasses.replace(cfg, base_dir=str(base))
     return _with_file_secrets(cfg)
+
+
+def _latency_defaults(cfg: Config) -> Config:
+    """Fill the batch age and merge interval the config left out with its warehouse's defaults."""
+    age, merge = LATENCY_DEFAULTS.get(cfg.warehouse.kind, LATENCY_DEFAULTS["duckdb"])
+    if cfg.batch.max_age_seconds is None:
+        cfg = dataclasses.replace(cfg, batch=dataclasses.replace(cfg.batch, max_age_seconds=age))
+    if cfg.pipeline.merge_interval_seconds is None:
+        pipeline = dataclasses.replace(cfg.pipeline, merge_interval_seconds=merge)
+        cfg = dataclasses.replace(cfg, pipeline=pipeline)
+    return cfg
 
 
 def _refuse_inline_secrets(doc: dict[str, Any], where: str) -> None:
