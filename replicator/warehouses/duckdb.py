@@ -1,4 +1,8 @@
-"""DuckDB: the embedded default warehouse. No server; one file (or ``:memory:``)."""
+"""DuckDB: the embedded default warehouse. No server; one file (or ``:memory:``).
+
+``DUCKDB`` is its dialect (types and capability flags for the shared SQL builders), ``DuckDBWarehouse`` the
+connection side.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,50 @@ import duckdb
 
 from replicator.model import TableSchema
 from replicator.sql.ident import quote_ident, quote_literal
-from replicator.warehouses.duckdb_sql import DUCKDB
+from replicator.values.types import SCALAR_KINDS, TEXT_KINDS
+from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.sql_base import SqlWarehouse
+
+DUCKDB = Dialect(
+    name="duckdb",
+    types={
+        "smallint": "SMALLINT",
+        "integer": "INTEGER",
+        "bigint": "BIGINT",
+        "numeric": "DECIMAL(38,10)",
+        "real": "REAL",
+        "double": "DOUBLE",
+        "boolean": "BOOLEAN",
+        # DuckDB ignores VARCHAR lengths and has no blank-padded CHAR: plain VARCHAR keeps the text as sent.
+        "text": "VARCHAR",
+        "varchar": "VARCHAR",
+        "char": "VARCHAR",
+        "date": "DATE",
+        "timestamp": "TIMESTAMP",
+        "timestamptz": "TIMESTAMPTZ",
+        "time": "TIME",
+        "uuid": "UUID",
+        "json": "JSON",
+        "bytea": "BLOB",
+        "timetz": "TIMETZ",  # reads PostgreSQL's text (offsets to the second) and writes it back the same
+        "oid": "UINTEGER",
+        # The rest keep PostgreSQL's text: INTERVAL does not read its mixed signs ("1 mon -2 days
+        # +03:00:00"), BIT turns '' into '0', lists do not read "{...}", and DuckDB has no inet, money, xml,
+        # geometric or range type (the inet extension is a download).
+        **{k: "VARCHAR" for k in TEXT_KINDS - {"timetz"}},
+        **{f"{k}[]": "VARCHAR" for k in SCALAR_KINDS},
+    },
+    sized={"numeric": "DECIMAL({precision},{scale})"},
+    # No DECIMAL wider than 38 digits exists; 10 fractional digits is the usual compromise for money/ratios.
+    unconstrained_numeric="DECIMAL(38,10)",
+    text_array="VARCHAR[]",
+    unchanged_test="list_contains({list}, {name})",
+    # Temp tables vanish with the connection, so a crash cannot leave staging behind.
+    staging_create="CREATE TEMP TABLE",
+    # VARCHAR has no length here; numbers widen with ALTER COLUMN TYPE
+    widen_kinds=frozenset({"smallint", "integer", "bigint", "numeric", "real", "double"}),
+)
+
 
 CATALOG = "_replicator_target"
 
