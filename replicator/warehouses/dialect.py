@@ -1,7 +1,7 @@
 """SQL builders shared by the SQL warehouses. Pure: every method returns statement text, nothing connects.
 
 A ``Dialect`` is data: a type map and a few capability flags. The builders read the flags; no code asks
-which engine it is. ``duckdb_sql`` and ``postgres_sql`` (in this package) hold the instances.
+which engine it is. Each warehouse module (``duckdb``, ``postgres``, ``redshift``) holds its instance.
 
 The merge works on a *staging* table holding the batch's table columns plus ``_op``, ``_seq`` and
 ``_unchanged`` (see ``replicator.model``); ``reduce`` keeps the last change per primary key, and the merge

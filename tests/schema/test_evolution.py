@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from replicator.warehouses.postgres_sql import POSTGRES
 
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
@@ -22,6 +21,7 @@ from replicator.storage.store import LocalStore
 from replicator.values.types import LogicalType, parse_type
 from replicator.warehouses.duckdb import DUCKDB
 from replicator.warehouses.evolution import compare, diff
+from replicator.warehouses.postgres import POSTGRES
 from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 
 T = parse_type

@@ -23,8 +23,7 @@ from replicator.views.sql import RedshiftViews
 from replicator.warehouses.base import TableState
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
-from replicator.warehouses.postgres_sql import POSTGRES
+from replicator.warehouses.postgres import POSTGRES, PostgresWarehouse
 from replicator.warehouses.sql_base import MergeHook, SqlWarehouse
 from tests.warehouses.test_warehouse_conformance import Stager
 

@@ -10,12 +10,12 @@ import dataclasses
 from datetime import datetime
 
 import pytest
-from replicator.warehouses.postgres_sql import POSTGRES
 
 from replicator.model import Column, TableId, TableSchema
 from replicator.values.types import parse_type
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.duckdb import DUCKDB
+from replicator.warehouses.postgres import POSTGRES
 from tests.helpers.sql_examples import LINKS, manifest, orders
 
 ORDERS = orders()
