@@ -40,8 +40,7 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.sql.ident import quote_ident
-from replicator.warehouses.redshift import RedshiftWarehouse
-from replicator.warehouses.redshift_sql import REDSHIFT
+from replicator.warehouses.redshift import REDSHIFT, RedshiftWarehouse
 
 _SSL_REQUEST = 80877103
 _KEEP = frozenset({b"user", b"database", b"application_name", b"options", b"client_encoding"})

@@ -12,7 +12,6 @@ import itertools
 
 import pytest
 import sqlglot
-from replicator.warehouses.redshift_sql import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout
 from sqlglot import exp
 
 from replicator.model import Column, TableSchema
@@ -21,6 +20,7 @@ from replicator.values.types import KINDS, parse_type
 from replicator.warehouses import evolution
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.postgres import POSTGRES
+from replicator.warehouses.redshift import REDSHIFT, REDSHIFT_DELETE_INSERT, copy_parquet, layout
 from tests.helpers.sql_examples import LINKS, manifest, orders
 
 ORDERS = orders(Column.of("doc", "json"))
