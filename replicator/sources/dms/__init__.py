@@ -1,1 +1,10 @@
-"""The AWS DMS source: full-load and CDC files (CSV or Parquet) that DMS writes to S3 or a local folder."""
+"""The AWS DMS source: full-load and CDC files (CSV or Parquet) that DMS writes to S3 or a local folder,
+read per table in file-name order (or in commit order across tables with PreserveTransactions).
+
+Exports: ``DmsSource`` and ``DmsOptions`` (the DMS endpoint settings that shape the files).
+"""
+
+from replicator.sources.dms.layout import DmsOptions
+from replicator.sources.dms.source import DmsSource
+
+__all__ = ["DmsOptions", "DmsSource"]

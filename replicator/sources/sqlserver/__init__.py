@@ -1,1 +1,15 @@
-"""The SQL Server source: change tables (CDC) read by LSN range."""
+"""The SQL Server source: change tables (CDC) read by LSN range. The driver (pymssql) is the caller's: the
+source takes a function that connects.
+
+Exports: ``SqlServerSource``, ``SqlServerOptions``, and its errors ``SqlServerSourceError`` and
+``NeedsResync`` (the change table no longer holds what the table needs next).
+"""
+
+from replicator.sources.sqlserver.source import (
+    NeedsResync,
+    SqlServerOptions,
+    SqlServerSource,
+    SqlServerSourceError,
+)
+
+__all__ = ["NeedsResync", "SqlServerOptions", "SqlServerSource", "SqlServerSourceError"]
