@@ -17,17 +17,22 @@ import structlog
 from replicator.config import Config, ConfigError, DmsConfig, resolve
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.schema import catalog
-from replicator.schema.policies import ColumnPolicies, PolicyError
-from replicator.sources.base import Source
+from replicator.schema import (
+    CatalogError,
+    ColumnPolicies,
+    PolicyError,
+    TableOptions,
+    load_options,
+    load_tables,
+)
+from replicator.sources import Source
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore, S3Settings, open_store
-from replicator.warehouses.base import Warehouse
+from replicator.storage import ObjectStore, Quarantine, S3Settings, open_store
+from replicator.warehouses import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.sources.dms.source import DmsOptions
-    from replicator.views.refresh import ViewRefresher
+    from replicator.sources.dms import DmsOptions
+    from replicator.views import ViewRefresher
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +44,8 @@ def s3_settings(cfg: Config) -> S3Settings:
 def load_schemas(cfg: Config) -> dict[TableId, TableSchema]:
     folder = Path(resolve(cfg, cfg.schemas))
     try:
-        schemas = catalog.load_tables(folder)
-    except catalog.CatalogError as exc:
+        schemas = load_tables(folder)
+    except CatalogError as exc:
         raise ConfigError(f"schemas: {exc}") from None
     if not schemas:
         raise ConfigError(f"schemas: no table definitions (*.toml) found in {folder}")
@@ -54,12 +59,12 @@ def open_staging(cfg: Config) -> ObjectStore:
 def open_warehouse(cfg: Config, *, read_only: bool = False) -> Warehouse:
     wh = cfg.warehouse
     if wh.kind == "duckdb":
-        from replicator.warehouses.duckdb import DuckDBWarehouse
+        from replicator.warehouses import DuckDBWarehouse
 
         return DuckDBWarehouse(resolve(cfg, wh.path), read_only=read_only)
     if wh.kind == "redshift":
         return open_redshift(cfg)
-    from replicator.warehouses.postgres import PostgresWarehouse
+    from replicator.warehouses import PostgresWarehouse
 
     return PostgresWarehouse(postgres_dsn(cfg))
 
@@ -68,7 +73,7 @@ def open_redshift(cfg: Config) -> Warehouse:
     """Redshift with password or IAM auth; the schemas' per-table options (layout, deletes) applied."""
     import redshift_connector
 
-    from replicator.warehouses.redshift import RedshiftAuth, RedshiftWarehouse, connect_kwargs
+    from replicator.warehouses import RedshiftAuth, RedshiftWarehouse, connect_kwargs
 
     wh = cfg.warehouse
     auth = RedshiftAuth(
@@ -94,16 +99,16 @@ def open_redshift(cfg: Config) -> Warehouse:
     return warehouse
 
 
-def table_options(cfg: Config) -> dict[TableId, catalog.TableOptions]:
+def table_options(cfg: Config) -> dict[TableId, TableOptions]:
     """Per-table options (deletes, dropped columns, policies, Redshift layout) from schemas/."""
     try:
-        return catalog.load_options(Path(resolve(cfg, cfg.schemas)))
-    except catalog.CatalogError as exc:
+        return load_options(Path(resolve(cfg, cfg.schemas)))
+    except CatalogError as exc:
         raise ConfigError(f"schemas: {exc}") from None
 
 
 def column_policies(
-    cfg: Config, schemas: dict[TableId, TableSchema], options: dict[TableId, catalog.TableOptions]
+    cfg: Config, schemas: dict[TableId, TableSchema], options: dict[TableId, TableOptions]
 ) -> dict[TableId, ColumnPolicies]:
     """The column policies of each table, with the HMAC key; refuses ones that cannot apply."""
     key = cfg.policies.hmac_key.reveal().encode() if cfg.policies.hmac_key is not None else None
@@ -164,9 +169,8 @@ def open_views(
     cfg: Config, schemas: dict[TableId, TableSchema], warehouse: Warehouse
 ) -> ViewRefresher | None:
     """The refresher of the views in ``<schemas>/views/*.sql``, beside ``tables/``; None if there are none."""
-    from replicator.views.graph import ViewError, load_views
-    from replicator.views.refresh import ViewRefresher
-    from replicator.warehouses.sql_base import SqlWarehouse
+    from replicator.views import ViewError, ViewRefresher, load_views
+    from replicator.warehouses import SqlWarehouse
 
     try:
         views = load_views(Path(resolve(cfg, cfg.schemas)) / "views", set(schemas))
@@ -186,7 +190,7 @@ def open_source(
     if cfg.source.kind == "sqlserver":
         return open_sqlserver_source(cfg, schemas, staging)
     if cfg.source.kind == "postgres":
-        from replicator.sources.postgres.source import PostgresSource
+        from replicator.sources.postgres import PostgresSource
 
         pgc = cfg.source.postgres
         return PostgresSource(
@@ -200,7 +204,7 @@ def open_source(
             keyless={t: o.keyless for t, o in table_options(cfg).items()},
             copy_workers=pgc.copy_workers,
         )
-    from replicator.sources.dms.source import DmsSource
+    from replicator.sources.dms import DmsSource
 
     d: DmsConfig = cfg.source.dms
     options = dms_options(d)
@@ -210,7 +214,7 @@ def open_source(
 
 def dms_options(d: DmsConfig) -> DmsOptions:
     """The DMS endpoint settings from the config, as the source takes them."""
-    from replicator.sources.dms.source import DmsOptions
+    from replicator.sources.dms import DmsOptions
 
     policies: dict[TableId, str] = {}
     for item in filter(None, (p.strip() for p in d.bad_input_policy_tables.split(","))):
@@ -252,7 +256,7 @@ def open_sqlserver_source(cfg: Config, schemas: dict[TableId, TableSchema], stag
     """The SQL Server CDC source; its progress lives in the staging store under ``_state/sqlserver/``."""
     import pymssql
 
-    from replicator.sources.sqlserver.source import SqlServerOptions, SqlServerSource
+    from replicator.sources.sqlserver import SqlServerOptions, SqlServerSource
 
     c = cfg.source.sqlserver
     instances: dict[TableId, str] = {}

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from replicator.values.types import LogicalType, parse_type
+from replicator.values import LogicalType, parse_type
 
 
 class Op(enum.Enum):
@@ -254,7 +254,7 @@ class Manifest:
 
     def schema(self) -> TableSchema:
         """The table's shape as staged in this batch (which may be newer than the catalog's)."""
-        from replicator.values.types import parse_type
+        from replicator.values import parse_type
 
         columns = tuple(Column(n, parse_type(t), n not in self.primary_key) for n, t in self.columns)
         return TableSchema(self.table, columns, self.primary_key)

@@ -40,14 +40,13 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
-from replicator.sources.base import Drainable, Source, Stoppable
+from replicator.sources import Drainable, Source, Stoppable
 from replicator.stage import BatchRejected, RejectedRow, Stager
-from replicator.storage.faults import crash_point
-from replicator.storage.store import LocalStore
-from replicator.warehouses.base import Warehouse
+from replicator.storage import LocalStore, crash_point
+from replicator.warehouses import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.views.refresh import ViewRefresher
+    from replicator.views import ViewRefresher
 
 log = structlog.get_logger(__name__)
 

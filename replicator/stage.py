@@ -43,12 +43,9 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
-from replicator.schema.convert import null_key_mask, resolve_unchanged, typed_column
-from replicator.schema.policies import ColumnPolicies
-from replicator.schema.policies import apply as apply_policies
-from replicator.storage.faults import crash_point
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore
+from replicator.schema import ColumnPolicies, null_key_mask, resolve_unchanged, typed_column
+from replicator.schema import apply as apply_policies
+from replicator.storage import ObjectStore, Quarantine, crash_point
 
 log = structlog.get_logger(__name__)
 

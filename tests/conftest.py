@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 import structlog
 
-from replicator.storage.store import S3Settings
+from replicator.storage import S3Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

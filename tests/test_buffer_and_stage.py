@@ -8,9 +8,8 @@ import pyarrow.parquet as pq
 from replicator.buffer import Buffer
 from replicator.model import Batch, Change, Column, Op, Position, TableId, TableSchema
 from replicator.stage import Stager, batch_to_arrow, decode_manifest
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(

@@ -8,7 +8,7 @@ from pathlib import Path
 import boto3
 
 from replicator.demo import feed as demo
-from replicator.storage.store import S3Settings
+from replicator.storage import S3Settings
 from tests.helpers.support import (
     ROOT,
     assert_same_state,

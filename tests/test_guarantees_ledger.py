@@ -14,10 +14,8 @@ import psycopg2
 import pytest
 
 from replicator.demo import feed as demo
-from replicator.sql.ident import quote_literal, quote_table
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.ledger import LEDGER
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.sql import quote_literal, quote_table
+from replicator.warehouses import LEDGER, DuckDBWarehouse, SqlWarehouse
 from tests.helpers.guarantees import (
     assert_applied_exactly_once,
     assert_every_target_write_committed_with_one_ledger_row,

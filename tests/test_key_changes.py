@@ -22,12 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replicator.model import Batch, Change, Column, Op, Position, TableId, TableSchema
-from replicator.schema.catalog import TableOptions
+from replicator.schema import TableOptions
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.storage import LocalStore, Quarantine
+from replicator.warehouses import DuckDBWarehouse, SqlWarehouse
 from tests.warehouses.test_warehouse_conformance import query, redshift_shim, target, wh  # noqa: F401 - fixtures
 
 T = TableId("app", "docs")

@@ -10,10 +10,9 @@ from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Batch, Change, Column, Manifest, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
+from replicator.warehouses import DuckDBWarehouse
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(T, (Column("id", parse_type("bigint"), False), Column("v", parse_type("text"))), ("id",))

@@ -13,13 +13,11 @@ from pathlib import Path
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Column, TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.sources.dms.layout import DmsOptions
-from replicator.sources.dms.source import DmsSource
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.sources.dms import DmsOptions, DmsSource
+from replicator.sql import quote_ident, quote_table
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
 from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
 
 T = TableId("dbo", "accounts")

@@ -12,7 +12,7 @@ import pytest
 
 from replicator import config
 from replicator.config import Secret
-from replicator.ops.http import ObsServer
+from replicator.ops import ObsServer
 from tests.helpers.support import run_cli
 
 GOOD = "0123456789abcdef" * 4  # 64 characters, like `openssl rand -hex 32`

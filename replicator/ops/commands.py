@@ -19,10 +19,9 @@ from replicator import app as app_mod
 from replicator.config import Config, ConfigError, resolve
 from replicator.model import TableId
 from replicator.ops import status as status_mod
-from replicator.sql.ident import quote_table
+from replicator.sql import quote_table
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import open_store
+from replicator.storage import Quarantine, open_store
 
 log = structlog.get_logger(__name__)
 
@@ -236,7 +235,7 @@ level = "warning"
 
 def _print_demo_views(con: Any) -> None:
     """The views after the run (kept current by the merges), and the latest day of cash collected."""
-    from replicator.views.refresh import read_status
+    from replicator.views import read_status
 
     views = read_status(lambda sql: con.execute(sql).fetchall())
     if not views:

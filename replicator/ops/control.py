@@ -27,9 +27,8 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
-from replicator.warehouses.base import STATE_SCHEMA
-from replicator.warehouses.dialect import LEDGER, PROGRESS
+from replicator.sql import quote_ident, quote_literal, quote_table
+from replicator.warehouses import LEDGER, PROGRESS, STATE_SCHEMA
 
 CONTROL = TableId(STATE_SCHEMA, "table_control")
 

@@ -47,9 +47,8 @@ from replicator.ops.control import (
 from replicator.ops.http import NotActive, ObsServer
 from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
 from replicator.pipeline import RunStats
-from replicator.sources.base import Resyncable
-from replicator.warehouses.base import Warehouse
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.sources import Resyncable
+from replicator.warehouses import SqlWarehouse, Warehouse
 
 log = structlog.get_logger(__name__)
 

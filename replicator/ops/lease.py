@@ -25,8 +25,8 @@ import structlog
 from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops.control import SqlSession
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
-from replicator.warehouses.base import STATE_SCHEMA
+from replicator.sql import quote_ident, quote_literal, quote_table
+from replicator.warehouses import STATE_SCHEMA
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ from replicator.model import TableId
 from replicator.ops.control import ControlStore, DuckDBSession, PostgresSession, SqlSession, default_control
 from replicator.ops.daemon import endpoint_file
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
+from replicator.storage import Quarantine
 
 
 class OperateError(RuntimeError):
@@ -153,7 +153,7 @@ class _session:
 
     def __enter__(self) -> SqlSession:
         if self.cfg.warehouse.kind == "duckdb":
-            from replicator.warehouses.duckdb import DuckDBWarehouse
+            from replicator.warehouses import DuckDBWarehouse
 
             try:
                 self._warehouse = DuckDBWarehouse(

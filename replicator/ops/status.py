@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from replicator.model import TableId
-from replicator.sources.postgres.resync import source_stops
+from replicator.sources.postgres import source_stops
 from replicator.stage import Stager
-from replicator.warehouses.base import Warehouse
+from replicator.warehouses import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.views.refresh import ViewStatus
+    from replicator.views import ViewStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +72,8 @@ def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list
 
 def collect_views(warehouse: Warehouse) -> list[ViewStatus]:
     """Each view's mode (incremental or how it is refreshed) and staleness, from the warehouse's records."""
-    from replicator.views.refresh import read_status
-    from replicator.warehouses.sql_base import SqlWarehouse
+    from replicator.views import read_status
+    from replicator.warehouses import SqlWarehouse
 
     return read_status(warehouse.fetch) if isinstance(warehouse, SqlWarehouse) else []
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from replicator.model import METADATA_COLUMNS, SOFT_DELETED, SOFT_DELETED_AT, Column, TableId, TableSchema
-from replicator.values.types import parse_type
+from replicator.values import parse_type
 
 # Names the replicator gives its own columns: those of every staged file (METADATA_COLUMNS) and any starting
 # with RESERVED_PREFIX (the merge's working columns, e.g. ``_replicator_rn``). A source column may never be

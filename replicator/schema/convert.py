@@ -22,8 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replicator.model import Change, Op, TableSchema
-from replicator.values import temporal
-from replicator.values.types import LogicalType, cast_text
+from replicator.values import LogicalType, cast_text, temporal
 
 # -- unsent values and key changes ------------------------------------------------------------------------
 

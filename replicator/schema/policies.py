@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from replicator.model import Batch, Change, Column, TableSchema
-from replicator.values.types import LogicalType
+from replicator.values import LogicalType
 
 Policy = Literal["drop", "null", "hash"]
 POLICIES: tuple[Policy, ...] = ("drop", "null", "hash")

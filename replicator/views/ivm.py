@@ -26,10 +26,10 @@ import sqlglot
 from sqlglot import exp
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.sql import quote_ident, quote_table
 from replicator.views.graph import ViewDef
 from replicator.views.redshift import is_mutable
-from replicator.warehouses.base import STATE_SCHEMA
+from replicator.warehouses import STATE_SCHEMA
 
 AggKind = Literal["sum", "count", "count_star", "avg"]
 

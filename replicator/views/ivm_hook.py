@@ -7,9 +7,9 @@ import time
 from collections.abc import Callable
 
 from replicator.model import OP_COLUMN, SOFT_DELETED, UNCHANGED_COLUMN, TableId
-from replicator.sql.ident import quote_ident, quote_literal
+from replicator.sql import quote_ident, quote_literal
 from replicator.views.ivm import IvmBuilder
-from replicator.warehouses.sql_base import MergeContext
+from replicator.warehouses import MergeContext
 
 
 class IvmHook:

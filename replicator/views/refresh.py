@@ -18,15 +18,13 @@ import structlog
 
 from replicator.model import Column, TableId
 from replicator.obs import metrics
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.views.graph import ViewCatalog, ViewDef
 from replicator.views.ivm import IVM_SQL, IvmBuilder, analyse
 from replicator.views.ivm_hook import IvmHook
 from replicator.views.redshift import incremental_blockers
 from replicator.views.sql import FULL_VIEW_SQL
-from replicator.warehouses.base import STATE_SCHEMA, TableState
-from replicator.warehouses.dialect import Dialect
-from replicator.warehouses.sql_base import MergeHook
+from replicator.warehouses import STATE_SCHEMA, Dialect, MergeHook, TableState
 
 log = structlog.get_logger(__name__)
 

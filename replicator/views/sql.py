@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.views.graph import ViewDef
 
 

@@ -29,8 +29,8 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
-from replicator.values.types import LogicalType
+from replicator.sql import quote_ident, quote_literal, quote_table
+from replicator.values import LogicalType
 from replicator.warehouses import ledger
 from replicator.warehouses.base import STAGING_PREFIX, STATE_SCHEMA
 from replicator.warehouses.ledger import LEDGER, LEDGER_COLUMNS, PROGRESS, PROGRESS_COLUMNS

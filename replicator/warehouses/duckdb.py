@@ -12,8 +12,8 @@ from typing import Any
 import duckdb
 
 from replicator.model import TableSchema
-from replicator.sql.ident import quote_ident, quote_literal
-from replicator.values.types import SCALAR_KINDS, TEXT_KINDS
+from replicator.sql import quote_ident, quote_literal
+from replicator.values import SCALAR_KINDS, TEXT_KINDS
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.sql_base import SqlWarehouse
 

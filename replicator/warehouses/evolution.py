@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
-from replicator.values.types import LogicalType, parse_type
+from replicator.sql import quote_ident, quote_literal, quote_table
+from replicator.values import LogicalType, parse_type
 from replicator.warehouses.base import STATE_SCHEMA
 from replicator.warehouses.dialect import Dialect
 

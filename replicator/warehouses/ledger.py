@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from replicator.model import Column, Manifest, TableId
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
+from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.warehouses.base import STATE_SCHEMA
 
 LEDGER = TableId(STATE_SCHEMA, "batches")  # one row per applied batch; its primary key makes replays no-ops

@@ -17,8 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from replicator.model import TableSchema
-from replicator.values import temporal
-from replicator.values.types import TEXT_KINDS
+from replicator.values import TEXT_KINDS, temporal
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.sql_base import SqlWarehouse
 

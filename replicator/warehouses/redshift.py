@@ -44,9 +44,9 @@ from typing import Any
 import structlog
 
 from replicator.model import Column, Manifest, TableSchema
-from replicator.schema.catalog import RedshiftLayout, TableOptions
-from replicator.sql.ident import quote_ident, quote_literal, quote_table
-from replicator.values.types import SCALAR_KINDS, TEXT_KINDS
+from replicator.schema import RedshiftLayout, TableOptions
+from replicator.sql import quote_ident, quote_literal, quote_table
+from replicator.values import SCALAR_KINDS, TEXT_KINDS
 from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.dialect import LEDGER, PROGRESS, Dialect
 from replicator.warehouses.sql_base import SqlWarehouse

@@ -30,10 +30,9 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.schema.catalog import TableOptions
-from replicator.schema.policies import ColumnPolicies, target_schema
-from replicator.sql.ident import quote_table
-from replicator.storage.faults import crash_point
+from replicator.schema import ColumnPolicies, TableOptions, target_schema
+from replicator.sql import quote_table
+from replicator.storage import crash_point
 from replicator.warehouses import evolution
 from replicator.warehouses.base import STAGING_PREFIX, ApplyResult, TableState
 from replicator.warehouses.dialect import Dialect

@@ -31,9 +31,8 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
 
 pytestmark = pytest.mark.benchmark
 

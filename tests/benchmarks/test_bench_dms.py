@@ -16,10 +16,9 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Change, ChangeChunk, Column, TableId, TableSchema
-from replicator.sources.dms.source import DmsOptions, DmsSource
+from replicator.sources.dms import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.storage import LocalStore, ObjectStore, Quarantine, S3Settings, S3Store
 
 pytestmark = pytest.mark.benchmark
 

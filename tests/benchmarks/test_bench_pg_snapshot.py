@@ -16,10 +16,9 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Batch, ChangeChunk, Column, Op, TableId, TableSchema
-from replicator.sources.postgres.source import PostgresSource
+from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from tests.helpers.pg import execute
 
 pytestmark = pytest.mark.benchmark

@@ -16,11 +16,9 @@ import pytest
 
 from replicator.buffer import Buffer
 from replicator.model import Batch, ChangeChunk, Column, TableId, TableSchema
-from replicator.sources.postgres.pgoutput import lsn_text, parse_lsn
-from replicator.sources.postgres.source import PostgresSource
+from replicator.sources.postgres import PostgresSource, lsn_text, parse_lsn
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from tests.helpers.pg import execute
 
 pytestmark = pytest.mark.benchmark

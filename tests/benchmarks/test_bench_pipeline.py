@@ -16,10 +16,9 @@ import pytest
 from replicator.buffer import Buffer
 from replicator.model import Batch, Change, Column, Manifest, Op, Position, TableId, TableSchema
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
-from replicator.warehouses.base import Warehouse
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
+from replicator.warehouses import Warehouse
 
 pytestmark = pytest.mark.benchmark
 
@@ -87,8 +86,7 @@ def report(step: str, seconds: float) -> None:
 
 
 def test_stage_and_merge_one_million_changes(tmp_path: Path, pg_dsn: str) -> None:
-    from replicator.warehouses.duckdb import DuckDBWarehouse
-    from replicator.warehouses.postgres import PostgresWarehouse
+    from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse
 
     stager, manifests, buffered, staged = stage_all(tmp_path)
     print(f"\n{TOTAL:,} changes ({TOTAL // 2:,} inserts then {TOTAL // 2:,} updates), batches of {BATCH:,}")

@@ -29,12 +29,8 @@ from typing import Any
 import pytest
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.views.graph import order_views, parse_view
-from replicator.views.refresh import ViewRefresher
-from replicator.views.sql import FULL_VIEW_SQL
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.views import FULL_VIEW_SQL, ViewRefresher, order_views, parse_view
+from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, SqlWarehouse
 from tests.warehouses.test_warehouse_conformance import Stager
 
 pytestmark = pytest.mark.benchmark

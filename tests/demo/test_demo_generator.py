@@ -50,7 +50,7 @@ def feed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, GenerationSumm
 
 def test_the_demo_schemas_load_and_match_the_generator_columns() -> None:
     from replicator.demo.domain import COLUMNS
-    from replicator.schema.catalog import load_tables
+    from replicator.schema import load_tables
 
     tables = {t.name: s for t, s in load_tables(ROOT / "schemas").items()}
     assert set(tables) == set(TABLES)

@@ -14,7 +14,7 @@ import sys
 
 from replicator import app, cli
 from replicator.config import Config
-from replicator.warehouses.base import Warehouse
+from replicator.warehouses import Warehouse
 from tests.helpers.pg import dsn_params
 from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
 

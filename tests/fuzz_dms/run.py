@@ -26,7 +26,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.sql import quote_ident, quote_table
 from tests.fuzz_dms.encode import SCHEMA, TXN_PATH, Writer, config, schema_files
 from tests.fuzz_dms.feed import TS_COLUMN, CdcFile, Crash, Kill, LoadFile, Scenario, TxnFile
 from tests.fuzz_dms.values import KINDS

@@ -11,11 +11,10 @@ import pytest
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
-from replicator.sources.dms.source import DmsOptions, DmsSource
+from replicator.sources.dms import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.storage import LocalStore, ObjectStore, Quarantine, S3Settings, S3Store
+from replicator.warehouses import DuckDBWarehouse
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -26,8 +26,8 @@ import duckdb
 import psycopg2
 
 from replicator.model import Position, TableSchema
-from replicator.sql.ident import quote_table
-from replicator.warehouses.postgres import PostgresWarehouse
+from replicator.sql import quote_table
+from replicator.warehouses import PostgresWarehouse
 from tests.helpers.dms_reference import records
 
 

@@ -21,12 +21,11 @@ import pytest
 
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
-from replicator.schema.catalog import load_tables
-from replicator.sources.postgres.source import PostgresSource
+from replicator.schema import load_tables
+from replicator.sources.postgres import PostgresSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.storage import LocalStore, Quarantine
+from replicator.warehouses import DuckDBWarehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 

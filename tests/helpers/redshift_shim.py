@@ -39,8 +39,8 @@ from replicator.model import (
     SEQ_COLUMN,
     TableSchema,
 )
-from replicator.sql.ident import quote_ident
-from replicator.warehouses.redshift import REDSHIFT, RedshiftWarehouse
+from replicator.sql import quote_ident
+from replicator.warehouses import REDSHIFT, RedshiftWarehouse
 
 _SSL_REQUEST = 80877103
 _KEEP = frozenset({b"user", b"database", b"application_name", b"options", b"client_encoding"})

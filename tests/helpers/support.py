@@ -13,9 +13,9 @@ import duckdb
 import psycopg2
 
 from replicator.model import TableSchema
-from replicator.schema.catalog import load_tables
-from replicator.sql.ident import quote_ident, quote_table
-from replicator.values.types import text_to_arrow
+from replicator.schema import load_tables
+from replicator.sql import quote_ident, quote_table
+from replicator.values import text_to_arrow
 from tests.helpers.dms_reference import final_state
 
 ROOT = Path(__file__).resolve().parents[2]

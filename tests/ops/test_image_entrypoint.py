@@ -27,7 +27,7 @@ import boto3
 import pytest
 
 from replicator.demo import feed as demo
-from replicator.storage.store import S3Settings
+from replicator.storage import S3Settings
 from tests.helpers.deploy import ROOT, exec_form, healthcheck, runtime_stage, task_environment, template
 from tests.helpers.scrape import _free_port
 from tests.helpers.support import assert_same_state, expected_state, postgres_state

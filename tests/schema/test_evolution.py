@@ -16,12 +16,10 @@ from replicator.model import Change, Column, Op, Position, SchemaChange, TableId
 from replicator.ops import status as status_mod
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import LogicalType, parse_type
-from replicator.warehouses.duckdb import DUCKDB
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import LogicalType, parse_type
+from replicator.warehouses import DUCKDB, POSTGRES
 from replicator.warehouses.evolution import compare, diff
-from replicator.warehouses.postgres import POSTGRES
 from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 
 T = parse_type

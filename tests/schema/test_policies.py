@@ -17,8 +17,7 @@ from replicator.pipeline import Pipeline
 from replicator.schema.catalog import CatalogError, TableOptions, parse_options, parse_table
 from replicator.schema.policies import ColumnPolicies, PolicyError, apply, target_schema
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from tests.schema.test_evolution import ScriptedSource, change
 from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from replicator.values.types import parse_type, text_to_arrow
+from replicator.values import parse_type, text_to_arrow
 
 
 @pytest.mark.parametrize(

@@ -14,17 +14,21 @@ import sqlglot
 
 from replicator.model import TableId
 from replicator.obs import metrics
-from replicator.schema.catalog import load_tables
+from replicator.schema import load_tables
 from replicator.views.graph import Cron, RefreshPolicy, ViewError, load_views, order_views, parse_view
 from replicator.views.ivm import analyse
 from replicator.views.redshift import incremental_blockers
 from replicator.views.refresh import ViewRefresher, read_status
 from replicator.views.sql import RedshiftViews
-from replicator.warehouses.base import TableState
-from replicator.warehouses.dialect import Dialect
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import POSTGRES, PostgresWarehouse
-from replicator.warehouses.sql_base import MergeHook, SqlWarehouse
+from replicator.warehouses import (
+    POSTGRES,
+    Dialect,
+    DuckDBWarehouse,
+    MergeHook,
+    PostgresWarehouse,
+    SqlWarehouse,
+    TableState,
+)
 from tests.warehouses.test_warehouse_conformance import Stager
 
 ROOT = Path(__file__).resolve().parents[2]

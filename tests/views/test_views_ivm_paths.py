@@ -23,11 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replicator.model import TableSchema
-from replicator.schema.catalog import TableOptions
+from replicator.schema import TableOptions
 from replicator.views.refresh import ViewRefresher
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, SqlWarehouse
 from tests.views.test_views_ivm_property import DIMS, EXAMPLES, FACTS, catalog, dim_rows, fact_rows, normal
 from tests.warehouses.test_warehouse_conformance import Stager
 

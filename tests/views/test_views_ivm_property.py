@@ -24,9 +24,7 @@ from hypothesis import strategies as st
 from replicator.model import Column, TableId, TableSchema
 from replicator.views.graph import ViewCatalog, order_views, parse_view
 from replicator.views.refresh import ViewRefresher
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, SqlWarehouse
 from tests.warehouses.test_warehouse_conformance import Stager
 
 EXAMPLES = int(os.environ.get("REPLICATOR_IVM_EXAMPLES", "25"))

@@ -20,10 +20,9 @@ from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Change, Op, Position, TableId
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from replicator.views.refresh import ViewRefresher, read_status
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.warehouses import DuckDBWarehouse
 from tests.schema.test_evolution import ScriptedSource
 from tests.views.test_views import TABLES, VIEWS
 

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from replicator.model import TableId, TableSchema
-from replicator.sql.ident import quote_ident, quote_table
-from replicator.views.graph import order_views, parse_view
-from replicator.views.refresh import ViewRefresher
+from replicator.sql import quote_ident, quote_table
+from replicator.views import ViewRefresher, order_views, parse_view
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import MergeContext, SqlWarehouse

@@ -15,8 +15,8 @@ import sqlglot
 from sqlglot import exp
 
 from replicator.model import Column, TableSchema
-from replicator.schema.catalog import RedshiftLayout
-from replicator.values.types import KINDS, parse_type
+from replicator.schema import RedshiftLayout
+from replicator.values import KINDS, parse_type
 from replicator.warehouses import evolution
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.postgres import POSTGRES

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.values.types import parse_type
+from replicator.values import parse_type
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.duckdb import DUCKDB
 from replicator.warehouses.postgres import POSTGRES
@@ -54,7 +54,7 @@ def test_each_logical_type_maps_to_the_dialects_ddl(logical: str, duck: str, pg:
 
 
 def test_the_type_maps_cover_every_kind() -> None:
-    from replicator.values.types import KINDS
+    from replicator.values import KINDS
 
     assert set(DUCKDB.types) == set(POSTGRES.types) == set(KINDS)
 

@@ -14,8 +14,7 @@ import pytest
 
 from replicator.model import Batch, Change, Column, Op, Position, TableId, TableSchema
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.sql_base import SqlWarehouse, inspect_batch

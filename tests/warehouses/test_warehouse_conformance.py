@@ -40,8 +40,8 @@ from replicator.model import (
     TableSchema,
     batch_id,
 )
-from replicator.schema.catalog import TableOptions
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.schema import TableOptions
+from replicator.sql import quote_ident, quote_table
 from replicator.warehouses import postgres as pg_warehouse
 from replicator.warehouses import sql_base
 from replicator.warehouses.base import ApplyResult
@@ -601,7 +601,7 @@ def test_every_type_round_trips_through_insert_and_update(
 
 def test_a_duckdb_file_named_like_a_replicated_schema_still_works(tmp_path: Path) -> None:
     from replicator.model import Column, TableId, TableSchema
-    from replicator.values.types import parse_type
+    from replicator.values import parse_type
     from replicator.warehouses.duckdb import DuckDBWarehouse
 
     schema = TableSchema(TableId("dbo", "t"), (Column("id", parse_type("bigint"), False),), ("id",))

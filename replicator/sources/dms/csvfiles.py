@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import IO
 
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
-from replicator.schema.catalog import column_names_problem
+from replicator.schema import column_names_problem
 
 OPS = {"I": Op.INSERT, "U": Op.UPDATE, "D": Op.DELETE}
 _NO_UNCHANGED: frozenset[str] = frozenset()

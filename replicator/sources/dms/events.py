@@ -12,8 +12,7 @@ from typing import Any
 import structlog
 
 from replicator.model import TableId
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore, Quarantine
 
 log = structlog.get_logger(__name__)
 

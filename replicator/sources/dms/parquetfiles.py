@@ -34,10 +34,10 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.schema.catalog import column_names_problem
+from replicator.schema import column_names_problem
 from replicator.sources.dms.arrow import positions
 from replicator.sources.dms.csvfiles import OPS, ROW_DIGITS, BadFile, BadRow
-from replicator.values.types import parse_type
+from replicator.values import parse_type
 
 _NO_UNCHANGED: frozenset[str] = frozenset()
 BATCH_ROWS = 65_536

@@ -17,8 +17,7 @@ from replicator.obs import metrics
 from replicator.sources.dms.csvfiles import BadRow
 from replicator.sources.dms.layout import DmsOptions
 from replicator.sources.dms.state import TableState
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore, Quarantine
 
 log = structlog.get_logger(__name__)
 

@@ -67,8 +67,7 @@ from replicator.sources.dms.state import (
     load,
     save,
 )
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore, ObjectStore
+from replicator.storage import LocalStore, ObjectStore, Quarantine
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from replicator.model import Position, TableSchema
 from replicator.sources.dms.layout import CDC, LOAD
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore
 
 STATE_PREFIX = "_state/dms/"
 

@@ -35,8 +35,7 @@ from replicator.sources.dms.csvfiles import (
 from replicator.sources.dms.layout import DmsOptions
 from replicator.sources.dms.policy import BadInput
 from replicator.sources.dms.state import TableState
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore, Quarantine
 
 STATE_KEY = "_state/dms/_txn.json"
 FEED = "_txn"  # the quarantine "table" of rows that name no table

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import structlog
 
 from replicator.model import TableId
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore
 
 log = structlog.get_logger("replicator.sources.postgres.source")  # the source's logger, as before the split
 

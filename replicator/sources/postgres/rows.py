@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from replicator.model import Change, Column, Op, Position, TableId, TableSchema
 from replicator.sources.postgres import pgoutput as pg
-from replicator.values.types import LogicalType
+from replicator.values import LogicalType
 
 # Built-in types (OID, array type OID, logical kind) for columns that appear after start-up (Relation
 # messages); other types (enums, domains, composites, extensions' types) stay text. pgoutput names a domain

@@ -11,7 +11,7 @@ import psycopg2.extensions
 import structlog
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.sql import quote_ident, quote_table
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_ident, quote_table
+from replicator.sql import quote_ident, quote_table
 
 
 def parse_copy_csv(data: bytes, names: Sequence[str]) -> pa.Table:

@@ -86,7 +86,7 @@ from replicator.sources.postgres.setup import (
     source_dsn,
 )
 from replicator.sources.postgres.stream import ReplicationStream
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore
 
 __all__ = [  # re-exported: these names were defined here before the module was split
     "STATE_PREFIX",

@@ -36,7 +36,7 @@ import structlog
 
 from replicator.obs import metrics
 from replicator.sources.postgres.pgoutput import lsn_text, parse_lsn
-from replicator.sql.ident import quote_ident
+from replicator.sql import quote_ident
 
 log = structlog.get_logger(__name__)
 

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from replicator.model import TableId
-from replicator.sql.ident import quote_mssql_ident, quote_mssql_table
-from replicator.values.types import LogicalType
+from replicator.sql import quote_mssql_ident, quote_mssql_table
+from replicator.values import LogicalType
 
 # Columns every change row starts with, in this order, before the table's own columns.
 ALL_META = ("__$start_lsn", "__$seqval", "__$operation", "__commit_time")

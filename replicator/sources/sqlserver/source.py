@@ -61,7 +61,7 @@ from replicator.sources.sqlserver.values import (
     next_seqval,
     to_wire,
 )
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore
 
 __all__ = [  # re-exported: these names were defined here before the module was split
     "STATE_PREFIX",

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from replicator.model import TableId, TableSchema
 from replicator.sources.sqlserver.values import ZERO, decode_position
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore
 
 STATE_PREFIX = "_state/sqlserver/"
 

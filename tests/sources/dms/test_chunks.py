@@ -27,8 +27,7 @@ from replicator.model import (
 from replicator.sources.dms.arrow import decode_csv_columnar
 from replicator.sources.dms.csvfiles import CsvLayout, decode_csv
 from replicator.stage import BatchRejected, Stager, batch_to_arrow
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(

@@ -21,8 +21,7 @@ from replicator.config import BatchConfig
 from replicator.model import Change, Column, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources.dms.source import DmsOptions, DmsSource
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from tests.helpers.dms import pipeline_round, put
 from tests.helpers.dms_chunks import expand
 

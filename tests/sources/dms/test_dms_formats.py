@@ -26,8 +26,7 @@ import pytest
 from replicator.config import BatchConfig
 from replicator.model import Column, TableId, TableSchema
 from replicator.sources.dms.source import DmsOptions
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore, S3Settings, S3Store
+from replicator.storage import LocalStore, Quarantine, S3Settings, S3Store
 from tests.helpers.dms import pipeline_round
 
 T = TableId("dbo", "acct")

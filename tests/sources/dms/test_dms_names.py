@@ -21,8 +21,7 @@ from replicator.model import Column, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources.dms.source import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore, Quarantine
 from tests.helpers.dms import pipeline_round, put
 
 T = TableId("dbo", "t")

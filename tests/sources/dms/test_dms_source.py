@@ -14,8 +14,7 @@ import pytest
 from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources.dms.source import DmsOptions, DmsSource, decode_position, encode_position
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.storage import LocalStore, ObjectStore, Quarantine, S3Settings, S3Store
 from tests.helpers.dms import put, stores
 from tests.helpers.dms_chunks import expand
 

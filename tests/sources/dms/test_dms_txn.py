@@ -10,8 +10,7 @@ import pytest
 
 from replicator.model import Change, Column, Position, TableId, TableSchema
 from replicator.sources.dms.source import DmsOptions, DmsSource
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import ObjectStore
+from replicator.storage import ObjectStore, Quarantine
 from tests.helpers.dms import stores
 from tests.helpers.dms_chunks import expand
 

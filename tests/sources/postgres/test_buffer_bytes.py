@@ -24,10 +24,10 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
-from replicator.schema.catalog import load_tables
+from replicator.schema import load_tables
 from replicator.sources.postgres.initial_copy import Recopies
 from replicator.sources.postgres.source import PostgresSource
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore
 from tests.helpers.pg import execute, slot_of, source_db, write_schemas
 
 __all__ = ["source_db"]  # the fixture, used by name

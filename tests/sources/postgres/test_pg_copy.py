@@ -36,7 +36,7 @@ from replicator.sources.postgres.initial_copy import CopyFailed, CopyItem, CopyR
 from replicator.sources.postgres.resync import load_state
 from replicator.sources.postgres.rows import decode_position, encode_position, position_range
 from replicator.sources.postgres.snapshot import SnapshotReader
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore
 from tests.helpers.pg import (
     ITEM_COLS,
     ITEMS,

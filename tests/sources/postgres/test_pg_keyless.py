@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from replicator.schema.catalog import load_options, load_tables
+from replicator.schema import load_options, load_tables
 from replicator.sources.postgres.setup import SourceSetupError
 from replicator.sources.postgres.source import PostgresSource
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore
 from tests.helpers.pg import Rig, execute, slot_of, source_db, target_rows
 
 __all__ = ["source_db"]  # the fixture, used by name

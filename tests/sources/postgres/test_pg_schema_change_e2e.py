@@ -23,9 +23,8 @@ from replicator.model import Column, TableId, TableSchema
 from replicator.pipeline import Pipeline
 from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
 from tests.helpers.pg import execute
 from tests.test_schema_change_e2e import target_rows
 from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures

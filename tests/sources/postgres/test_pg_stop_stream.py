@@ -13,7 +13,7 @@ from typing import Any
 
 from replicator.model import TableId
 from replicator.sources.postgres.resync import load_state
-from replicator.storage.quarantine import Quarantine
+from replicator.storage import Quarantine
 from tests.helpers.pg import ITEM_COLS, ITEMS, Rig, execute, source_db, source_rows, target_rows  # noqa: F401
 
 BAD = TableId("public", "bad")

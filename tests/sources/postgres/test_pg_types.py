@@ -18,14 +18,11 @@ import pytest
 
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
-from replicator.schema.catalog import load_tables
+from replicator.schema import load_tables
 from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.warehouses.base import Warehouse
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
+from replicator.storage import LocalStore, Quarantine
+from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
 from tests.helpers.pg import current_lsn, execute
 
 TOML = """schema = "public"

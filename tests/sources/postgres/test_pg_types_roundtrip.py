@@ -22,14 +22,13 @@ import pytest
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import TableId
 from replicator.pipeline import Pipeline
-from replicator.schema.catalog import load_tables
+from replicator.schema import load_tables
 from replicator.sources.postgres.rows import _BUILTIN
 from replicator.sources.postgres.source import PostgresSource
-from replicator.sql.ident import quote_ident
+from replicator.sql import quote_ident
 from replicator.stage import Stager
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
-from replicator.values.types import parse_type
+from replicator.storage import LocalStore, Quarantine
+from replicator.values import parse_type
 from tests.helpers.pg import execute
 from tests.sources.postgres.test_pg_schema_change_e2e import catch_up
 from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures

@@ -15,10 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replicator.schema.convert import typed_column
+from replicator.schema import typed_column
 from replicator.sources.postgres.rows import column_type
-from replicator.values import temporal
-from replicator.values.types import KINDS, LogicalType, parse_type, text_to_arrow
+from replicator.values import KINDS, LogicalType, parse_type, temporal, text_to_arrow
 
 CYCLE_DAYS, CYCLE_YEARS = 146_097, 400  # the Gregorian calendar repeats every 400 years
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()

@@ -9,9 +9,8 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from replicator.model import Change, Column, TableId, TableSchema
-from replicator.sources.dms.source import DmsOptions, DmsSource
-from replicator.storage.quarantine import Quarantine
-from replicator.storage.store import LocalStore
+from replicator.sources.dms import DmsOptions, DmsSource
+from replicator.storage import LocalStore, Quarantine
 from tests.helpers.dms_chunks import expand
 
 T = TableId("lag", "orders")

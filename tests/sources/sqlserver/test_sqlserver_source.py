@@ -20,7 +20,7 @@ from replicator.sources.sqlserver.source import (
     decode_position,
     to_wire,
 )
-from replicator.storage.store import LocalStore
+from replicator.storage import LocalStore
 from tests.helpers.fake_mssql import Column as SrcColumn
 from tests.helpers.fake_mssql import FakeServer
 
@@ -354,8 +354,8 @@ def test_through_the_pipeline_the_warehouse_ends_equal_to_the_source_table_acros
     from replicator.config import BatchConfig, PipelineConfig
     from replicator.pipeline import Pipeline
     from replicator.stage import Stager
-    from replicator.storage.quarantine import Quarantine
-    from replicator.warehouses.duckdb import DuckDBWarehouse
+    from replicator.storage import Quarantine
+    from replicator.warehouses import DuckDBWarehouse
 
     server = server_with_table(rows=25)
     with server.transaction() as tx:

@@ -6,7 +6,7 @@ import pytest
 
 from replicator.model import TableId
 from replicator.sources.sqlserver import queries as q
-from replicator.values.types import LogicalType
+from replicator.values import LogicalType
 from tests.helpers.fake_mssql import quote
 
 L1 = bytes.fromhex("0000002a000001f00003")
