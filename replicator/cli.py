@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True, help="TOML config file")
     run.add_argument("--once", action="store_true", help="drain everything available, then exit")
 
-    st = sub.add_parser("status", help="per-table positions, rows, lag and backlog")
+    st = sub.add_parser("status", help="per table: state, changes applied, backlog, lag, why stopped")
     st.add_argument("-c", "--config", type=Path, required=True)
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -35,13 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         ("pause", "stop merging one table (capture and staging go on); see `tables`"),
         ("resume", "merge a paused table again, its backlog first"),
         ("resync", "reload one table from scratch (full load), then stream again"),
+        ("retry", "a table its source stopped: read what stopped it again (after fixing the file or config)"),
+        ("skip", "a table its source stopped: leave what stopped it in the quarantine and go on"),
     ):
         op = sub.add_parser(action, help=text)
         op.add_argument("-c", "--config", type=Path, required=True)
         op.add_argument("table", help="schema.table")
         op.add_argument("--reason", default="", required=action == "pause", help="shown in `tables`")
 
-    tb = sub.add_parser("tables", help="per table: state (active/paused/resyncing), reason, by whom, since")
+    tb = sub.add_parser("tables", help="per table: state (active, paused, resyncing, stopped), why, since")
     tb.add_argument("-c", "--config", type=Path, required=True)
     tb.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -115,7 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.status(cfg, as_json=args.json)
     if args.command == "check":
         return commands.check(cfg)
-    if args.command in ("pause", "resume", "resync"):
+    if args.command in ("pause", "resume", "resync", "retry", "skip"):
         return commands.table_action(cfg, args.command, args.table, reason=args.reason)
     if args.command == "tables":
         return commands.tables(cfg, as_json=args.json)

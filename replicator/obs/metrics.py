@@ -68,6 +68,12 @@ TABLE_FAILING = Gauge(
     "1 while a table's merge fails (retried each round; the reason is in status)",
     ["table"],
 )
+TABLE_STOPPED = Gauge(
+    "replicator_table_stopped",
+    "1 while a table waits for an operator: stopped by its source (bad input, a type it cannot hold, a"
+    " position cleaned up) or by a failing merge (reason merge_failed); see replicator status",
+    ["table", "reason"],
+)
 PAUSED_TABLES = Gauge("replicator_paused_tables", "Tables whose merge is paused (or waiting for a resync)")
 TABLE_STATE = Gauge("replicator_table_state", "1 for the control state each table is in", ["table", "state"])
 LEASE_HELD = Gauge("replicator_lease_held", "1 while this process holds the single-writer lease", ["scope"])

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import structlog
 from replicator import app as app_mod
 from replicator.config import Config, ConfigError, resolve
 from replicator.model import TableId
+from replicator.ops import actions
 from replicator.ops import status as status_mod
 from replicator.sql import quote_table
 from replicator.stage import Stager
@@ -27,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 
 def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
-    """Replicate. Returns the process exit code: 0 when stopped cleanly or (with once) fully applied."""
+    """Replicate. Returns the process exit code: 0 when stopped cleanly or (with once) when everything
+    available was applied; 1 (with once) naming every table that is stopped or whose merge fails."""
     if not once:
         app_mod.install_signal_handlers(stop, cfg.pipeline.shutdown_grace_seconds)
     started = time.monotonic()
@@ -36,7 +38,7 @@ def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
     # The daemon wraps the pipeline with the lease, per-table control, health and reconnects.
     daemon = Daemon(cfg, stop)
     daemon.run(once=once)
-    stats, errors = daemon.stats, daemon.errors
+    stats = daemon.stats
     log.info(
         "pipeline_stopped",
         seconds=round(time.monotonic() - started, 2),
@@ -45,73 +47,68 @@ def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
         applied_batches=stats.applied_batches,
         skipped_batches=stats.skipped_batches,
     )
-    if errors:
-        for table, error in sorted(errors.items()):
-            print(f"replicator: table {table} could not be merged: {error}", file=sys.stderr)
+    if once and daemon.stopped:
+        for table, why in sorted(daemon.stopped.items()):
+            if why.origin == "merge":
+                print(f"replicator: table {table} could not be merged: {why.detail}", file=sys.stderr)
+            else:
+                print(
+                    f"replicator: table {table} is stopped: {why.reason} at {why.where()}: {why.detail};"
+                    f" to go on: {why.todo}",
+                    file=sys.stderr,
+                )
         return 1
     return 0
 
 
 def status(cfg: Config, *, as_json: bool) -> int:
-    schemas = app_mod.load_schemas(cfg)
-    staging = app_mod.open_staging(cfg)
-    warehouse = app_mod.open_warehouse(cfg, read_only=True)
+    """``replicator status``: through the running daemon, or read directly when none runs."""
     try:
-        rows = status_mod.collect(list(schemas), Stager(staging, Quarantine(staging)), warehouse)
-        views = status_mod.collect_views(warehouse)
-    finally:
-        warehouse.close()
-    control = _control_rows(cfg)
+        doc = actions.status(cfg)
+    except actions.OperateError as exc:
+        print(f"replicator: {exc}", file=sys.stderr)
+        return 1
     if as_json:
-        doc = json.loads(status_mod.to_json(rows))
-        doc["control"] = control
-        doc["views"] = [asdict(v) for v in views]
         print(json.dumps(doc, indent=2))
-    else:
-        print(status_mod.to_text(rows))
+        return 0
+    if doc.get("note"):
+        print("\n".join(status_mod.wrap(str(doc["note"]))), end="\n\n")
+    names = {f.name for f in fields(status_mod.TableStatus)}
+    rows = [status_mod.TableStatus(**{k: v for k, v in r.items() if k in names}) for r in doc["tables"]]
+    print(status_mod.to_text(rows))
+    control = status_mod.control_text(doc["control"])
+    if control:
         print()
-        print(control_format(control))
-        if views:
-            print()
-            print(status_mod.views_to_text(views))
+        print(control)
+    if doc["views"]:
+        from replicator.views import ViewStatus
+
+        print()
+        print(status_mod.views_to_text([ViewStatus(**v) for v in doc["views"]]))
     return 0
 
 
-def _control_rows(cfg: Config) -> list[dict[str, Any]]:
-    from replicator.ops import operate
-
-    return operate.tables(cfg)
-
-
-def control_format(rows: list[dict[str, Any]]) -> str:
-    from replicator.ops.control import format_tables
-
-    return format_tables(rows)
-
-
 def table_action(cfg: Config, action: str, table: str, *, reason: str) -> int:
-    """``replicator pause|resume|resync TABLE``: through the running daemon, or directly when none runs."""
-    from replicator.ops import operate
-
+    """``replicator pause|resume|resync|retry|skip TABLE``: through the running daemon, or directly."""
     try:
-        row = operate.act(cfg, action, table, reason=reason)
-    except operate.OperateError as exc:
+        row = actions.act(cfg, action, table, reason=reason)
+    except actions.OperateError as exc:
         print(f"replicator: {exc}", file=sys.stderr)
         return 1
-    print(control_format([row]))
+    print(status_mod.tables_text([row]))
+    if row.get("note"):
+        print("\n".join(status_mod.wrap(f"note: {row['note']}")))
     return 0
 
 
 def tables(cfg: Config, *, as_json: bool) -> int:
-    """``replicator tables``: each table's state, reason, who set it and since when, and its backlog."""
-    from replicator.ops import operate
-
+    """``replicator tables``: each table's state, reason, who set it and since when, backlog and stop."""
     try:
-        rows = operate.tables(cfg)
-    except operate.OperateError as exc:
+        rows = actions.tables(cfg)
+    except actions.OperateError as exc:
         print(f"replicator: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"tables": rows}, indent=2) if as_json else control_format(rows))
+    print(json.dumps({"tables": rows}, indent=2) if as_json else status_mod.tables_text(rows))
     return 0
 
 
@@ -272,7 +269,7 @@ def _print_demo_summary(cfg: Config, seconds: float) -> None:
             result = con.execute(f"SELECT count(*) FROM {quote_table(TableId.parse(r.table))}").fetchone()
             count = result[0] if result else 0
             lag = "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}"
-            print(f"{r.table:<24} {count:>8} {r.applied_rows:>16} {lag:>8}")
+            print(f"{r.table:<24} {count:>8} {r.applied_changes:>16} {lag:>8}")
         _print_demo_views(con)
     finally:
         con.close()

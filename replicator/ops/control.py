@@ -12,7 +12,11 @@ States and what the daemon does with them:
   in order on resume.
 - ``resyncing``: ``resync_phase = 'requested'`` until the daemon has reset the table (staged batches
   dropped, source told to start over, target emptied, ledger rows removed), then ``'loading'`` until the
-  fresh full load is merged; then ``active`` again.
+  fresh full load is merged and the source is not stopped on it; then ``active`` again.
+- ``active`` with ``resync_phase = 'retry'`` or ``'skip'``: the operator's decision for a table its source
+  stopped (``replicator.ops.stops``), waiting for the daemon's next round to hand it to the source; the
+  daemon then clears the phase. Kept in this table so that it reaches whichever task holds the lease, and a
+  daemon started later.
 
 Statements are plain SQL that PostgreSQL, DuckDB and Redshift all accept (``text``, ``timestamptz``,
 UPDATE-then-INSERT-WHERE-NOT-EXISTS instead of upserts).
@@ -37,7 +41,8 @@ ACTIVE: State = "active"
 PAUSED: State = "paused"
 RESYNCING: State = "resyncing"
 REQUESTED, LOADING = "requested", "loading"
-ACTIONS = ("pause", "resume", "resync")
+RETRY, SKIP = "retry", "skip"  # an operator's decision for a table its source stopped, until applied
+ACTIONS = ("pause", "resume", "resync", RETRY, SKIP)
 
 
 class SqlSession(Protocol):
@@ -135,6 +140,11 @@ class TableControl:
     resync_phase: str | None
 
     @property
+    def decision(self) -> str | None:
+        """``retry`` or ``skip`` while an operator's decision waits for the daemon, else None."""
+        return self.resync_phase if self.state == ACTIVE and self.resync_phase in (RETRY, SKIP) else None
+
+    @property
     def merges(self) -> bool:
         """Whether the daemon merges this table's staged batches now."""
         return self.state == ACTIVE or (self.state == RESYNCING and self.resync_phase == LOADING)
@@ -223,8 +233,10 @@ class ControlStore:
         ]
 
     def request(self, action: str, table: TableId, *, reason: str, who: str) -> TableControl:
-        """Apply an operator's ``pause``/``resume``/``resync`` and return the new state."""
-        if action == "pause":
+        """Apply an operator's ``pause``/``resume``/``resync``/``retry``/``skip`` and return the new state."""
+        if action in (RETRY, SKIP):
+            self.set(table, ACTIVE, reason=reason or f"{action} requested", who=who, phase=action)
+        elif action == "pause":
             self.set(table, PAUSED, reason=reason, who=who)
         elif action == "resume":
             self.set(table, ACTIVE, reason=reason, who=who)
@@ -234,7 +246,7 @@ class ControlStore:
             raise ValueError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
         return self.get(table)
 
-    def reset_target(self, table: TableId, *, who: str) -> None:
+    def reset_target(self, table: TableId, *, who: str, reason: str = "full reload in progress") -> None:
         """Resync, warehouse side, in ONE transaction: empty the target, forget its ledger rows and progress
         (the reload's batches get the same ids as the first load's and must not be skipped), and move the
         control row to ``loading``. DELETE rather than TRUNCATE: TRUNCATE commits implicitly on Redshift."""
@@ -243,7 +255,7 @@ class ControlStore:
             f"DELETE FROM {quote_table(table)}",
             f"DELETE FROM {quote_table(LEDGER)} WHERE {where}",
             f"DELETE FROM {quote_table(PROGRESS)} WHERE {where}",
-            *self.set_statements(table, RESYNCING, reason="full reload in progress", who=who, phase=LOADING),
+            *self.set_statements(table, RESYNCING, reason=reason, who=who, phase=LOADING),
         ]
         self.session.transact(statements)
 
@@ -254,23 +266,3 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
-
-
-def format_tables(rows: Sequence[dict[str, Any]]) -> str:
-    """The ``replicator tables`` text: one line per table."""
-    headers = ["table", "state", "reason", "by", "since", "backlog"]
-    body = [
-        [
-            str(r["table"]),
-            str(r["state"]) + (f" ({r['resync_phase']})" if r.get("resync_phase") else ""),
-            str(r.get("reason") or "-"),
-            str(r.get("changed_by") or "-"),
-            str(r.get("since") or "-")[:19],
-            "-" if r.get("backlog_batches") is None else str(r["backlog_batches"]),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
-    return "\n".join(lines)

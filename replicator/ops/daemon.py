@@ -23,17 +23,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import structlog
 
 from replicator import __version__
 from replicator import app as app_mod
-from replicator.config import Config, resolve
+from replicator.config import Config
 from replicator.model import TableId
 from replicator.obs import metrics
+from replicator.ops import actions, stops
+from replicator.ops import status as status_mod
+from replicator.ops.actions import endpoint_file
 from replicator.ops.control import (
+    ACTIVE,
     LOADING,
     PAUSED,
     REQUESTED,
@@ -42,6 +45,7 @@ from replicator.ops.control import (
     DuckDBSession,
     PostgresSession,
     SqlSession,
+    TableControl,
     default_control,
 )
 from replicator.ops.http import NotActive, ObsServer
@@ -100,13 +104,6 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def endpoint_file(cfg: Config) -> Path | None:
-    """Where a daemon on an embedded DuckDB file says how to reach it (the CLI cannot open the file then)."""
-    if cfg.warehouse.kind != "duckdb":
-        return None
-    return Path(resolve(cfg, cfg.warehouse.path) + ".daemon.json")
-
-
 class Daemon:
     def __init__(self, cfg: Config, stop: threading.Event) -> None:
         self.cfg = cfg
@@ -119,6 +116,11 @@ class Daemon:
         self.signal: LoopSignal | None = None
         self.stats = RunStats()
         self.errors: dict[TableId, str] = {}
+        # Every stopped table (its source's stop, else its failing merge), as of the end of the last round:
+        # what the admin API shows, the replicator_table_stopped gauge and ``run --once``'s exit code say.
+        self.stopped: dict[TableId, stops.Stop] = {}
+        self._source_stops: dict[TableId, stops.Stop] = {}
+        self._stop_labels: set[tuple[str, str]] = set()
         self.http_port: int | None = None
         self._active: _Term | None = None
         self._control_lock = threading.Lock()  # control writes vs. the loop's read-and-apply
@@ -291,9 +293,10 @@ class Daemon:
             if not once:
                 self.stop.wait(self.cfg.pipeline.poll_interval_seconds if captured == 0 else 0)
         self.stats, self.errors = pipeline.stats, dict(pipeline.errors)
+        self._refresh_stops(term)
         if term.keeper.lost.is_set() and not self.stop.is_set():
             raise LeaseLost("the lease was lost; waiting to take it again")
-        return 1 if once and self.errors else 0
+        return 1 if once and self.stopped else 0
 
     def _after_round(self, term: _Term) -> None:
         pipeline = term.app.pipeline
@@ -303,8 +306,10 @@ class Daemon:
         if pipeline.errors:
             # Merge errors may be a lost connection: probe it, and start the term over if it is gone.
             term.app.warehouse.table_states()
+        self._refresh_stops(term)
         for table in sorted(term.loading):
-            if table in pipeline.errors or any(True for _ in pipeline.stager.pending(table)):
+            # A reload that stopped where the table stopped before has not got past it: still resyncing.
+            if table in self.stopped or any(True for _ in pipeline.stager.pending(table)):
                 continue
             with self._control_lock:
                 current = term.control.get(table)
@@ -312,6 +317,17 @@ class Daemon:
                     term.control.set(table, "active", reason="resync finished", who=SYSTEM)
                     log.info("resync_finished", table=str(table))
             term.loading.discard(table)
+
+    def _refresh_stops(self, term: _Term) -> None:
+        """Which tables are stopped now (loop thread): for the admin API, the gauge and ``run --once``."""
+        self._source_stops = stops.live(term.app.source, self.cfg.source.kind)
+        self.stopped = status_mod.all_stops(self._source_stops, dict(term.app.pipeline.errors))
+        labels = {(str(t), s.reason) for t, s in self.stopped.items()}
+        for table, reason in self._stop_labels - labels:
+            metrics.TABLE_STOPPED.remove(table, reason)
+        for table, reason in labels:
+            metrics.TABLE_STOPPED.labels(table=table, reason=reason).set(1)
+        self._stop_labels = labels
 
     # -- control ---------------------------------------------------------------------------------------
 
@@ -329,12 +345,28 @@ class Daemon:
             for s in ("active", "paused", "resyncing"):
                 metrics.TABLE_STATE.labels(table=str(t), state=s).set(1 if s == state else 0)
         for t, c in sorted(states.items()):
+            if t in pipeline.schemas and c.decision is not None:
+                self._decide(term, t, c)
             if t not in pipeline.schemas or c.state != RESYNCING:
                 continue
             if c.resync_phase == REQUESTED:
                 self._resync(term, t)
             elif c.resync_phase == LOADING:
                 term.loading.add(t)
+
+    def _decide(self, term: _Term, table: TableId, control: TableControl) -> None:
+        """Hand the operator's ``retry`` or ``skip`` to the source, then clear it from the control row."""
+        resume = getattr(term.app.source, "resume", None)
+        stopped = table in stops.live(term.app.source, self.cfg.source.kind)
+        if resume is not None and stopped:
+            resume(table, control.decision)
+        with self._control_lock:
+            term.control.set(table, ACTIVE, reason=control.reason, who=control.changed_by)
+        log.info(
+            "table_decision_applied", table=str(table), action=control.decision, who=control.changed_by,
+            reason=control.reason, was_stopped=stopped,
+        )  # fmt: skip
+        self._refresh_stops(term)
 
     def _resync(self, term: _Term, table: TableId) -> None:
         """Start ``table`` over. Order matters for crashes: until the warehouse transaction commits, the
@@ -348,9 +380,14 @@ class Daemon:
             bound.error("resync_unsupported", source=self.cfg.source.kind)
             return
         dropped = pipeline.forget(table)
+        before = self.stopped.get(table)
         source.resync(table)
+        reason = "full reload in progress"
+        if before is not None:
+            # Shown until the reload gets past where the table stopped (``_after_round``).
+            reason += f"; it was stopped: {before.reason} at {before.where()}"
         with self._control_lock:
-            term.control.reset_target(table, who=SYSTEM)
+            term.control.reset_target(table, who=SYSTEM, reason=reason)
             with pipeline.merge_gate:
                 pipeline.paused.discard(table)
         term.loading.add(table)
@@ -370,9 +407,12 @@ class Daemon:
         idle = time.monotonic() - progress
         if self.phase == "active" and idle > self.cfg.http.ready_stall_seconds:
             reasons.append(f"no progress for {idle:.0f} s")
+        # A stopped table does not make the task unready: a restart cannot fix a bad file, and the other
+        # tables go on. It is listed here, and the replicator_table_stopped gauge raises the alert.
         detail = {
             "phase": self.phase, "owner": self.owner, "lease_scope": self.cfg.lease.scope,
             "seconds_since_progress": round(idle, 1), "reasons": reasons,
+            "stopped_tables": sorted(str(t) for t in self.stopped),
         }  # fmt: skip
         return not reasons, detail
 
@@ -387,13 +427,31 @@ class Daemon:
         pipeline = term.app.pipeline
         with self._control_lock:
             states = term.admin.read_all()
-        out = []
-        for t in sorted(pipeline.schemas):
-            row = states.get(t, default_control(t)).to_dict()
-            row["backlog_batches"] = sum(1 for _ in pipeline.stager.pending(t))
-            row["error"] = pipeline.errors.get(t)
-            out.append(row)
-        return out
+        return actions.table_rows(
+            sorted(pipeline.schemas), states, pipeline.stager, self._source_stops, dict(pipeline.errors)
+        )
+
+    def status(self) -> dict[str, Any]:
+        """``replicator status --json``'s document, read through the admin session (the loop merges on)."""
+        term = self._term_or_fail()
+        pipeline, warehouse = term.app.pipeline, term.app.warehouse
+        errors = dict(pipeline.errors)
+        with self._control_lock:
+            query = term.admin.session.query
+            controls = term.admin.read_all()
+            dialect = getattr(warehouse, "dialect", None)
+            reader: status_mod.Progress = (
+                status_mod.SessionReader(query, dialect) if dialect is not None else warehouse
+            )
+            rows = status_mod.collect(
+                sorted(pipeline.schemas), pipeline.stager, reader, stops=self._source_stops, errors=errors,
+                controls=controls,
+            )  # fmt: skip
+            views = status_mod.collect_views(query if dialect is not None else None)
+        table_rows = actions.table_rows(
+            sorted(pipeline.schemas), controls, pipeline.stager, self._source_stops, errors
+        )
+        return status_mod.document(rows, table_rows, views)
 
     def act(self, action: str, table: TableId, *, reason: str, who: str) -> dict[str, Any]:
         term = self._term_or_fail()
@@ -401,14 +459,24 @@ class Daemon:
         if table not in pipeline.schemas:
             raise KeyError(str(table))
         with self._control_lock:
-            new = term.admin.request(action, table, reason=reason, who=who)
+            new, note = actions.decide(
+                term.admin, action, table, reason=reason, who=who, stop=self.stopped.get(table)
+            )
             # Waits for a merge of this table in flight: once this returns, no further batch commits.
             with pipeline.merge_gate:
                 if new.merges:
                     pipeline.paused.discard(table)
                 else:
                     pipeline.paused.add(table)
-        return new.to_dict()
+            states = term.admin.read_all()
+        row = actions.table_rows([table], states, pipeline.stager, self._source_stops, dict(pipeline.errors))[
+            0
+        ]
+        if new.decision is not None:
+            note = (note + "; " if note else "") + f"the {new.decision} is applied at the daemon's next round"
+        if note:
+            row["note"] = note
+        return row
 
     # -- where the CLI finds us ------------------------------------------------------------------------
 

@@ -7,8 +7,13 @@ load balancer provide it), and no extra dependency.
 - ``GET /metrics``: every metric of ``replicator.obs.metrics`` in the Prometheus text format.
 - ``GET /healthz``: 200 while the process serves requests (liveness).
 - ``GET /readyz``: 200 when connected, holding the lease and making progress; 503 with the reasons otherwise.
-- ``GET /tables``, ``POST /tables/{schema.table}/pause|resume|resync`` (JSON body ``{"reason": ..., "who":
+- ``GET /readyz`` stays 200 while tables are stopped (a restart cannot fix a bad file, and the other tables
+  go on); its body lists them as ``stopped_tables``, and the ``replicator_table_stopped`` gauge alerts.
+- ``GET /tables``, ``GET /status`` (what ``replicator status --json`` prints),
+  ``POST /tables/{schema.table}/pause|resume|resync|retry|skip`` (JSON body ``{"reason": ..., "who":
   ...}``, both optional): need ``Authorization: Bearer <token>``; the token is compared in constant time.
+  An action that does not apply to the table as it is (``resume`` of a table its source stopped, ``skip``
+  of a table that is not stopped) answers 409 with what to do instead.
   Missing or wrong token: 401 and nothing changes. No token configured: the admin API is off (403). Every
   admin call, allowed or not, is logged as an ``admin_request`` audit event (never with the token).
 """
@@ -27,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from replicator.config import Secret, admin_token_problems
 from replicator.model import TableId
 from replicator.obs import metrics
+from replicator.ops.actions import Refused
 from replicator.ops.control import ACTIONS
 
 log = structlog.get_logger(__name__)
@@ -44,6 +50,8 @@ class Backend(Protocol):
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
 
     def tables(self) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
 
     def act(self, action: str, table: TableId, *, reason: str, who: str) -> dict[str, Any]:
         """Apply the action; ``KeyError`` for a table that is not replicated, ``NotActive`` when this
@@ -88,10 +96,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             ready, detail = self.backend.readiness()
             self._json(200 if ready else 503, {"ready": ready, **detail})
-        elif path == "/tables":
-            if self._authorised("tables", "*"):
+        elif path in ("/tables", "/status"):
+            if self._authorised(path[1:], "*"):
                 try:
-                    self._json(200, {"tables": self.backend.tables()})
+                    self._json(
+                        200, {"tables": self.backend.tables()} if path == "/tables" else self.backend.status()
+                    )
                 except NotActive as exc:
                     self._json(503, {"error": str(exc)})
         else:
@@ -100,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         if len(parts) != 3 or parts[0] != "tables" or parts[2] not in ACTIONS:
-            self._json(404, {"error": "not found; POST /tables/{schema.table}/pause|resume|resync"})
+            self._json(404, {"error": f"not found; POST /tables/{{schema.table}}/{'|'.join(ACTIONS)}"})
             return
         action, name = parts[2], parts[1]
         if not self._authorised(action, name):
@@ -123,6 +133,10 @@ class _Handler(BaseHTTPRequestHandler):
         except NotActive as exc:
             self._audit(action, name, "not_active", who)
             self._json(503, {"error": str(exc)})
+            return
+        except Refused as exc:
+            self._audit(action, name, "refused", who, reason=reason)
+            self._json(409, {"error": str(exc)})
             return
         except Exception as exc:
             self._audit(action, name, "failed", who)

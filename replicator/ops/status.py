@@ -1,46 +1,109 @@
-"""Per-table status: staged and applied positions, rows, last commit time, lag, backlog."""
+"""Per-table status: state, changes applied, backlog, lag, positions, and why a table is stopped; and the
+text an operator reads (``replicator status``, ``replicator tables``, ``pause``/``resume``...).
+
+Everything here works from plain inputs (the warehouse's progress, the staged batches, the control rows and
+the stops), so the CLI without a daemon and the daemon's admin API build the very same rows.
+"""
 
 from __future__ import annotations
 
-import json
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from replicator.model import TableId
-from replicator.sources.postgres import source_stops
+from replicator.ops.control import TableControl, default_control
+from replicator.ops.stops import Stop, from_merge, persisted, readable_position
+from replicator.sql import quote_literal
 from replicator.stage import Stager
-from replicator.warehouses import Warehouse
+from replicator.warehouses import Dialect, TableState, evolution, read_table_states
 
 if TYPE_CHECKING:
     from replicator.views import ViewStatus
+
+WIDTH = 120  # no line of text is longer
+STOPPED = "stopped"
+
+
+class Progress(Protocol):
+    """What status reads from the warehouse: a warehouse itself, or ``SessionReader``."""
+
+    def table_states(self) -> dict[TableId, TableState]: ...
+
+
+class SessionReader:
+    """The warehouse's progress through another connection (the daemon's admin session, on its own thread,
+    while the loop merges on the warehouse's)."""
+
+    def __init__(self, query: Callable[[str], list[tuple[Any, ...]]], dialect: Dialect) -> None:
+        self.query, self.dialect = query, dialect
+
+    def table_states(self) -> dict[TableId, TableState]:
+        return read_table_states(self.query, self.dialect)
+
+    def schema_errors(self) -> dict[TableId, str]:
+        """``SqlWarehouse.schema_errors``: the merge failures recorded in the warehouse."""
+        table = evolution.ERRORS
+        where = f"table_schema = {quote_literal(table.schema)} AND table_name = {quote_literal(table.name)}"
+        if not self.query(f"SELECT 1 FROM information_schema.tables WHERE {where}"):
+            return {}
+        return {TableId(s, n): r for s, n, r in self.query(evolution.read_errors())}
 
 
 @dataclass(frozen=True, slots=True)
 class TableStatus:
     table: str
+    state: str  # active, paused, resyncing, or stopped (by its source or a failing merge)
     staged_through: str | None
     applied_through: str | None
     backlog_batches: int
     backlog_rows: int
     applied_batches: int
-    applied_rows: int
+    applied_changes: int  # changes (inserts, updates, deletes) applied, not rows in the table
     last_commit_time: str | None
     last_applied_at: str | None
     lag_seconds: (
         float | None
     )  # commit of the last applied change -> now while a backlog waits, else -> applied
-    error: str | None = None  # why merging this table is stopped (an incompatible schema change)
-    # Why the source stopped the table (PostgreSQL: a value its declared type cannot hold): reason,
-    # position, detail, since, todo, slot.
-    stopped: dict[str, Any] | None = None
+    error: str | None = None  # why merging this table fails (an incompatible schema change, a constraint)
+    stopped: dict[str, Any] | None = None  # ``Stop.to_dict()``: why the table waits for an operator
 
 
-def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list[TableStatus]:
+def merge_errors(warehouse: Any) -> dict[TableId, str]:
+    """Merge failures the warehouse records (SQL warehouses; others record none)."""
+    schema_errors = getattr(warehouse, "schema_errors", None)
+    found: dict[TableId, str] = schema_errors() if schema_errors is not None else {}
+    return dict(found)
+
+
+def effective_state(control: TableControl, stop: Stop | None) -> str:
+    return STOPPED if stop is not None else control.state
+
+
+def all_stops(source_stops: Mapping[TableId, Stop], errors: Mapping[TableId, str]) -> dict[TableId, Stop]:
+    """A source's stop first (it is what must be fixed), else a failing merge."""
+    out = {t: from_merge(str(t), e) for t, e in errors.items()}
+    out.update(source_stops)
+    return out
+
+
+def collect(
+    tables: list[TableId],
+    stager: Stager,
+    warehouse: Progress,
+    *,
+    stops: Mapping[TableId, Stop] | None = None,
+    errors: Mapping[TableId, str] | None = None,
+    controls: Mapping[TableId, TableControl] | None = None,
+) -> list[TableStatus]:
+    """One row per table. ``stops`` default to those persisted in the staging store, ``errors`` to the
+    merge failures the warehouse recorded."""
     states = warehouse.table_states()
-    schema_errors = getattr(warehouse, "schema_errors", None)  # SQL warehouses keep them in the warehouse
-    errors: dict[TableId, str] = schema_errors() if schema_errors is not None else {}
-    stops = source_stops(stager.store)  # the PostgreSQL source's state, in the staging store
+    errors = merge_errors(warehouse) if errors is None else errors
+    source_stops = persisted(stager.store, set(tables) | set(states)) if stops is None else stops
+    every = all_stops(source_stops, errors)
     now = datetime.now(UTC)
     out = []
     for table in sorted(set(tables) | set(states)):
@@ -51,87 +114,188 @@ def collect(tables: list[TableId], stager: Stager, warehouse: Warehouse) -> list
         if st is not None and st.last_commit_time is not None:
             end = now if pending or st.last_applied_at is None else st.last_applied_at
             lag = max((end - st.last_commit_time).total_seconds(), 0.0)
+        stop = every.get(table)
+        control = (controls or {}).get(table, default_control(table))
         out.append(
             TableStatus(
                 table=str(table),
+                state=effective_state(control, stop),
                 staged_through=str(staged) if staged else None,
                 applied_through=str(st.applied_through) if st and st.applied_through else None,
                 backlog_batches=len(pending),
                 backlog_rows=sum(m.rows for m in pending),
                 applied_batches=st.batches if st else 0,
-                applied_rows=st.rows if st else 0,
+                applied_changes=st.rows if st else 0,
                 last_commit_time=st.last_commit_time.isoformat() if st and st.last_commit_time else None,
                 last_applied_at=st.last_applied_at.isoformat() if st and st.last_applied_at else None,
                 lag_seconds=round(lag, 3) if lag is not None else None,
                 error=errors.get(table),
-                stopped=stops.get(table),
+                stopped=stop.to_dict() if stop is not None else None,
             )
         )
     return out
 
 
-def collect_views(warehouse: Warehouse) -> list[ViewStatus]:
+def collect_views(fetch: Callable[[str], list[tuple[Any, ...]]] | None) -> list[ViewStatus]:
     """Each view's mode (incremental or how it is refreshed) and staleness, from the warehouse's records."""
     from replicator.views import read_status
-    from replicator.warehouses import SqlWarehouse
 
-    return read_status(warehouse.fetch) if isinstance(warehouse, SqlWarehouse) else []
+    return read_status(fetch) if fetch is not None else []
 
 
-def views_to_text(views: list[ViewStatus]) -> str:
-    headers = ["view", "mode", "refresh", "last refresh", "stale s", "note"]
-    body = [
-        [
-            v.view,
-            v.mode if v.mode == "incremental" else f"{v.mode} ({v.reason})" if v.reason else v.mode,
-            v.policy or "-",
-            (v.refreshed_at or "-")[:19],
-            f"{v.stale_seconds:.1f}",
-            v.note or "",
-        ]
-        for v in views
-    ]
+def table_row(
+    table: TableId, control: TableControl, backlog: int, stop: Stop | None, error: str | None
+) -> dict[str, Any]:
+    """One row of ``replicator tables`` and ``GET /tables``."""
+    row = control.to_dict()
+    row["control_state"] = control.state
+    row["state"] = effective_state(control, stop)
+    row["backlog_batches"] = backlog
+    row["error"] = error
+    row["stopped"] = stop.to_dict() if stop is not None else None
+    return row
+
+
+def document(
+    rows: Sequence[TableStatus], controls: Sequence[dict[str, Any]], views: Sequence[ViewStatus]
+) -> dict[str, Any]:
+    """``status --json`` and ``GET /status``."""
+    return {
+        # ``applied_rows``: the old name of ``applied_changes``, kept for scripts that read it.
+        "tables": [{**asdict(r), "applied_rows": r.applied_changes} for r in rows],
+        "control": list(controls),
+        "views": [asdict(v) for v in views],
+    }
+
+
+# -- text -------------------------------------------------------------------------------------------------
+
+
+def when(iso: Any) -> str:
+    """An ISO 8601 time as ``2026-12-06 14:04:47Z`` (UTC, seconds); ``-`` for none."""
+    if not iso:
+        return "-"
+    try:
+        t = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _grid(headers: list[str], body: list[list[str]], right: set[int] | None = None) -> list[str]:
+    right = right or set()
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
-    return "\n".join(lines)
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return _fit("  ".join(parts).rstrip())
+
+    return [line(headers), *(line(b) for b in body)]
 
 
-def to_json(rows: list[TableStatus]) -> str:
-    return json.dumps({"tables": [asdict(r) for r in rows]}, indent=2)
+def _fit(text: str) -> str:
+    return text if len(text) <= WIDTH else text[: WIDTH - 3] + "..."
+
+
+def wrap(first: str, rest: str = "") -> list[str]:
+    """``first`` then ``rest`` on lines of at most ``WIDTH``, the continuation indented."""
+    text = first + (f" {rest}" if rest else "")
+    return textwrap.wrap(text, WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""]
+
+
+def stop_lines(table: str, stop: Mapping[str, Any]) -> list[str]:
+    """``STOPPED table: reason at position since when``, then the detail, the file, and how to go on."""
+    if stop.get("origin") == "merge":
+        lines = wrap(f"STOPPED {table}: {stop.get('detail')}")
+    else:
+        where = stop.get("position") or stop.get("object") or "-"
+        lines = wrap(f"STOPPED {table}: {stop.get('reason')} at {where} since {when(stop.get('since'))}")
+        lines += wrap(f"    {stop.get('detail')}")
+        if stop.get("object"):
+            lines += wrap(f"    file: {stop['object']}")
+    return [*lines, *wrap(f"    to go on: {stop.get('todo')}")]
 
 
 def to_text(rows: list[TableStatus]) -> str:
-    headers = ["table", "applied rows", "batches", "backlog", "last commit", "lag s", "applied through"]
+    headers = ["table", "state", "changes applied", "backlog", "rows waiting", "lag s", "last commit"]
     body = [
         [
             r.table,
-            str(r.applied_rows),
-            str(r.applied_batches),
-            f"{r.backlog_batches} ({r.backlog_rows} rows)",
-            (r.last_commit_time or "-")[:19],
+            r.state.upper() if r.state == STOPPED else r.state,
+            str(r.applied_changes),
+            str(r.backlog_batches),
+            str(r.backlog_rows),
             "-" if r.lag_seconds is None else f"{r.lag_seconds:.1f}",
-            _short(r.applied_through),
+            when(r.last_commit_time),
         ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)) for b in body]
-    lines += [f"STOPPED {r.table}: {r.error}" for r in rows if r.error]
-    lines += [_stop_line(r.table, r.stopped) for r in rows if r.stopped]
+    lines = _grid(headers, body, right={2, 3, 4, 5})
+    positions = [
+        [r.table, readable_position(r.applied_through) or "-", readable_position(r.staged_through) or "-"]
+        for r in rows
+    ]
+    lines += ["", *_grid(["table", "applied through", "staged through"], positions)]
+    for r in rows:
+        if r.stopped:
+            lines += stop_lines(r.table, r.stopped)
     return "\n".join(lines)
 
 
-def _stop_line(table: str, stop: dict[str, Any]) -> str:
-    since = str(stop.get("since"))[:19]
-    return (
-        f"STOPPED {table}: {stop.get('reason')} at {stop.get('position')} since {since}:"
-        f" {stop.get('detail')}. To go on: {stop.get('todo')}"
-    )
+def tables_text(rows: Sequence[dict[str, Any]]) -> str:
+    """``replicator tables`` (and what ``pause``/``resume``... print): one line per table, then why each
+    stopped table is stopped."""
+    headers = ["table", "state", "backlog", "since", "by", "reason"]
+    body = []
+    for r in rows:
+        state = str(r["state"])
+        state = state.upper() if state == STOPPED else state
+        if r.get("resync_phase"):
+            state += f", {r['resync_phase']}"
+        if r.get("control_state") not in (None, "active", r["state"]):
+            state += f", {r['control_state']}"
+        body.append(
+            [
+                str(r["table"]), state,
+                "-" if r.get("backlog_batches") is None else str(r["backlog_batches"]),
+                when(r.get("since")), str(r.get("changed_by") or "-"), str(r.get("reason") or "-"),
+            ]
+        )  # fmt: skip
+    lines = _grid(headers, body, right={2})
+    for r in rows:
+        if r.get("stopped"):
+            lines += stop_lines(str(r["table"]), r["stopped"])
+    return "\n".join(lines)
 
 
-def _short(pos: str | None, width: int = 48) -> str:
-    if pos is None:
-        return "-"
-    return pos if len(pos) <= width else "..." + pos[-(width - 3) :]
+def control_text(controls: Sequence[dict[str, Any]]) -> str:
+    """The tables an operator paused or is resyncing, for ``replicator status``."""
+    lines = []
+    for r in controls:
+        if r.get("control_state", r.get("state")) == "active" and not r.get("resync_phase"):
+            continue
+        state = str(r.get("control_state") or r.get("state"))
+        phase = f", {r['resync_phase']}" if r.get("resync_phase") else ""
+        lines += wrap(
+            f"{state}{phase} {r['table']} since {when(r.get('since'))} by {r.get('changed_by') or '-'}:",
+            str(r.get("reason") or "-"),
+        )
+    return "\n".join(lines)
+
+
+def views_to_text(views: list[ViewStatus]) -> str:
+    """One line per view, then why a view is not incremental and any note, each on lines of its own."""
+    headers = ["view", "mode", "refresh", "last refresh", "stale s"]
+    body = [[v.view, v.mode, v.policy or "-", when(v.refreshed_at), f"{v.stale_seconds:.1f}"] for v in views]
+    lines = _grid(headers, body, right={4})
+    for v in views:
+        if v.reason:
+            lines += wrap(f"{v.view} is {v.mode} because {v.reason}")
+        if v.note:
+            lines += wrap(f"{v.view}: {v.note}")
+    return "\n".join(lines)

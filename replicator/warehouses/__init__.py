@@ -8,7 +8,7 @@
 - ``duckdb``, ``postgres``, ``redshift``: one module per warehouse, its dialect and its connection side.
 
 Exports: ``Warehouse``, ``ApplyResult``, ``TableState``, ``STATE_SCHEMA``; ``Dialect``, ``LEDGER``,
-``PROGRESS``; ``SqlWarehouse``, ``MergeContext``, ``MergeHook``, ``inspect_batch``;
+``PROGRESS``; ``SqlWarehouse``, ``MergeContext``, ``MergeHook``, ``inspect_batch``, ``read_table_states``;
 ``IncompatibleSchemaChange`` and the ``evolution`` module; and the concrete warehouses, ``DuckDBWarehouse``,
 ``PostgresWarehouse``, ``RedshiftWarehouse`` (with ``RedshiftAuth``, ``RetryPolicy``, ``connect_kwargs``)
 and their dialects ``DUCKDB``, ``POSTGRES``, ``REDSHIFT``. The concrete ones load on first use
@@ -25,7 +25,13 @@ from replicator.warehouses.base import STATE_SCHEMA, ApplyResult, TableState, Wa
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.evolution import IncompatibleSchemaChange
 from replicator.warehouses.ledger import LEDGER, PROGRESS
-from replicator.warehouses.sql_base import MergeContext, MergeHook, SqlWarehouse, inspect_batch
+from replicator.warehouses.sql_base import (
+    MergeContext,
+    MergeHook,
+    SqlWarehouse,
+    inspect_batch,
+    read_table_states,
+)
 
 if TYPE_CHECKING:
     from replicator.warehouses.duckdb import DUCKDB, DuckDBWarehouse
@@ -82,4 +88,5 @@ __all__ = [
     "connect_kwargs",
     "evolution",
     "inspect_batch",
+    "read_table_states",
 ]

@@ -294,22 +294,7 @@ class SqlWarehouse(abc.ABC):
 
     def table_states(self) -> dict[TableId, TableState]:
         """Per table with at least one applied batch; empty before ``setup`` (read-only status checks)."""
-        states: dict[TableId, TableState] = {}
-        if not self._query(self.dialect.progress_exists()):
-            return states
-        for schema_name, name, through, batches, rows, commit_time, applied_at in self._query(
-            self.dialect.table_states()
-        ):
-            table = TableId(schema_name, name)
-            states[table] = TableState(
-                table=table,
-                applied_through=Position(through) if through is not None else None,
-                batches=int(batches),
-                rows=int(rows),
-                last_commit_time=commit_time,
-                last_applied_at=applied_at,
-            )
-        return states
+        return read_table_states(self._query, self.dialect)
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -327,3 +312,23 @@ class SqlWarehouse(abc.ABC):
         # The error that got us here is the one worth raising; a rollback on a broken connection fails too.
         with contextlib.suppress(Exception):
             self._rollback()
+
+
+def read_table_states(
+    query: Callable[[str], list[tuple[Any, ...]]], dialect: Dialect
+) -> dict[TableId, TableState]:
+    """``SqlWarehouse.table_states`` through any connection's ``query`` (the daemon's admin session)."""
+    states: dict[TableId, TableState] = {}
+    if not query(dialect.progress_exists()):
+        return states
+    for schema_name, name, through, batches, rows, commit_time, applied_at in query(dialect.table_states()):
+        table = TableId(schema_name, name)
+        states[table] = TableState(
+            table=table,
+            applied_through=Position(through) if through is not None else None,
+            batches=int(batches),
+            rows=int(rows),
+            last_commit_time=commit_time,
+            last_applied_at=applied_at,
+        )
+    return states

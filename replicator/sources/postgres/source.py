@@ -366,6 +366,10 @@ class PostgresSource:
 
     # -- bad input (``Stoppable``) ----------------------------------------------------------------------
 
+    def problems(self) -> list[dict[str, object]]:
+        """Tables stopped for bad input, each its ``stop_table`` record with ``table`` (for the operator)."""
+        return [{"table": str(t), **v} for t, v in sorted(self._stopped.items())]
+
     def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool:
         """``Stoppable``: a value of ``table`` does not convert to its declared type. The table stops alone
         (always: returns True, so nothing of the batch is staged; the row is in the quarantine).
