@@ -54,7 +54,7 @@ def check_source(
                 f"{tid}: capture instance {t.ci!r} does not capture column(s) {missing}; columns added "
                 "after a capture instance was created need a new capture instance"
             )
-        elif t.next_lsn is not None:
+        elif t.next_lsn is not None and t.stopped is None:  # a stopped table waits for the operator
             try:
                 check_not_expired(scalar, t, t.next_lsn)
             except NeedsResync as exc:

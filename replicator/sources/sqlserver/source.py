@@ -51,6 +51,7 @@ from replicator.sources.sqlserver.state import (
     TableState,
     load_state,
     state_doc,
+    mark_stopped,
 )
 from replicator.sources.sqlserver.values import (
     OPS,
@@ -146,7 +147,8 @@ class SqlServerSource:
             try:
                 yield from self._read_table(t, high)
             except NeedsResync as exc:
-                t.failed = str(exc)
+                mark_stopped(t, str(exc))
+                self._save(t)
                 metrics.ERRORS.labels(stage="source", kind="NeedsResync").inc()
                 log.error("sqlserver_needs_resync", table=str(t.schema.table), error=str(exc))
             except Exception as exc:
@@ -369,6 +371,10 @@ class SqlServerSource:
         metrics.ERRORS.labels(stage="source", kind=type(exc).__name__).inc()
         log.error("sqlserver_read_failed", table=where, error=f"{type(exc).__name__}: {exc}")
         self._disconnect()  # a fresh connection next time: the old one may be broken
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Tables stopped until an operator loads them again, each its record with ``table``."""
+        return [{"table": str(tid), **t.stopped} for tid, t in self._tables.items() if t.stopped is not None]
 
     # -- state --------------------------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class TableState:
     snap_keys: deque[tuple[int, list[str | None]]] = field(default_factory=deque)
     saved_at: float = 0.0
     failed: str | None = None
+    # persisted: why the table waits for an operator (its position is older than the change table's cleanup)
+    stopped: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -92,6 +94,8 @@ def load_state(store: ObjectStore, t: TableState, *, net_changes: bool) -> None:
             "are not comparable. Resync the table "
             f"(delete {t.key} from the staging store) or configure the old capture instance"
         )
+    t.stopped = doc.get("stopped")
+    t.failed = str(t.stopped["detail"]) if t.stopped else None
     t.next_lsn = bytes.fromhex(doc["next_lsn"]) if doc.get("next_lsn") else None
     if doc.get("range_to") and t.next_lsn is not None:
         t.range = (t.next_lsn, bytes.fromhex(doc["range_to"]))
@@ -111,6 +115,18 @@ def load_state(store: ObjectStore, t: TableState, *, net_changes: bool) -> None:
     t.last_yielded = t.acked
 
 
+def mark_stopped(t: TableState, detail: str) -> None:
+    """``t``'s changes were cleaned up before they were read: it stops (persisted with the next save) until
+    it is loaded again; shown by ``replicator status`` and the ``replicator_table_stopped`` gauge."""
+    t.failed = detail
+    t.stopped = {
+        "reason": "needs_resync", "detail": detail, "position": t.acked or None,
+        "since": datetime.now(UTC).isoformat(),
+        "todo": f"the changes in between are gone: load the table again (stop the daemon, delete {t.key} from"
+        " the staging store, start it: the table is copied again)",
+    }  # fmt: skip
+
+
 def pending_range_to(t: TableState, *, net_changes: bool) -> str | None:
     """Net changes: the end of the range read but not staged whole; a restart reads it again."""
     if not net_changes or t.range is None or t.next_lsn != t.range[0]:
@@ -128,6 +144,7 @@ def state_doc(t: TableState, *, net_changes: bool) -> bytes:
         "range_to": pending_range_to(t, net_changes=net_changes),
         "acked": t.acked,
         "snapshot": t.snapshot,
+        "stopped": t.stopped,
         "updated_at": datetime.now(UTC).isoformat(),
     }
     return json.dumps(doc, indent=1).encode()
