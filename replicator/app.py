@@ -203,6 +203,8 @@ def open_source(
             create_publication=pgc.create_publication,
             keyless={t: o.keyless for t, o in table_options(cfg).items()},
             copy_workers=pgc.copy_workers,
+            chunk_rows=cfg.batch.max_rows,
+            idle_seconds=cfg.batch.age / 2,
         )
     from replicator.sources.dms import DmsSource
 

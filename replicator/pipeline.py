@@ -41,6 +41,7 @@ from replicator.model import (
 )
 from replicator.obs import metrics
 from replicator.sources import Drainable, Source, Stoppable
+from replicator.sources.base import Streaming
 from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.storage import LocalStore, crash_point
 from replicator.warehouses import Warehouse
@@ -88,6 +89,8 @@ class Pipeline:
         self.errors: dict[TableId, str] = {}
         self._buffer: Buffer | None = None
         self._halted: set[TableId] = set()  # tables the source stopped during this capture round
+        self._fresh: set[TableId] = set()  # tables with batches staged since their last merge
+        self._full_merge_at = 0.0  # when ``merge_round`` last looked at every table
         self._drain_said = time.monotonic()  # when ``--once`` last said it waits for the source
         # Tables whose merge is held back (paused, or waiting for a resync); capture and staging go on.
         # Changed by the daemon and its admin API under ``merge_gate``, which each apply holds, so once a
@@ -120,7 +123,7 @@ class Pipeline:
             self.schemas,
             max_rows=self.batch_cfg.max_rows,
             max_bytes=self.batch_cfg.max_bytes,
-            max_age_seconds=self.batch_cfg.max_age_seconds,
+            max_age_seconds=self.batch_cfg.age,
             seen_through=seen,
         )
         # What is durably staged (or applied) per table. The buffer's seen_through runs ahead of it: it also
@@ -144,13 +147,20 @@ class Pipeline:
             captured = self.capture(stop)
             if stop.is_set():
                 break
-            self.merge_all(stop)
+            self.merge_round(stop, everything=once)
             self.refresh_views(flush=once and captured == 0)
             if once and captured == 0 and self.source_drained():
                 break
             if not once:
-                stop.wait(self.settings.poll_interval_seconds if captured == 0 else 0)
+                stop.wait(self.idle_wait(captured))
         return self.stats
+
+    def idle_wait(self, captured: int) -> float:
+        """How long to sleep before the next round: none after a round that found changes or when the
+        source's read waits for news itself (``Streaming``), else ``poll_interval_seconds``."""
+        if captured or (isinstance(self.source, Streaming) and self.source.waits_in_read):
+            return 0.0
+        return self.settings.poll_interval_seconds
 
     def mark_drain_point(self) -> None:
         """For ``--once``: what the source holds now is what ``source_drained`` waits for."""
@@ -179,7 +189,11 @@ class Pipeline:
         last_merge = time.monotonic()
         already_staged: dict[TableId, Position] = {}
         self._halted = set()
+        # Due batches are looked for every 1,024 changes and at least every tenth of the batch age, so a
+        # slow steady stream (never idle, so the read never ends) is still cut at max_age_seconds.
         check_at = 1024
+        every = self.batch_cfg.age / 10
+        check_time = time.monotonic() + every
         for change in self.source.read():
             if change.table in self._halted:
                 continue  # stopped for bad input this round: the source yields it again once resumed
@@ -211,8 +225,8 @@ class Pipeline:
                 # that waits for every yielded change (PostgreSQL's flush position) would wait forever. A
                 # re-yielded change that is only buffered is acknowledged when its batch is staged.
                 already_staged[change.table] = buffer.dropped_through
-            if n >= check_at:
-                check_at = n + 1024
+            if n >= check_at or time.monotonic() >= check_time:
+                check_at, check_time = n + 1024, time.monotonic() + every
                 if already_staged:
                     self.source.ack(already_staged)
                     already_staged = {}
@@ -222,8 +236,11 @@ class Pipeline:
                     # Unstaged changes are simply abandoned: they were never acknowledged, so the source
                     # yields them again after the restart.
                     return n
-                if time.monotonic() - last_merge >= self.settings.merge_interval_seconds:
-                    self.merge_all(stop)
+                if self._fresh and time.monotonic() - last_merge >= self.settings.merge_interval:
+                    # Only the tables that staged something: listing every table's staging each time
+                    # would cost a LIST per table on S3. The round's ``merge_all`` looks at all of them.
+                    self.merge_all(stop, tables=self._fresh)
+                    self.refresh_views()
                     last_merge = time.monotonic()
         if already_staged:
             self.source.ack(already_staged)
@@ -251,6 +268,7 @@ class Pipeline:
             bound.error("batch_rejected", position=str(exc.row.position), detail=exc.row.detail)
             return
         crash_point("after_stage")
+        self._fresh.add(batch.table)
         self._staged_through[batch.table] = batch.last
         self.source.ack({batch.table: batch.last})
         crash_point("after_ack")
@@ -272,9 +290,28 @@ class Pipeline:
         )
         return not stopped
 
-    def merge_all(self, stop: threading.Event | None = None) -> None:
-        """Apply every staged batch, table by table, oldest first. A failing table does not stop others."""
-        for table in sorted(self.schemas):
+    def merge_round(self, stop: threading.Event | None = None, *, everything: bool = False) -> None:
+        """The merges of a loop round: the tables that staged batches since their last merge, and every
+        table (batches left by an earlier run, a resumed table's backlog, a failed table's retry) at most
+        every ``poll_interval_seconds`` (each round with ``everything``). A streaming source ends a read
+        every few hundred milliseconds when quiet: listing every table's staging each time would cost a
+        LIST per table on S3."""
+        now = time.monotonic()
+        if everything or now - self._full_merge_at >= self.settings.poll_interval_seconds:
+            self._full_merge_at = now
+            self.merge_all(stop)
+        elif self._fresh:
+            self.merge_all(stop, tables=self._fresh)
+
+    def merge_all(self, stop: threading.Event | None = None, *, tables: set[TableId] | None = None) -> None:
+        """Apply every staged batch (of ``tables``, default all), table by table, oldest first. A failing
+        table does not stop others."""
+        todo = sorted(self.schemas) if tables is None else sorted(tables & self.schemas.keys())
+        if tables is None:
+            self._fresh = set()
+        else:
+            self._fresh -= tables
+        for table in todo:
             if stop is not None and stop.is_set():
                 return
             if table in self.paused:

@@ -283,7 +283,7 @@ class Daemon:
             captured = pipeline.capture(signal)
             if signal.is_set():
                 break
-            pipeline.merge_all(signal)
+            pipeline.merge_round(signal, everything=once)
             pipeline.refresh_views(flush=once and captured == 0)  # issue 6: views after the merges
             self._after_round(term)
             self.last_round = time.monotonic()
@@ -291,7 +291,7 @@ class Daemon:
             if once and captured == 0 and pipeline.source_drained():
                 break
             if not once:
-                self.stop.wait(self.cfg.pipeline.poll_interval_seconds if captured == 0 else 0)
+                self.stop.wait(pipeline.idle_wait(captured))
         self.stats, self.errors = pipeline.stats, dict(pipeline.errors)
         self._refresh_stops(term)
         if term.keeper.lost.is_set() and not self.stop.is_set():

@@ -65,6 +65,14 @@ class Stoppable(Protocol):
 
 
 @runtime_checkable
+class Streaming(Protocol):
+    """A source whose ``read`` itself waits for news (a replication stream, until it has been quiet for
+    a while): the loop reads again at once instead of sleeping ``poll_interval_seconds`` between reads."""
+
+    waits_in_read: bool
+
+
+@runtime_checkable
 class Drainable(Protocol):
     """A source that can tell when it has handed over everything it held when the run started (optional
     capability; ``run --once`` waits for it). A source without it counts as drained when a read finds

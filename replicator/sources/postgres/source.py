@@ -55,7 +55,6 @@ import os
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import chain
 
 import psycopg2
 import structlog
@@ -105,6 +104,8 @@ _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopp
 class PostgresSource:
     """``replicator.sources.base.Source`` over a pgoutput slot; see the module docstring."""
 
+    waits_in_read = True  # ``Streaming``: a read waits until the stream has been quiet for idle_seconds
+
     def __init__(
         self,
         dsn: str,
@@ -119,8 +120,14 @@ class PostgresSource:
         status_interval: float = 10.0,
         keyless: Mapping[TableId, str] | None = None,
         copy_workers: int = 0,
+        chunk_rows: int = 10_000,
     ) -> None:
-        """``keyless``: per table, what to do when it has no primary key and no REPLICA IDENTITY FULL
+        """Rows are handed on as soon as the replication socket has nothing more to read, or when a
+        table has collected ``chunk_rows`` of them (the composition root passes ``batch.max_rows``), and a
+        ``read`` ends once the stream has been quiet for ``idle_seconds`` (half of ``batch.max_age_seconds``
+        there): how long changes wait is the buffer's business, never the source's.
+
+        ``keyless``: per table, what to do when it has no primary key and no REPLICA IDENTITY FULL
         (``TableOptions.keyless``): ``insert_only`` (the default: a start-up warning, inserts replicate) or
         ``refuse`` (``SourceSetupError`` naming the fix). ``copy_workers``: tables copied at once (0: as
         many as there are cores, at most 4)."""
@@ -155,7 +162,7 @@ class PostgresSource:
         self._snapshot_pending: dict[TableId, str] | None = None
         self._ready = False
         self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
-        self.chunk_rows = 10_000  # a table's collected rows are yielded as one chunk at this many
+        self.chunk_rows = chunk_rows  # a table's collected rows are yielded as one chunk at this many
         self.chunk_bytes = 4 << 20  # ... or at this many bytes of messages, whichever comes first
         self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
@@ -438,87 +445,98 @@ class PostgresSource:
         by_rel = self._collector_of
         raw = pg.raw_tuple
         limit, cap = self.chunk_rows, self.chunk_bytes
+        full = self.stream.run_size
         txn = self._txn
-        for payload in chain.from_iterable(self.stream.messages()):
-            tag = payload[0]
-            if tag in OPS and not decoder.in_stream:  # 'I', 'U', 'D'
-                rel_id = int.from_bytes(payload[1:5])
-                rel = rels.get(rel_id)
-                if rel is None:
-                    continue  # a table we do not replicate
-                flag = payload[5]  # 'N' new tuple first: no old one; a delete's 'K' key or 'O' old row
-                values = raw(payload, 6) if flag == 78 or (tag == 68 and flag in (75, 79)) else None
-                if values is not None:
-                    assert txn is not None
-                    txn.ordinal += 1
-                    at = txn.prefix + f"{txn.ordinal:012X}"
-                    # Keyed by relation id: hashing a TableId per row costs more than the decoding.
-                    rows = by_rel.get(rel_id)
-                    if rows is None:
-                        rows = by_rel[rel_id] = collectors.setdefault(rel.table, RowCollector(rel.table))
-                    # Collected rows count as yielded (``take`` records them in ``_yielded``).
-                    if at <= (rows.positions[-1] if rows.positions else yielded.get(rel.table, "")):
-                        continue  # resent after a reconnect, and already yielded
-                    if rel.index is not None:
-                        values = [values[j] if j >= 0 else None for j in rel.index]
-                    if rows.txn is not txn:
-                        rows.txn = txn
-                        rows.starts.append((len(rows.rows), txn))
-                        txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
-                    rows.rows.append(values)
-                    rows.ops.append(OPS[tag])
-                    rows.positions.append(at)
-                    rows.bytes += len(payload)
-                    if len(rows.positions) >= limit or rows.bytes >= cap:
-                        yield from self._flush(rel.table)
-                    continue
-                yield from self._flush(rel.table)  # the row path follows for this one
-            msg = decode(payload)
-            kind = type(msg)
-            if kind is pg.Insert or kind is pg.Update or kind is pg.Delete:
-                assert txn is not None
-                for change in self._changes(msg, txn):  # type: ignore[arg-type]
-                    if change.position.value <= yielded.get(change.table, ""):
-                        continue  # resent after a reconnect, and already yielded
-                    yielded[change.table] = txn.last[change.table] = change.position.value
-                    yield change
-            elif kind is pg.Begin:
-                assert isinstance(msg, pg.Begin)
-                if self._txns and not self._txns[-1].committed and self._txns[-1].final_lsn == msg.final_lsn:
-                    txn = self._txns[-1]  # resent after a reconnect: numbered again from the start
-                    txn.ordinal = 0
-                else:
-                    txn = Txn(msg.final_lsn, msg.commit_time, prefix=f"{msg.final_lsn:016X}.")
-                    self._txns.append(txn)
-                self._txn = txn
-            elif kind is pg.Commit:
-                assert isinstance(msg, pg.Commit) and txn is not None
-                txn.end_lsn, txn.committed = msg.end_lsn, True
-                self._txn = txn = None
-                # Release what this commit completes, every time: its rows may all be staged and
-                # acknowledged already (a chunk its last row filled was staged before the Commit was
-                # decoded), and then no later ack would ever come for it while nothing else is written.
-                self._release()
-            elif kind is pg.Relation:
-                assert isinstance(msg, pg.Relation)
-                at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
-                yield from self._flush(TableId(msg.namespace, msg.name))  # rows of the shape before
-                schema_change = self._relation(msg, at)
-                if schema_change is not None:
-                    yield schema_change
-            elif kind is pg.Truncate:
-                assert isinstance(msg, pg.Truncate) and txn is not None
-                for rel_id in msg.relation_ids:
-                    rel = self._rels.get(rel_id)
+        for run in self.stream.messages():
+            for payload in run:
+                tag = payload[0]
+                if tag in OPS and not decoder.in_stream:  # 'I', 'U', 'D'
+                    rel_id = int.from_bytes(payload[1:5])
+                    rel = rels.get(rel_id)
                     if rel is None:
+                        continue  # a table we do not replicate
+                    flag = payload[5]  # 'N' new tuple first: no old one; a delete's 'K' key or 'O' old row
+                    values = raw(payload, 6) if flag == 78 or (tag == 68 and flag in (75, 79)) else None
+                    if values is not None:
+                        assert txn is not None
+                        txn.ordinal += 1
+                        at = txn.prefix + f"{txn.ordinal:012X}"
+                        # Keyed by relation id: hashing a TableId per row costs more than the decoding.
+                        rows = by_rel.get(rel_id)
+                        if rows is None:
+                            rows = by_rel[rel_id] = collectors.setdefault(rel.table, RowCollector(rel.table))
+                        # Collected rows count as yielded (``take`` records them in ``_yielded``).
+                        if at <= (rows.positions[-1] if rows.positions else yielded.get(rel.table, "")):
+                            continue  # resent after a reconnect, and already yielded
+                        if rel.index is not None:
+                            values = [values[j] if j >= 0 else None for j in rel.index]
+                        if rows.txn is not txn:
+                            rows.txn = txn
+                            rows.starts.append((len(rows.rows), txn))
+                            txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
+                        rows.rows.append(values)
+                        rows.ops.append(OPS[tag])
+                        rows.positions.append(at)
+                        rows.bytes += len(payload)
+                        if len(rows.positions) >= limit or rows.bytes >= cap:
+                            yield from self._flush(rel.table)
                         continue
-                    yield from self._flush(rel.table)
-                    txn.ordinal += 1
-                    value = txn.prefix + f"{txn.ordinal:012X}"
-                    if value > yielded.get(rel.table, ""):
-                        yielded[rel.table] = txn.last[rel.table] = value
-                        yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
-            # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
+                    yield from self._flush(rel.table)  # the row path follows for this one
+                msg = decode(payload)
+                kind = type(msg)
+                if kind is pg.Insert or kind is pg.Update or kind is pg.Delete:
+                    assert txn is not None
+                    for change in self._changes(msg, txn):  # type: ignore[arg-type]
+                        if change.position.value <= yielded.get(change.table, ""):
+                            continue  # resent after a reconnect, and already yielded
+                        yielded[change.table] = txn.last[change.table] = change.position.value
+                        yield change
+                elif kind is pg.Begin:
+                    assert isinstance(msg, pg.Begin)
+                    if (
+                        self._txns
+                        and not self._txns[-1].committed
+                        and self._txns[-1].final_lsn == msg.final_lsn
+                    ):
+                        txn = self._txns[-1]  # resent after a reconnect: numbered again from the start
+                        txn.ordinal = 0
+                    else:
+                        txn = Txn(msg.final_lsn, msg.commit_time, prefix=f"{msg.final_lsn:016X}.")
+                        self._txns.append(txn)
+                    self._txn = txn
+                elif kind is pg.Commit:
+                    assert isinstance(msg, pg.Commit) and txn is not None
+                    txn.end_lsn, txn.committed = msg.end_lsn, True
+                    self._txn = txn = None
+                    # Release what this commit completes, every time: its rows may all be staged and
+                    # acknowledged already (a chunk its last row filled was staged before the Commit was
+                    # decoded), and then no later ack would ever come for it while nothing else is written.
+                    self._release()
+                elif kind is pg.Relation:
+                    assert isinstance(msg, pg.Relation)
+                    at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
+                    yield from self._flush(TableId(msg.namespace, msg.name))  # rows of the shape before
+                    schema_change = self._relation(msg, at)
+                    if schema_change is not None:
+                        yield schema_change
+                elif kind is pg.Truncate:
+                    assert isinstance(msg, pg.Truncate) and txn is not None
+                    for rel_id in msg.relation_ids:
+                        rel = self._rels.get(rel_id)
+                        if rel is None:
+                            continue
+                        yield from self._flush(rel.table)
+                        txn.ordinal += 1
+                        value = txn.prefix + f"{txn.ordinal:012X}"
+                        if value > yielded.get(rel.table, ""):
+                            yielded[rel.table] = txn.last[rel.table] = value
+                            yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
+                # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
+            if len(run) < full and collectors:
+                # The socket is drained: nothing more to read right now. Hand on what was collected, so rows
+                # wait in the buffer (whose age and size limits decide the batches), never here.
+                for table in list(collectors):
+                    yield from self._flush(table)
         for table in list(collectors):
             yield from self._flush(table)
 
