@@ -90,6 +90,13 @@ def _metric(url: str, table: str) -> list[str]:
     ]
 
 
+def _rounds(url: str) -> float:
+    text = str(http("GET", f"{url}/metrics")[1])
+    return sum(
+        float(line.split()[1]) for line in text.splitlines() if line.startswith("replicator_rounds_total ")
+    )
+
+
 def test_a_dms_table_stopped_by_a_bad_file_shows_everywhere_while_the_daemon_runs_and_retry_reads_it_again(
     tmp_path: Path,
 ) -> None:
@@ -238,3 +245,42 @@ def test_status_before_the_first_run_says_there_is_no_warehouse_yet(tmp_path: Pa
     assert code == 0, err
     assert "there is no warehouse yet" in out and "IOException" not in out + err
     assert all(len(line) <= 120 for line in out.splitlines())
+
+
+def test_a_resync_of_a_stopped_table_clears_the_stop_only_once_its_reload_got_past_it(tmp_path: Path) -> None:
+    feed = Feed(tmp_path, seed=65, flushes=2)
+    feed.release(feed.flushes)
+    bad, fixed = _bad_file(feed)
+    port = free_port()
+    cfg = daemon_config(tmp_path / "r.toml", source=feed.live, port=port)
+    daemon = DaemonProcess(cfg, port)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: tables_of(daemon.url)[PAYMENTS]["state"] == "stopped", 60, "payments stops")
+        code, _, err = _cli(cfg, "resync", PAYMENTS, "--reason", "start over")
+        assert code == 0, err
+        # The reload reads the same bad file: the table is never active meanwhile, and stops there again.
+        seen: list[dict[str, Any]] = []
+
+        def stopped_again() -> bool:
+            seen.append(tables_of(daemon.url)[PAYMENTS])
+            return seen[-1]["stopped"] is not None and seen[-1]["resync_phase"] == "loading"
+
+        wait_for(stopped_again, 60, lambda: daemon.log.read_text()[-3000:])
+        assert all(r["control_state"] == "resyncing" for r in seen), seen
+        assert any("it was stopped: column_count" in r["reason"] for r in seen), seen
+        rounds = _rounds(daemon.url)
+        wait_for(lambda: _rounds(daemon.url) >= rounds + 5, 30, "the daemon goes on with its rounds")
+        assert tables_of(daemon.url)[PAYMENTS]["control_state"] == "resyncing", "not finished while stopped"
+
+        bad.write_text(fixed)
+        code, _out, err = _cli(cfg, "retry", PAYMENTS)
+        assert code == 0, err
+        wait_for(
+            lambda: tables_of(daemon.url)[PAYMENTS]["state"] == "active",
+            60,
+            lambda: daemon.log.read_text()[-3000:],
+        )
+    finally:
+        assert daemon.terminate() == 0
+    assert_same_state(duckdb_state(tmp_path / "wh.duckdb"), feed.expected())

@@ -1,9 +1,10 @@
 """What bad DMS input does to its table: quarantine it, then stop the table or let it go on.
 
 Per table the policy is ``stop`` (default: the table waits with ``TableState.stopped`` until the operator
-resumes it with ``retry`` or ``skip``) or ``quarantine`` (the row or file is set aside and the table goes
-on). Rows or files the operator chose to skip are tolerated whatever the policy. Every bad part leaves one
-quarantine record; stopping also counts an error, logs what to do and persists the table's state.
+runs ``replicator retry`` or ``replicator skip``, see ``replicator.ops.stops``) or ``quarantine`` (the row
+or file is set aside and the table goes on). Rows or files the operator chose to skip are tolerated
+whatever the policy. Every bad part leaves one quarantine record; stopping also counts an error, logs what
+to do and persists the table's state.
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ class BadInput:
             "since": datetime.now(UTC).isoformat(), "actions": ["retry", "skip"],
         }  # fmt: skip
         metrics.ERRORS.labels(stage="source", kind=reason).inc()
+        table = t.schema.table
         log.error(
             "dms_table_stopped", table=str(t.schema.table), file=key, row=row, reason=reason, detail=detail,
-            todo="fix or replace the file and resume with 'retry', or resume with 'skip' to leave it in the "
-            "quarantine; other tables go on",
+            todo=f"fix the file in place (or the setting that misreads it), then replicator retry {table};"
+            f" or replicator skip {table} to leave it in the quarantine; other tables go on",
         )  # fmt: skip
         self.save(t)
 
