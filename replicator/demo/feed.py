@@ -91,10 +91,13 @@ def generate(
     changes_per_file: int = 100,
     fmt: FeedFormat | None = None,
     start: datetime = DEFAULT_START,
+    until: datetime | None = None,
 ) -> GenerationSummary:
     """Write a full load of ``patients`` patients (with plans, payments, claims) then ``cdc_files`` CDC
     flushes of about ``changes_per_file`` row changes each (each flush writes one file per changed table).
 
+    With ``until`` (naive UTC, e.g. now), no commit or flush is later than it: flushes come every
+    ``FLUSH_INTERVAL`` or closer together, as the time between ``start`` and ``until`` allows.
     The same arguments always produce byte-identical files. Refuses a folder that already holds a feed.
     """
     fmt = fmt or FeedFormat()
@@ -106,7 +109,7 @@ def generate(
     writer = _Writer(folder, fmt)
     for table in TABLES:
         writer.write_load(table, world.rows[table], start)
-    _run_cdc(world, writer, files=cdc_files, changes_per_file=changes_per_file)
+    _run_cdc(world, writer, files=cdc_files, changes_per_file=changes_per_file, until=until)
     return writer.summary(world.now)
 
 
@@ -118,12 +121,15 @@ def generate_more(
     changes_per_file: int = 100,
     fmt: FeedFormat | None = None,
     not_before: datetime | None = None,
+    until: datetime | None = None,
 ) -> GenerationSummary:
     """Append ``files`` more CDC flushes to the feed in ``folder``, continuing from its state and clock.
 
     The state is rebuilt by replaying the feed's own files, so new keys never collide with any key the feed
     ever used, and new file names sort after every existing one. Deterministic for the same feed and seed.
-    ``not_before`` (naive UTC) moves the clock forward first, e.g. to "now" when the feed is replayed live.
+    ``not_before`` (naive UTC) moves the clock forward first, e.g. to "now" when the feed is replayed live;
+    ``until`` keeps every new commit at or before it (see ``generate``), unless the feed's clock is already
+    past it (a feed cannot go back in time: then the flushes are 1 ms apart).
     """
     fmt = fmt or FeedFormat()
     world, windows = _replay(folder, fmt)
@@ -131,7 +137,7 @@ def generate_more(
         world.now = not_before
     world.rng = random.Random(f"{seed}/{windows}")  # noqa: S311 - demo data, not security
     writer = _Writer(folder, fmt)
-    _run_cdc(world, writer, files=files, changes_per_file=changes_per_file)
+    _run_cdc(world, writer, files=files, changes_per_file=changes_per_file, until=until)
     return writer.summary(world.now)
 
 
@@ -140,23 +146,38 @@ def cdc_file_name(t: datetime) -> str:
     return f"{t:%Y%m%d-%H%M%S}{t.microsecond // 100:04d}.csv"
 
 
-def _run_cdc(world: World, writer: _Writer, *, files: int, changes_per_file: int) -> None:
+def _run_cdc(
+    world: World, writer: _Writer, *, files: int, changes_per_file: int, until: datetime | None = None
+) -> None:
     rng = world.rng
     kinds, weights = list(ACTIVITY_WEIGHTS), list(ACTIVITY_WEIGHTS.values())
+    interval = FLUSH_INTERVAL
+    if until is not None and files:
+        # Fit the flushes between the clock and ``until`` (whole 100 µs, as file names count time).
+        room = max((until - world.now) // files, timedelta(milliseconds=1))
+        interval = min(interval, timedelta(microseconds=room // timedelta(microseconds=100) * 100))
     # Mean gap between transactions so that a flush interval holds about changes_per_file row changes.
-    gap_us = max(2, int(FLUSH_INTERVAL.total_seconds() * 0.8e6 * 1.6 / max(changes_per_file, 1)))
+    gap_us = max(2, int(interval.total_seconds() * 0.8e6 * 1.6 / max(changes_per_file, 1)))
     for i in range(files):
         opened = world.now
+        end = _to_100us(opened + interval)  # the flush, when ``until`` bounds the feed
         world.log.clear()
         script = list(SCRIPTED[i]) if i < len(SCRIPTED) else []
         while len(world.log) < changes_per_file:
             world.now += timedelta(microseconds=rng.randint(1, 2 * gap_us))
+            if until is not None:  # every commit of this flush stays inside its window
+                world.now = min(world.now, end - timedelta(microseconds=1))
             kind = script.pop(0) if script else rng.choices(kinds, weights)[0]
             run_activity(world, kind)
         # DMS flushes on its interval; a flush is never before the last commit it holds.
-        flush = max(opened + FLUSH_INTERVAL, world.now + timedelta(milliseconds=1))
-        world.now = flush.replace(microsecond=flush.microsecond // 100 * 100)
+        flush = end if until is not None else max(opened + interval, world.now + timedelta(milliseconds=1))
+        world.now = _to_100us(flush)
         writer.write_cdc(world.log, world.now)
+
+
+def _to_100us(t: datetime) -> datetime:
+    """Down to whole 100 µs: CDC file names carry four fractional-second digits."""
+    return t.replace(microsecond=t.microsecond // 100 * 100)
 
 
 class _Writer:
