@@ -217,7 +217,9 @@ def open_source(
 def dms_options(d: DmsConfig) -> DmsOptions:
     """The DMS endpoint settings from the config, as the source takes them."""
     from replicator.sources.dms import DmsOptions
+    from replicator.sources.dms.settings import log_ignored
 
+    log_ignored(d)
     policies: dict[TableId, str] = {}
     for item in filter(None, (p.strip() for p in d.bad_input_policy_tables.split(","))):
         name, _, policy = item.partition("=")

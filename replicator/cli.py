@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="working folder (default: ./demo)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--files", type=int, default=6, help="CDC files to add on a repeated run")
+
+    ds = sub.add_parser("dms-settings", help="print [source.dms] from `aws dms describe-endpoints` JSON")
+    ds.add_argument("file", type=Path, help="the JSON AWS prints (or one endpoint, or its S3Settings)")
+    ds.add_argument("--endpoint", help="the endpoint identifier, when the file holds several S3 endpoints")
     return p
 
 
@@ -101,9 +105,13 @@ def _stdout_reader_gone() -> bool:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         obs_logging.configure("warning", "auto")
-        from replicator.ops.commands import demo
+        from replicator.demo.run import demo
 
         return demo(args.dir, seed=args.seed, files=args.files)
+    if args.command == "dms-settings":
+        from replicator.sources.dms.settings import print_section
+
+        return print_section(args.file, args.endpoint)
     cfg = config.load(args.config)
     problems = config.validate(cfg)
     if problems:
@@ -116,7 +124,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return commands.status(cfg, as_json=args.json)
     if args.command == "check":
-        return commands.check(cfg)
+        from replicator.ops.check import check
+
+        return check(cfg)
     if args.command in ("pause", "resume", "resync", "retry", "skip"):
         return commands.table_action(cfg, args.command, args.table, reason=args.reason)
     if args.command == "tables":

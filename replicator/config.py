@@ -52,18 +52,21 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class DmsConfig:
-    """AWS DMS S3 target settings, named as in the DMS endpoint settings (snake case)."""
+    """AWS DMS S3 target settings: every S3Settings name, in snake case (``replicator dms-settings`` writes
+    this section from ``aws dms describe-endpoints``). Settings that do not change how the files are read
+    are accepted and ignored; the source says which once in its log (``replicator.sources.dms.settings``).
+    """
 
     include_op_for_full_load: bool = False
     timestamp_column_name: str = ""
     csv_null_value: str = "NULL"
     add_column_name: bool = False
     data_format: Literal["csv", "parquet"] = "csv"
-    parquet_version: Literal["parquet-1-0", "parquet-2-0"] = "parquet-1-0"  # both are read alike
     compression_type: Literal["none", "gzip", "NONE", "GZIP"] = "none"
     csv_delimiter: str = ","
     csv_row_delimiter: str = "\n"
-    rfc_4180: bool = True
+    rfc_4180: bool = True  # this project's first spelling; rfc4180 (AWS's) wins when set
+    rfc4180: bool | None = None
     cdc_inserts_only: bool = False
     cdc_inserts_and_updates: bool = False
     use_csv_no_sup_value: bool = False
@@ -73,6 +76,30 @@ class DmsConfig:
     date_partition_delimiter: Literal["SLASH", "UNDERSCORE", "DASH", "NONE"] = "SLASH"
     preserve_transactions: bool = False
     cdc_path: str = ""
+    bucket_folder: str = ""  # joined to source.path (unless the path already ends with it)
+    # Accepted and ignored: they change how DMS writes or stores files, not what a reader sees in them.
+    add_trailing_padding_character: bool | None = None
+    bucket_name: str = ""
+    canned_acl_for_objects: str = ""
+    cdc_max_batch_interval: int | None = None
+    cdc_min_file_size: int | None = None
+    data_page_size: int | None = None
+    date_partition_timezone: str = ""
+    dict_page_size_limit: int | None = None
+    enable_statistics: bool | None = None
+    encoding_type: str = ""
+    encryption_mode: str = ""
+    expected_bucket_owner: str = ""
+    external_table_definition: str = ""
+    glue_catalog_generation: bool | None = None
+    ignore_header_rows: int | None = None
+    max_file_size: int | None = None
+    parquet_timestamp_in_millisecond: bool | None = None
+    parquet_version: Literal["parquet-1-0", "parquet-2-0", "PARQUET_1_0", "PARQUET_2_0"] | None = None
+    row_group_length: int | None = None
+    server_side_encryption_kms_key_id: str = ""
+    service_access_role_arn: str = ""
+    use_task_start_time_for_full_load_timestamp: bool | None = None
     # Not DMS settings: what bad input does to its table ("stop" until an operator decides, or
     # "quarantine" the row/file and go on), per-table overrides ("dbo.a=quarantine,dbo.b=stop"), and an SQS
     # queue of S3 event notifications used only as a hint to look sooner.
@@ -126,7 +153,7 @@ class SqlServerSourceConfig:
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     kind: Literal["dms", "postgres", "sqlserver"] = "dms"
-    path: str = "demo/dms"  # dms: local folder or s3://bucket/prefix (DMS BucketFolder)
+    path: str = ""  # dms (required): local folder or s3://bucket/prefix
     dms: DmsConfig = field(default_factory=DmsConfig)
     postgres: PostgresSourceConfig = field(default_factory=PostgresSourceConfig)
     sqlserver: SqlServerSourceConfig = field(default_factory=SqlServerSourceConfig)
@@ -134,7 +161,7 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class StagingConfig:
-    path: str = "demo/staging"  # local folder or s3://bucket/prefix
+    path: str = ""  # required: local folder or s3://bucket/prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +173,7 @@ class S3Config:
 @dataclass(frozen=True, slots=True)
 class WarehouseConfig:
     kind: Literal["duckdb", "postgres", "redshift"] = "duckdb"
-    path: str = "demo/warehouse.duckdb"  # duckdb only
+    path: str = ""  # duckdb only (required there)
     host: str = "127.0.0.1"
     port: int = 5432
     database: str = "postgres"
@@ -185,8 +212,8 @@ LATENCY_DEFAULTS: dict[str, tuple[float, float]] = {
 
 @dataclass(frozen=True, slots=True)
 class BatchConfig:
-    max_rows: int = 100_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_rows: int = field(default=100_000, metadata={"min": 1})
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata={"min": 1024})
     max_age_seconds: float | None = None  # unset: the warehouse's default (LATENCY_DEFAULTS)
 
     @property
@@ -270,18 +297,13 @@ def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
     env = os.environ if environ is None else environ
     doc: dict[str, Any] = {}
     if path is not None:
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        doc = _parse(path)
         _refuse_inline_secrets(doc, "")
     for name, value in env.items():
         if name.startswith(ENV_PREFIX) and value != "":
             parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
-            _set_path(doc, parts, value, name)
-    cfg = _build(Config, doc, "")
+            _set_path(doc, parts, _EnvText(value, name), name)
+    cfg = _dms_spellings(_build(Config, doc, ""))
     cfg = _latency_defaults(cfg)
     base = path.parent if path is not None else Path(".")
     cfg = dataclasses.replace(cfg, base_dir=str(base))
@@ -299,6 +321,36 @@ def _latency_defaults(cfg: Config) -> Config:
     return cfg
 
 
+def _dms_spellings(cfg: Config) -> Config:
+    """One value per DMS setting: AWS's ``rfc4180`` wins over ``rfc_4180``, and ``bucket_folder`` joins the
+    source path (DMS writes below ``bucket/BucketFolder/``) unless the path already ends with it."""
+    d, path = cfg.source.dms, cfg.source.path
+    if d.rfc4180 is not None:
+        d = dataclasses.replace(d, rfc_4180=d.rfc4180)
+    folder = d.bucket_folder.strip("/")
+    if folder and path and not path.rstrip("/").endswith("/" + folder) and path.rstrip("/") != folder:
+        path = f"{path.rstrip('/')}/{folder}"
+    return dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, path=path, dms=d))
+
+
+def _parse(path: Path) -> dict[str, Any]:
+    """The config file's settings; every way of not getting them is a configuration error (exit 2)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder, not a file (-c takes the TOML file)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
 def _refuse_inline_secrets(doc: dict[str, Any], where: str) -> None:
     for key, value in doc.items():
         if isinstance(value, dict):
@@ -310,31 +362,57 @@ def _refuse_inline_secrets(doc: dict[str, Any], where: str) -> None:
             )
 
 
-def _set_path(doc: dict[str, Any], parts: list[str], value: str, env_name: str) -> None:
+def _set_path(doc: dict[str, Any], parts: list[str], value: _EnvText, env_name: str) -> None:
     node = doc
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
         if not isinstance(nxt, dict):
             raise ConfigError(f"{env_name}: {p} is a value, not a section")
         node = nxt
-    node[parts[-1]] = _EnvText(value)
+    node[parts[-1]] = value
 
 
 class _EnvText(str):
-    """A value from the environment: text that is converted to the field's type when validated."""
+    """A value from the environment: text that is converted to the field's type when validated, and that
+    remembers its variable so that an error names it (``REPLICATOR__BATCH__MAX_ROWS=-5``)."""
+
+    env_name: str
+
+    def __new__(cls, value: str, env_name: str) -> _EnvText:
+        text = super().__new__(cls, value)
+        text.env_name = env_name
+        return text
+
+
+def _label(key: str, value: Any) -> str:
+    """How an error names a setting: the key, and the environment variable when the value came from one."""
+    if isinstance(value, _EnvText):
+        shown = "***" if key.rsplit(".", 1)[-1] in SECRET_KEYS else str(value)
+        return f"{value.env_name}={shown} ({key})"
+    return key
 
 
 def _build(cls: type[T], doc: Mapping[str, Any], where: str) -> T:
     if not isinstance(doc, Mapping):
-        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a section (table), got {doc!r}")
+        label = _label(where.rstrip(".") or "config", doc)
+        raise ConfigError(f"{label}: expected a section (table), got {doc!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(doc) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key {where}{unknown[0]}; expected one of: {', '.join(sorted(fields))}")
+        value = doc[unknown[0]]
+        env = f"{value.env_name}: " if isinstance(value, _EnvText) else ""
+        raise ConfigError(
+            f"{env}unknown key {where}{unknown[0]}; expected one of: {', '.join(sorted(fields))}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in doc.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}{name}")
+        converted = _convert(hints[name], value, f"{where}{name}")
+        # One wording for every bound: "expected at least N" (0 unless the field says otherwise).
+        minimum = fields[name].metadata.get("min", 0)
+        if isinstance(converted, int | float) and not isinstance(converted, bool) and converted < minimum:
+            raise ConfigError(f"{_label(where + name, value)}: expected at least {minimum}, got {converted}")
+        kwargs[name] = converted
     try:
         return cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - all fields have defaults
@@ -343,6 +421,7 @@ def _build(cls: type[T], doc: Mapping[str, Any], where: str) -> T:
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
     origin = get_origin(hint)
+    label = _label(key, value)
     if origin in (types.UnionType, typing.Union):
         options = [a for a in get_args(hint) if a is not type(None)]
         return _convert(options[0], value, key)
@@ -353,7 +432,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         allowed = get_args(hint)
         if value not in allowed:
-            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, allowed))}, got {str(value)!r}")
+            raise ConfigError(f"{label}: expected one of {', '.join(map(repr, allowed))}, got {str(value)!r}")
         return str(value)
     if hint is bool:
         if isinstance(value, _EnvText):
@@ -364,28 +443,28 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
                 return False
         elif isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
     if hint in (int, float):
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
         try:
             number = hint(value) if isinstance(value, _EnvText) else value
         except ValueError:
             raise ConfigError(
-                f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
+                f"{label}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
             ) from None
         if hint is float and isinstance(number, int):
             number = float(number)
         if not isinstance(number, hint):
-            raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
-        if number < 0:
-            raise ConfigError(f"{key}: expected a non-negative number, got {number}")
+            raise ConfigError(
+                f"{label}: expected {'an integer' if hint is int else 'a number'}, got {value!r}"
+            )
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected text, got {value!r}")
+            raise ConfigError(f"{label}: expected text, got {value!r}")
         return str(value)
-    raise ConfigError(f"{key}: unsupported setting type {hint}")  # pragma: no cover
+    raise ConfigError(f"{label}: unsupported setting type {hint}")  # pragma: no cover
 
 
 def _with_file_secrets(cfg: T) -> T:
@@ -417,6 +496,14 @@ def resolve(cfg: Config, location: str) -> str:
 def validate(cfg: Config) -> list[str]:
     """Cross-field checks that types alone cannot express. Returns problems (empty when fine)."""
     problems = []
+    # Required keys first, all of them at once: an empty file says what it lacks instead of running on
+    # defaults nobody chose.
+    if cfg.source.kind == "dms" and not cfg.source.path:
+        problems.append(_required("source.path", "the DMS output: a folder or s3://bucket/prefix"))
+    if not cfg.staging.path:
+        problems.append(_required("staging.path", "where batches are staged: a folder or s3://bucket/prefix"))
+    if cfg.warehouse.kind == "duckdb" and not cfg.warehouse.path:
+        problems.append(_required("warehouse.path", "the DuckDB file, with warehouse.kind = 'duckdb'"))
     if cfg.batch.max_rows < 1:
         problems.append("batch.max_rows: expected at least 1")
     if cfg.batch.max_bytes < 1024:
@@ -433,10 +520,6 @@ def validate(cfg: Config) -> list[str]:
             problems.append("warehouse.cluster_identifier or warehouse.workgroup: required with auth = 'iam'")
         if wh.auth == "password" and not wh.host:
             problems.append("warehouse.host: required for redshift with auth = 'password'")
-    if not cfg.source.path:
-        problems.append("source.path: required (a folder or s3://bucket/prefix)")
-    if not cfg.staging.path:
-        problems.append("staging.path: required (a folder or s3://bucket/prefix)")
     if cfg.lease.renew_interval_seconds * 2 > cfg.lease.ttl_seconds:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
     if not cfg.lease.scope:
@@ -455,3 +538,8 @@ def admin_token_problems(token: Secret | None) -> list[str]:
         f" {MIN_ADMIN_TOKEN_CHARS} characters, found {found}; make one with `openssl rand -hex 32`, or unset"
         " it to turn the admin API off"
     ]
+
+
+def _required(key: str, what: str) -> str:
+    env = ENV_PREFIX + key.replace(".", "__").upper()
+    return f"{key}: required ({what}; or {env})"

@@ -245,7 +245,8 @@ def test_connection_parameters_for_password_provisioned_iam_and_serverless() -> 
 def test_redshift_config_needs_s3_staging_and_a_copy_role() -> None:
     from replicator.config import load, validate
 
-    cfg = load(None, {"REPLICATOR__WAREHOUSE__KIND": "redshift", "REPLICATOR__STAGING__PATH": "local"})
+    env = {"REPLICATOR__WAREHOUSE__KIND": "redshift", "REPLICATOR__STAGING__PATH": "local"}
+    cfg = load(None, {**env, "REPLICATOR__SOURCE__PATH": "s3://dms/folder"})
     assert validate(cfg) == [
         "staging.path: Redshift COPYs staged batches from S3 (s3://bucket/prefix)",
         "warehouse.iam_role: required for redshift (the role COPY uses to read staging)",
