@@ -29,6 +29,8 @@ from replicator.warehouses import STATE_SCHEMA, Dialect, MergeHook, TableState
 log = structlog.get_logger(__name__)
 
 VIEWS_TABLE = TableId(STATE_SCHEMA, "views")
+# The per-table control state (replicator.ops.control.CONTROL; named here to keep views below ops).
+CONTROL_TABLE = TableId(STATE_SCHEMA, "table_control")
 _COLUMNS = (
     Column.of("view_schema", "text", nullable=False),
     Column.of("view_name", "text", nullable=False),
@@ -85,6 +87,7 @@ class ViewRefresher:
         self.full_sql = FULL_VIEW_SQL[kind]
         self.ivm_sql = IVM_SQL.get(kind)
         self.runs: dict[TableId, ViewRun] = {}
+        self._pauses: dict[str, float] | None = None  # see _paused_since
         for v in catalog.views:
             builder, reason = None, "the engine refreshes materialized views itself"
             if self.ivm_sql is not None:
@@ -191,6 +194,7 @@ class ViewRefresher:
         with ``flush``), upstream views first. ``blocked``: tables whose merge is paused or failing; views
         reading them are still refreshed, and say that they read stale data. Returns the refreshed views."""
         now = self.clock()
+        self._pauses = None  # read at most once a round, when a view falls behind
         touched = []
         commits = self._commit_times() if changed else {}
         for v in self.catalog.dependents(changed):
@@ -226,7 +230,10 @@ class ViewRefresher:
                 run.note = note
                 touched.append(run)
             if bool(behind) != (run.behind_since is not None):
-                run.behind_since = now if behind else None
+                # Behind since the earliest pause of its inputs (the operator's clock, as the README says),
+                # not since this round noticed it: that may be long after, when a held batch came in.
+                paused = [t for name in behind if (t := self._paused_since().get(name)) is not None]
+                run.behind_since = min([*paused, now]) if behind else None
                 touched.append(run)
             if run.reflected_commit is not None:
                 # As the gauge is defined (issue 7's dashboards): newest reflected source commit to the end
@@ -237,6 +244,22 @@ class ViewRefresher:
         if touched or refreshed:
             self._save([*touched, *(self.runs[n] for n in refreshed)])
         return refreshed
+
+    def _paused_since(self) -> dict[str, float]:
+        """``schema.table`` -> when it was paused, from the control table (``replicator.ops.control``)."""
+        if self._pauses is None:
+            self._pauses = {}
+            where = (
+                f"table_schema = {quote_literal(CONTROL_TABLE.schema)}"
+                f" AND table_name = {quote_literal(CONTROL_TABLE.name)}"
+            )
+            if self.target.fetch(f"SELECT 1 FROM information_schema.tables WHERE {where}"):
+                for schema, name, since in self.target.fetch(
+                    f"SELECT table_schema, table_name, since FROM {quote_table(CONTROL_TABLE)}"
+                    " WHERE state = 'paused'"
+                ):
+                    self._pauses[f"{schema}.{name}"] = _epoch(since)
+        return self._pauses
 
     def _commit_times(self) -> dict[TableId, float]:
         return {
