@@ -204,8 +204,8 @@ class PoliciesConfig:
 # "Latency"). DuckDB and PostgreSQL commit in milliseconds: well under a second. A Redshift commit costs
 # hundreds of milliseconds and Redshift runs one at a time, so it gets fewer, larger merges.
 LATENCY_DEFAULTS: dict[str, tuple[float, float]] = {
-    "duckdb": (0.5, 0.25),
-    "postgres": (0.5, 0.25),
+    "duckdb": (0.3, 0.15),
+    "postgres": (0.3, 0.15),
     "redshift": (5.0, 5.0),
 }
 
