@@ -222,7 +222,7 @@ def stop_lines(table: str, stop: Mapping[str, Any]) -> list[str]:
 
 
 def to_text(rows: list[TableStatus]) -> str:
-    headers = ["table", "state", "changes applied", "backlog", "rows waiting", "lag s", "last commit"]
+    headers = ["table", "state", "changes applied", "backlog", "backlog rows", "lag s", "last commit"]
     body = [
         [
             r.table,
@@ -293,6 +293,8 @@ def views_to_text(views: list[ViewStatus]) -> str:
     headers = ["view", "mode", "refresh", "last refresh", "stale s"]
     body = [[v.view, v.mode, v.policy or "-", when(v.refreshed_at), f"{v.stale_seconds:.1f}"] for v in views]
     lines = _grid(headers, body, right={4})
+    if any(v.reason or v.note for v in views):
+        lines.append("")
     for v in views:
         if v.reason:
             lines += wrap(f"{v.view} is {v.mode} because {v.reason}")
