@@ -40,8 +40,7 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import metrics
-from replicator.sources import Drainable, Source, Stoppable
-from replicator.sources.base import Streaming
+from replicator.sources import Drainable, Notifying, Source, Stoppable, Streaming
 from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.storage import LocalStore, crash_point
 from replicator.warehouses import Warehouse
@@ -152,7 +151,7 @@ class Pipeline:
             if once and captured == 0 and self.source_drained():
                 break
             if not once:
-                stop.wait(self.idle_wait(captured))
+                self.wait_between_rounds(captured, stop)
         return self.stats
 
     def idle_wait(self, captured: int) -> float:
@@ -161,6 +160,16 @@ class Pipeline:
         if captured or (isinstance(self.source, Streaming) and self.source.waits_in_read):
             return 0.0
         return self.settings.poll_interval_seconds
+
+    def wait_between_rounds(self, captured: int, stop: threading.Event) -> None:
+        """Sleep ``idle_wait``, on the source's news where it has any (``Notifying``)."""
+        wait = self.idle_wait(captured)
+        if wait <= 0:
+            return
+        if isinstance(self.source, Notifying):
+            self.source.wait_for_news(wait, stop)
+        else:
+            stop.wait(wait)
 
     def mark_drain_point(self) -> None:
         """For ``--once``: what the source holds now is what ``source_drained`` waits for."""

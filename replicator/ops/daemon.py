@@ -291,7 +291,7 @@ class Daemon:
             if once and captured == 0 and pipeline.source_drained():
                 break
             if not once:
-                self.stop.wait(pipeline.idle_wait(captured))
+                pipeline.wait_between_rounds(captured, self.stop)
         self.stats, self.errors = pipeline.stats, dict(pipeline.errors)
         self._refresh_stops(term)
         if term.keeper.lost.is_set() and not self.stop.is_set():

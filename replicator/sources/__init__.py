@@ -5,9 +5,9 @@ One package per source: ``dms`` (AWS DMS files on S3), ``postgres`` (logical rep
 composition root (``replicator.app``).
 
 Exports the contracts (``base``): ``Source``, and the optional capabilities ``Resyncable``, ``Stoppable``,
-``Drainable``.
+``Drainable``, ``Streaming`` (a read waits for news itself), ``Notifying`` (news between reads).
 """
 
-from replicator.sources.base import Drainable, Resyncable, Source, Stoppable
+from replicator.sources.base import Drainable, Notifying, Resyncable, Source, Stoppable, Streaming
 
-__all__ = ["Drainable", "Resyncable", "Source", "Stoppable"]
+__all__ = ["Drainable", "Notifying", "Resyncable", "Source", "Stoppable", "Streaming"]

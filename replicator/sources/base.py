@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -70,6 +71,15 @@ class Streaming(Protocol):
     a while): the loop reads again at once instead of sleeping ``poll_interval_seconds`` between reads."""
 
     waits_in_read: bool
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """A source that can hear of news between reads (S3 event notifications through SQS): the loop waits
+    on it instead of sleeping ``poll_interval_seconds``, and reads again as soon as it returns."""
+
+    def wait_for_news(self, seconds: float, stop: threading.Event) -> None:
+        """Return after ``seconds``, or sooner when news may be there or ``stop`` is set."""
 
 
 @runtime_checkable

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import gzip
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -136,6 +137,18 @@ class DmsSource:
                 )
         if self._txn is not None:
             yield from self._txn.read()
+
+    def wait_for_news(self, seconds: float, stop: threading.Event) -> None:
+        """``Notifying``: with an SQS queue, long-poll it for S3 event notifications and return at the
+        first (the next read lists every table: a hint only says when to look, never what to read);
+        without one, sleep."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self.events is None or left < 1.0:  # SQS waits whole seconds
+                stop.wait(left)
+                return
+            if self.events.wait(min(left, 2.0)):  # in slices: a stop is heard within 2 s
+                return
 
     def ack(self, positions: Mapping[TableId, Position]) -> None:
         """Record that every change of each table up to its position is staged; persist it. Idempotent."""
