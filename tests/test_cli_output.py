@@ -61,3 +61,19 @@ def test_the_daemon_reports_a_failure_as_one_log_event_on_stderr(tmp_path: Path)
     assert result.stdout == ""
     failures = [line for line in result.stderr.splitlines() if "not a valid DuckDB" in line]
     assert len(failures) == 1 and '"event": "failed"' in failures[0], result.stderr
+
+
+def test_every_command_that_prints_ends_quietly_on_a_closed_stdout(tmp_path: Path) -> None:
+    (tmp_path / "dms").mkdir()
+    cfg = write_config(
+        tmp_path / "replicator.toml", source=str(tmp_path / "dms"), staging=str(tmp_path / "st")
+    )
+    endpoint = tmp_path / "endpoint.json"
+    endpoint.write_text('{"CsvNullValue": "NULL", "AddColumnName": true}')
+    for args in (["check", "-c", str(cfg)], ["status", "-c", str(cfg)], ["dms-settings", str(endpoint)]):
+        proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the command prints anything
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, (args, err)
+        assert err == "", (args, err)
