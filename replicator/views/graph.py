@@ -19,11 +19,11 @@ import hashlib
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import sqlglot
+from croniter import CroniterBadDateError, CroniterError, croniter
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
@@ -39,63 +39,37 @@ class ViewError(ValueError):
 # -- refresh policy ------------------------------------------------------------------------------------
 
 
+_ONE_VALUE_RANGE = re.compile(r"(?<![\d-])(\d+)-\1(?:/\d+)?(?![\d-])")
+
+
 @dataclass(frozen=True, slots=True)
 class Cron:
-    """Five-field cron (minute hour day-of-month month day-of-week, UTC): ``*``, ``*/n``, ``a-b``, lists."""
+    """Five-field cron (minute hour day-of-month month day-of-week, UTC), parsed and stepped by croniter.
 
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday, as in cron
+    A day-of-month and a day-of-week both given must both match (``croniter``'s ``day_or=False``), as they
+    did before croniter; classic cron would take either.
+    """
+
+    expression: str  # the five fields, single-spaced
 
     @classmethod
     def parse(cls, text: str) -> Cron:
         fields = text.split()
         if len(fields) != 5:
             raise ViewError(f"schedule {text!r} needs 5 fields: minute hour day month weekday")
-        ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-        sets = [_cron_field(f, lo, hi) for f, (lo, hi) in zip(fields, ranges, strict=True)]
-        return cls(*sets)
-
-    def matches(self, t: datetime) -> bool:
-        return (
-            t.minute in self.minutes
-            and t.hour in self.hours
-            and t.day in self.days
-            and t.month in self.months
-            and (t.isoweekday() % 7) in self.weekdays
-        )
+        # croniter 7 reads a one-value range ("9-9", "21-21/5") as the whole field: write it as the value
+        expression = " ".join(_ONE_VALUE_RANGE.sub(r"\1", f) for f in fields)
+        try:
+            croniter(expression, 0, day_or=False).get_next(float)
+        except CroniterBadDateError:
+            raise ViewError(f"schedule {text!r} never fires (no date matches it)") from None
+        except CroniterError as exc:
+            raise ViewError(f"schedule {text!r} is not a valid cron expression: {exc}") from None
+        return cls(expression)
 
     def fired_between(self, after: float, until: float) -> bool:
-        """Whether a fire time lies in ``(after, until]`` (epoch seconds). Walks back minute by minute from
-        ``until``; a gap over a year always holds one (every valid cron fires yearly)."""
-        if until - after > 366 * 86400:
-            return True
-        t = datetime.fromtimestamp(until, UTC).replace(second=0, microsecond=0)
-        while t.timestamp() > after:
-            if self.matches(t):
-                return True
-            t -= timedelta(minutes=1)
-        return False
-
-
-def _cron_field(text: str, lo: int, hi: int) -> frozenset[int]:
-    out: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if base == "*":
-            start, end = lo, hi
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            start, end = int(a), int(b)
-        else:
-            start = end = int(base)
-        if not (lo <= start <= end <= hi) or step < 1:
-            raise ViewError(f"cron field {text!r} is out of range {lo}-{hi}")
-        out.update(range(start, end + 1, step))
-    return frozenset(out)
+        """Whether a fire time lies in ``(after, until]`` (epoch seconds)."""
+        return bool(croniter(self.expression, after, day_or=False).get_next(float) <= until)
 
 
 @dataclass(frozen=True, slots=True)
