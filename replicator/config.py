@@ -248,6 +248,10 @@ class HttpConfig:
     # /readyz answers 503 when the daemon loop has not completed a round for this long (a hung merge, a
     # source that blocks): ECS and load balancers then see the task as unhealthy.
     ready_stall_seconds: float = 300.0
+    # No client can starve the server: at most this many connections (a new one replaces the oldest idle
+    # or slow one), and a whole request must arrive within request_timeout_seconds (see ops/httpserver.py).
+    max_connections: int = 64
+    request_timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +528,10 @@ def validate(cfg: Config) -> list[str]:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
     if not cfg.lease.scope:
         problems.append("lease.scope: required (a name shared by the tasks that take turns)")
+    if cfg.http.max_connections < 4:
+        problems.append("http.max_connections: expected at least 4 (probes, scrapes and an operator at once)")
+    if cfg.http.request_timeout_seconds <= 0:
+        problems.append("http.request_timeout_seconds: expected more than 0")
     problems.extend(admin_token_problems(cfg.http.admin_token))
     return problems
 

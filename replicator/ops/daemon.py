@@ -49,6 +49,7 @@ from replicator.ops.control import (
     default_control,
 )
 from replicator.ops.http import NotActive, ObsServer
+from replicator.ops.httpserver import Limits
 from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
 from replicator.pipeline import RunStats
 from replicator.sources import Resyncable
@@ -159,7 +160,8 @@ class Daemon:
         if http.port == 0:
             return None
         try:
-            server = ObsServer(http.host, http.port, self, admin_token=http.admin_token)
+            limits = Limits(http.max_connections, http.request_timeout_seconds)
+            server = ObsServer(http.host, http.port, self, admin_token=http.admin_token, limits=limits)
         except OSError as exc:
             # Keep replicating: a port clash must not stop the data. ECS health checks will say so.
             metrics.ERRORS.labels(stage="http", kind=type(exc).__name__).inc()

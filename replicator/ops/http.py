@@ -1,8 +1,9 @@
 """HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and the admin API, on the stdlib server.
 
-The stdlib ``ThreadingHTTPServer`` in a daemon thread is enough here: a handful of requests a minute
-(Prometheus scrapes, ECS and load balancer checks, an operator's pause), no TLS (the task's network and the
-load balancer provide it), and no extra dependency.
+The stdlib server in a daemon thread is enough here: a handful of requests a minute (Prometheus scrapes, ECS
+and load balancer checks, an operator's pause), no TLS (the task's network and the load balancer provide it),
+and no extra dependency. ``replicator.ops.httpserver`` bounds its connections, threads and time per request
+so that no client can starve it (and says why it is not waitress).
 
 - ``GET /metrics``: every metric of ``replicator.obs.metrics`` in the Prometheus text format.
 - ``GET /healthz``: 200 while the process serves requests (liveness).
@@ -23,7 +24,6 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 import structlog
@@ -34,10 +34,9 @@ from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops.actions import Refused
 from replicator.ops.control import ACTIONS
+from replicator.ops.httpserver import BoundedHandler, BoundedHTTPServer, Limits
 
 log = structlog.get_logger(__name__)
-
-MAX_BODY = 64 * 1024
 
 
 class NotActive(RuntimeError):
@@ -60,13 +59,20 @@ class Backend(Protocol):
 
 
 class ObsServer:
-    def __init__(self, host: str, port: int, backend: Backend, *, admin_token: Secret | None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        backend: Backend,
+        *,
+        admin_token: Secret | None,
+        limits: Limits | None = None,
+    ) -> None:
         weak = admin_token_problems(admin_token)
         if weak:  # config.validate refuses it first; this guards every other way in
             raise ValueError(weak[0])
         handler = type("Handler", (_Handler,), {"backend": backend, "token": admin_token})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = BoundedHTTPServer((host, port), handler, limits or Limits())
         self.port: int = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
@@ -79,11 +85,10 @@ class ObsServer:
         self.httpd.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedHandler):
     backend: Backend
     token: Secret | None
     server_version = "replicator"
-    protocol_version = "HTTP/1.1"
 
     # -- routing ---------------------------------------------------------------------------------------
 
@@ -172,10 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         )  # fmt: skip
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ValueError("request body too large")
-        raw = self.rfile.read(length) if length else b""
+        raw = self.body  # read by BoundedHandler within the request deadline, its length checked
         if not raw.strip():
             return {}
         try:
@@ -197,7 +199,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The stdlib writes every request to stderr; scrapes and probes would drown the event log.
-        log.debug("http_request", client=self.client_address[0], line=format % args)
