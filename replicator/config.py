@@ -241,8 +241,14 @@ class PipelineConfig:
 class HttpConfig:
     """Health, metrics and the admin API. The admin API needs a bearer token; without one it is off."""
 
-    host: str = "0.0.0.0"  # noqa: S104 - the container's port is what ECS and Prometheus reach
+    # Every address: with awsvpc, Prometheus, ECS health checks and load balancers reach the task's own ENI
+    # address (loopback would hide /metrics and /healthz from them). The admin API can move off it below.
+    host: str = "0.0.0.0"  # noqa: S104
     port: int = 9100  # 0: no HTTP server
+    # The admin API on its own listener (reached through ECS Exec, a sidecar or a load balancer); the main
+    # port then answers 404 to admin calls. 0: the admin API is on the main port.
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 0
     admin_token: Secret | None = None  # REPLICATOR__HTTP__ADMIN_TOKEN or admin_token_file
     admin_token_file: str = ""
     # /readyz answers 503 when the daemon loop has not completed a round for this long (a hung merge, a
@@ -528,6 +534,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
     if not cfg.lease.scope:
         problems.append("lease.scope: required (a name shared by the tasks that take turns)")
+    if cfg.http.admin_port and cfg.http.admin_port == cfg.http.port:
+        problems.append("http.admin_port: must differ from http.port (0 puts the admin API on http.port)")
     if cfg.http.max_connections < 4:
         problems.append("http.max_connections: expected at least 4 (probes, scrapes and an operator at once)")
     if cfg.http.request_timeout_seconds <= 0:

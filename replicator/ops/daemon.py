@@ -123,6 +123,7 @@ class Daemon:
         self._source_stops: dict[TableId, stops.Stop] = {}
         self._stop_labels: set[tuple[str, str]] = set()
         self.http_port: int | None = None
+        self.admin_url = ""
         self._active: _Term | None = None
         self._control_lock = threading.Lock()  # control writes vs. the loop's read-and-apply
 
@@ -161,7 +162,10 @@ class Daemon:
             return None
         try:
             limits = Limits(http.max_connections, http.request_timeout_seconds)
-            server = ObsServer(http.host, http.port, self, admin_token=http.admin_token, limits=limits)
+            admin = (http.admin_host, http.admin_port) if http.admin_port else None
+            server = ObsServer(
+                http.host, http.port, self, admin_token=http.admin_token, limits=limits, admin=admin
+            )
         except OSError as exc:
             # Keep replicating: a port clash must not stop the data. ECS health checks will say so.
             metrics.ERRORS.labels(stage="http", kind=type(exc).__name__).inc()
@@ -169,6 +173,7 @@ class Daemon:
             return None
         server.start()
         self.http_port = server.port
+        self.admin_url = server.admin_url
         return server
 
     def _session(self, warehouse: Warehouse) -> SqlSession:
@@ -486,7 +491,7 @@ class Daemon:
         path = endpoint_file(self.cfg)
         if path is None or self.http_port is None:
             return
-        doc = {"pid": os.getpid(), "owner": self.owner, "url": f"http://127.0.0.1:{self.http_port}"}
+        doc = {"pid": os.getpid(), "owner": self.owner, "url": self.admin_url}
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(doc))
         tmp.replace(path)

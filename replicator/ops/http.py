@@ -67,27 +67,49 @@ class ObsServer:
         *,
         admin_token: Secret | None,
         limits: Limits | None = None,
+        admin: tuple[str, int] | None = None,
     ) -> None:
+        """``admin``: (host, port) of a listener of its own for the admin API; the main one refuses it."""
         weak = admin_token_problems(admin_token)
         if weak:  # config.validate refuses it first; this guards every other way in
             raise ValueError(weak[0])
-        handler = type("Handler", (_Handler,), {"backend": backend, "token": admin_token})
-        self.httpd = BoundedHTTPServer((host, port), handler, limits or Limits())
+        attrs = {"backend": backend, "token": admin_token, "admin_here": admin is None}
+        self.httpd = BoundedHTTPServer((host, port), type("Handler", (_Handler,), attrs), limits or Limits())
         self.port: int = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
+        self._servers = [(self.httpd, admin is None)]
+        if admin is not None:
+            attrs = {**attrs, "admin_here": True}
+            handler = type("Handler", (_Handler,), attrs)
+            try:
+                self._servers.append((BoundedHTTPServer(admin, handler, limits or Limits()), True))
+            except OSError:
+                self.httpd.server_close()
+                raise
+        # Where a CLI on this host reaches the admin API (the daemon's endpoint file says so).
+        bound_host, bound_port = self._servers[-1][0].server_address[:2]
+        reach = "127.0.0.1" if bound_host in ("0.0.0.0", "") else str(bound_host)  # noqa: S104
+        self.admin_url = f"http://{reach}:{bound_port}"
+        self._threads = [
+            threading.Thread(target=s.serve_forever, name="http", daemon=True) for s, _ in self._servers
+        ]
 
     def start(self) -> None:
-        self._thread.start()
-        log.info("http_listening", port=self.port)
+        for t in self._threads:
+            t.start()
+        for s, admin_api in self._servers:
+            host, port = s.server_address[:2]
+            log.info("http_listening", host=host, port=port, admin_api=admin_api)
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        for s, _ in self._servers:
+            s.shutdown()
+            s.server_close()
 
 
 class _Handler(BoundedHandler):
     backend: Backend
     token: Secret | None
+    admin_here: bool  # False on the main listener when the admin API has a listener of its own
     server_version = "replicator"
 
     # -- routing ---------------------------------------------------------------------------------------
@@ -153,6 +175,10 @@ class _Handler(BoundedHandler):
     # -- helpers ---------------------------------------------------------------------------------------
 
     def _authorised(self, action: str, name: str) -> bool:
+        if not self.admin_here:
+            self._audit(action, name, "not_on_this_port", "")
+            self._json(404, {"error": "not found; the admin API listens on http.admin_host:admin_port"})
+            return False
         if self.token is None:
             self._audit(action, name, "admin_api_off", "")
             self._json(403, {"error": "the admin API is off: set http.admin_token (or admin_token_file)"})
