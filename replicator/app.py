@@ -1,7 +1,15 @@
-"""Composition root: the one place that picks concrete classes from the configuration."""
+"""Composition root: the one place that picks concrete classes from the configuration.
+
+``WAREHOUSES`` and ``SOURCES`` map a configuration ``kind`` to the module that opens it, imported only when
+chosen (its driver loads with it). A new warehouse is one module in ``replicator/warehouses/`` with
+``open_warehouse(cfg, *, read_only)``; a new source is one package in ``replicator/sources/`` that exports
+``open_source(cfg, schemas, *, state, quarantine, options)``. Each is then one line here (and its ``kind``
+and settings in ``config.py``).
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -10,11 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from replicator.config import Config, ConfigError, DmsConfig, resolve
+from replicator.config import Config, ConfigError, resolve
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
 from replicator.schema import (
@@ -31,10 +39,22 @@ from replicator.storage import ObjectStore, Quarantine, S3Settings, open_store
 from replicator.warehouses import Warehouse
 
 if TYPE_CHECKING:
-    from replicator.sources.dms import DmsOptions
     from replicator.views import ViewRefresher
 
 log = structlog.get_logger(__name__)
+
+# [warehouse] kind -> the module whose open_warehouse(cfg, *, read_only) opens it
+WAREHOUSES = {
+    "duckdb": "replicator.warehouses.duckdb",
+    "postgres": "replicator.warehouses.postgres",
+    "redshift": "replicator.warehouses.redshift",
+}
+# [source] kind -> the package whose open_source(cfg, schemas, *, state, quarantine, options) opens it
+SOURCES = {
+    "dms": "replicator.sources.dms",
+    "postgres": "replicator.sources.postgres",
+    "sqlserver": "replicator.sources.sqlserver",
+}
 
 
 def s3_settings(cfg: Config) -> S3Settings:
@@ -57,45 +77,9 @@ def open_staging(cfg: Config) -> ObjectStore:
 
 
 def open_warehouse(cfg: Config, *, read_only: bool = False) -> Warehouse:
-    wh = cfg.warehouse
-    if wh.kind == "duckdb":
-        from replicator.warehouses import DuckDBWarehouse
-
-        return DuckDBWarehouse(resolve(cfg, wh.path), read_only=read_only)
-    if wh.kind == "redshift":
-        return open_redshift(cfg)
-    from replicator.warehouses import PostgresWarehouse
-
-    return PostgresWarehouse(postgres_dsn(cfg))
-
-
-def open_redshift(cfg: Config) -> Warehouse:
-    """Redshift with password or IAM auth; the schemas' per-table options (layout, deletes) applied."""
-    import redshift_connector
-
-    from replicator.warehouses import RedshiftAuth, RedshiftWarehouse, connect_kwargs
-
-    wh = cfg.warehouse
-    auth = RedshiftAuth(
-        host=wh.host,
-        port=wh.port,
-        database=wh.database,
-        user=wh.user,
-        password=wh.password.reveal() if wh.password is not None else None,
-        iam=wh.auth == "iam",
-        cluster_identifier=wh.cluster_identifier,
-        workgroup=wh.workgroup,
-        region=wh.region or cfg.s3.region,
-        ssl=wh.sslmode != "disable",
-        timeout_seconds=wh.connect_timeout_seconds,
-    )
-    kwargs = connect_kwargs(auth)
-    warehouse = RedshiftWarehouse(
-        lambda: redshift_connector.connect(**kwargs),
-        staging_url=cfg.staging.path,
-        iam_role=wh.iam_role,
-        region=wh.region or cfg.s3.region,
-    )
+    """The configured warehouse, open. ``read_only``: for status checks beside a running writer (DuckDB)."""
+    module = importlib.import_module(WAREHOUSES[cfg.warehouse.kind])
+    warehouse: Warehouse = module.open_warehouse(cfg, read_only=read_only)
     return warehouse
 
 
@@ -125,44 +109,11 @@ def column_policies(
 
 
 def postgres_dsn(cfg: Config) -> str:
-    """A libpq DSN. It holds the password: pass it to the driver, never to a log or an error message."""
-    from psycopg2.extensions import make_dsn
+    """The PostgreSQL warehouse's libpq DSN (the daemon's control session connects with it too). It holds
+    the password: pass it to the driver, never to a log or an error message."""
+    from replicator.warehouses import postgres_dsn as dsn
 
-    wh = cfg.warehouse
-    params: dict[str, str] = {
-        "host": wh.host,
-        "port": str(wh.port),
-        "dbname": wh.database,
-        "user": wh.user,
-        "sslmode": wh.sslmode,
-        "connect_timeout": str(wh.connect_timeout_seconds),
-        "application_name": "replicator",
-    }
-    if wh.sslrootcert:
-        params["sslrootcert"] = wh.sslrootcert
-    if wh.password is not None:
-        params["password"] = wh.password.reveal()
-    return make_dsn(**params)
-
-
-def postgres_source_dsn(cfg: Config) -> str:
-    """libpq DSN of the PostgreSQL source; holds the password: for the driver only, never a log."""
-    from psycopg2.extensions import make_dsn
-
-    src = cfg.source.postgres
-    params: dict[str, str] = {
-        "host": src.host,
-        "port": str(src.port),
-        "dbname": src.database,
-        "user": src.user,
-        "sslmode": src.sslmode,
-        "application_name": "replicator",
-    }
-    if src.sslrootcert:
-        params["sslrootcert"] = src.sslrootcert
-    if src.password is not None:
-        params["password"] = src.password.reveal()
-    return make_dsn(**params)
+    return dsn(cfg)
 
 
 def open_views(
@@ -185,111 +136,22 @@ def open_views(
 
 
 def open_source(
-    cfg: Config, schemas: dict[TableId, TableSchema], staging: ObjectStore, quarantine: Quarantine
+    cfg: Config,
+    schemas: dict[TableId, TableSchema],
+    staging: ObjectStore,
+    quarantine: Quarantine,
+    options: dict[TableId, TableOptions] | None = None,
 ) -> Source:
-    if cfg.source.kind == "sqlserver":
-        return open_sqlserver_source(cfg, schemas, staging)
-    if cfg.source.kind == "postgres":
-        from replicator.sources.postgres import PostgresSource
-
-        pgc = cfg.source.postgres
-        return PostgresSource(
-            postgres_source_dsn(cfg),
-            schemas,
-            state=staging,
-            slot=pgc.slot_name,
-            publication=pgc.publication_name,
-            create_slot=pgc.create_slot,
-            create_publication=pgc.create_publication,
-            keyless={t: o.keyless for t, o in table_options(cfg).items()},
-            copy_workers=pgc.copy_workers,
-            chunk_rows=cfg.batch.max_rows,
-            idle_seconds=cfg.batch.age / 2,
-        )
-    from replicator.sources.dms import DmsSource
-
-    d: DmsConfig = cfg.source.dms
-    options = dms_options(d)
-    store = open_store(resolve(cfg, cfg.source.path), s3_settings(cfg))
-    return DmsSource(store, schemas, state=staging, quarantine=quarantine, options=options)
-
-
-def dms_options(d: DmsConfig) -> DmsOptions:
-    """The DMS endpoint settings from the config, as the source takes them."""
-    from replicator.sources.dms import DmsOptions
-    from replicator.sources.dms.settings import log_ignored
-
-    log_ignored(d)
-    policies: dict[TableId, str] = {}
-    for item in filter(None, (p.strip() for p in d.bad_input_policy_tables.split(","))):
-        name, _, policy = item.partition("=")
-        if policy not in ("stop", "quarantine"):
-            raise ConfigError(
-                f"source.dms.bad_input_policy_tables: {item!r} is not schema.table=stop|quarantine"
-            )
-        policies[TableId.parse(name.strip())] = policy
-    try:
-        return DmsOptions(
-            include_op_for_full_load=d.include_op_for_full_load,
-            timestamp_column_name=d.timestamp_column_name or None,
-            csv_null_value=d.csv_null_value,
-            add_column_name=d.add_column_name,
-            data_format=d.data_format,
-            compression_type="gzip" if d.compression_type.lower() == "gzip" else "none",
-            csv_delimiter=d.csv_delimiter,
-            csv_row_delimiter=d.csv_row_delimiter,
-            rfc_4180=d.rfc_4180,
-            cdc_inserts_only=d.cdc_inserts_only,
-            cdc_inserts_and_updates=d.cdc_inserts_and_updates,
-            use_csv_no_sup_value=d.use_csv_no_sup_value,
-            csv_no_sup_value=d.csv_no_sup_value,
-            date_partition_enabled=d.date_partition_enabled,
-            date_partition_sequence=d.date_partition_sequence,
-            date_partition_delimiter=d.date_partition_delimiter,
-            preserve_transactions=d.preserve_transactions,
-            cdc_path=d.cdc_path,
-            bad_input_policy=d.bad_input_policy,
-            table_policies=policies,  # type: ignore[arg-type]
-            sqs_queue_url=d.sqs_queue_url,
-        )
-    except ValueError as exc:
-        raise ConfigError(f"source.dms: {exc}") from None
-
-
-def open_sqlserver_source(cfg: Config, schemas: dict[TableId, TableSchema], staging: ObjectStore) -> Source:
-    """The SQL Server CDC source; its progress lives in the staging store under ``_state/sqlserver/``."""
-    import pymssql
-
-    from replicator.sources.sqlserver import SqlServerOptions, SqlServerSource
-
-    c = cfg.source.sqlserver
-    instances: dict[TableId, str] = {}
-    for item in filter(None, (p.strip() for p in c.capture_instances.split(","))):
-        table, eq, instance = item.partition("=")
-        if not eq or not instance.strip():
-            raise ConfigError(
-                f"source.sqlserver.capture_instances: {item!r} is not schema.table=capture_instance"
-            )
-        try:
-            instances[TableId.parse(table.strip())] = instance.strip()
-        except ValueError as exc:
-            raise ConfigError(f"source.sqlserver.capture_instances: {exc}") from None
-
-    def connect() -> Any:
-        # The password goes to the driver only, never to a log or an error message.
-        return pymssql.connect(
-            server=c.host, port=str(c.port), user=c.user, database=c.database,
-            password=c.password.reveal() if c.password is not None else "",
-            login_timeout=c.login_timeout_seconds, autocommit=True, appname="replicator",
-        )  # fmt: skip
-
-    options = SqlServerOptions(
-        net_changes=c.net_changes, page_rows=c.page_rows, poll_interval_seconds=c.poll_interval_seconds,
-        max_poll_interval_seconds=c.max_poll_interval_seconds, capture_instances=instances,
-        check_capture_job=c.check_capture_job, server_time_zone=c.server_time_zone,
-        initial_load=c.initial_load,
-    )  # fmt: skip
-    return SqlServerSource(connect, schemas, state=staging, options=options)
+    """The configured source; its progress lives in the staging store (``_state/``)."""
+    package = importlib.import_module(SOURCES[cfg.source.kind])
+    source: Source = package.open_source(
+        cfg,
+        schemas,
+        state=staging,
+        quarantine=quarantine,
+        options=table_options(cfg) if options is None else options,
+    )
+    return source
 
 
 @dataclass
@@ -314,10 +176,10 @@ def build(cfg: Config, *, warehouse: Warehouse | None = None) -> Iterator[App]:
     schemas = load_schemas(cfg)
     staging = open_staging(cfg)
     quarantine = Quarantine(staging)
-    source = open_source(cfg, schemas, staging, quarantine)
+    options = table_options(cfg)
+    source = open_source(cfg, schemas, staging, quarantine, options)
     if warehouse is None:
         warehouse = open_warehouse(cfg)
-    options = table_options(cfg)
     configure = getattr(warehouse, "configure", None)
     if configure is not None:  # SQL warehouses: soft deletes, dropped columns, policies' shape, layout
         configure(options)

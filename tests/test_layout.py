@@ -369,3 +369,20 @@ def test_relative_imports_resolve_like_absolute_ones(tmp_path: Path, relative: b
         },
     )
     assert cycles(import_graph(root)) == [["replicator.p.m", "replicator.q.n", "replicator.p.m"]]
+
+
+def test_every_configured_kind_has_one_registered_module_that_opens_it() -> None:
+    import importlib
+    import typing
+
+    from replicator import app, config
+
+    kinds = {
+        "warehouse": (config.WarehouseConfig, app.WAREHOUSES, "open_warehouse"),
+        "source": (config.SourceConfig, app.SOURCES, "open_source"),
+    }
+    for section, (cls, registry, opener) in kinds.items():
+        allowed = set(typing.get_args(typing.get_type_hints(cls)["kind"]))
+        assert set(registry) == allowed, f"[{section}] kind: config has {allowed}, app {set(registry)}"
+        for module in registry.values():
+            assert callable(getattr(importlib.import_module(module), opener)), f"{module} has no {opener}"

@@ -11,8 +11,9 @@ Exports: ``Warehouse``, ``ApplyResult``, ``TableState``, ``STATE_SCHEMA``; ``Dia
 ``PROGRESS``; ``SqlWarehouse``, ``MergeContext``, ``MergeHook``, ``inspect_batch``, ``read_table_states``;
 ``IncompatibleSchemaChange`` and the ``evolution`` module; and the concrete warehouses, ``DuckDBWarehouse``,
 ``PostgresWarehouse``, ``RedshiftWarehouse`` (with ``RedshiftAuth``, ``RetryPolicy``, ``connect_kwargs``)
-and their dialects ``DUCKDB``, ``POSTGRES``, ``REDSHIFT``. The concrete ones load on first use
-(``__getattr__`` below): ``duckdb`` and ``postgres`` import their drivers, and a process needs one warehouse.
+and their dialects ``DUCKDB``, ``POSTGRES``, ``REDSHIFT``; ``postgres_dsn``. The concrete ones load on
+first use (``__getattr__`` below): ``duckdb`` and ``postgres`` import their drivers, and a process needs one
+warehouse. Each has ``open_warehouse(cfg, *, read_only)``, which the composition root calls.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from replicator.warehouses.sql_base import (
 
 if TYPE_CHECKING:
     from replicator.warehouses.duckdb import DUCKDB, DuckDBWarehouse
-    from replicator.warehouses.postgres import POSTGRES, PostgresWarehouse
+    from replicator.warehouses.postgres import POSTGRES, PostgresWarehouse, postgres_dsn
     from replicator.warehouses.redshift import (
         REDSHIFT,
         RedshiftAuth,
@@ -49,6 +50,7 @@ _LAZY = {
     "DuckDBWarehouse": "duckdb",
     "POSTGRES": "postgres",
     "PostgresWarehouse": "postgres",
+    "postgres_dsn": "postgres",
     "REDSHIFT": "redshift",
     "RedshiftAuth": "redshift",
     "RedshiftWarehouse": "redshift",
@@ -88,5 +90,6 @@ __all__ = [
     "connect_kwargs",
     "evolution",
     "inspect_batch",
+    "postgres_dsn",
     "read_table_states",
 ]

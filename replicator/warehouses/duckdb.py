@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 
+from replicator.config import Config, resolve
 from replicator.model import TableSchema
 from replicator.sql import quote_ident, quote_literal
 from replicator.values import SCALAR_KINDS, TEXT_KINDS
@@ -116,3 +117,8 @@ class DuckDBWarehouse(SqlWarehouse):
 
     def close(self) -> None:
         self._con.close()
+
+
+def open_warehouse(cfg: Config, *, read_only: bool = False) -> DuckDBWarehouse:
+    """``[warehouse] kind = "duckdb"``: the database file at ``path`` (relative to the config file)."""
+    return DuckDBWarehouse(resolve(cfg, cfg.warehouse.path), read_only=read_only)

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from replicator.config import Config
 from replicator.model import TableSchema
 from replicator.values import TEXT_KINDS, temporal
 from replicator.warehouses.dialect import Dialect
@@ -165,3 +166,29 @@ def _text_array(values: list[str | None]) -> str:
     """A PostgreSQL text[] literal; every element quoted so commas, braces and spaces are data."""
     items = ("NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
     return "{" + ",".join(items) + "}"
+
+
+def open_warehouse(cfg: Config, *, read_only: bool = False) -> PostgresWarehouse:
+    """``[warehouse] kind = "postgres"``. ``read_only`` is the caller's promise: nothing enforces it here."""
+    return PostgresWarehouse(postgres_dsn(cfg))
+
+
+def postgres_dsn(cfg: Config) -> str:
+    """A libpq DSN. It holds the password: pass it to the driver, never to a log or an error message."""
+    from psycopg2.extensions import make_dsn
+
+    wh = cfg.warehouse
+    params: dict[str, str] = {
+        "host": wh.host,
+        "port": str(wh.port),
+        "dbname": wh.database,
+        "user": wh.user,
+        "sslmode": wh.sslmode,
+        "connect_timeout": str(wh.connect_timeout_seconds),
+        "application_name": "replicator",
+    }
+    if wh.sslrootcert:
+        params["sslrootcert"] = wh.sslrootcert
+    if wh.password is not None:
+        params["password"] = wh.password.reveal()
+    return make_dsn(**params)

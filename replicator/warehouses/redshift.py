@@ -43,6 +43,7 @@ from typing import Any
 
 import structlog
 
+from replicator.config import Config
 from replicator.model import Column, Manifest, TableSchema
 from replicator.schema import RedshiftLayout, TableOptions
 from replicator.sql import quote_ident, quote_literal, quote_table
@@ -304,3 +305,31 @@ class RedshiftWarehouse(SqlWarehouse):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def open_warehouse(cfg: Config, *, read_only: bool = False) -> RedshiftWarehouse:
+    """``[warehouse] kind = "redshift"``, with password or IAM auth; ``read_only`` is the caller's promise.
+    The schemas' per-table options (layout, deletes) are applied by the composition root."""
+    import redshift_connector
+
+    wh = cfg.warehouse
+    auth = RedshiftAuth(
+        host=wh.host,
+        port=wh.port,
+        database=wh.database,
+        user=wh.user,
+        password=wh.password.reveal() if wh.password is not None else None,
+        iam=wh.auth == "iam",
+        cluster_identifier=wh.cluster_identifier,
+        workgroup=wh.workgroup,
+        region=wh.region or cfg.s3.region,
+        ssl=wh.sslmode != "disable",
+        timeout_seconds=wh.connect_timeout_seconds,
+    )
+    kwargs = connect_kwargs(auth)
+    return RedshiftWarehouse(
+        lambda: redshift_connector.connect(**kwargs),
+        staging_url=cfg.staging.path,
+        iam_role=wh.iam_role,
+        region=wh.region or cfg.s3.region,
+    )

@@ -59,7 +59,7 @@ def test_rfc4180_in_the_aws_spelling_sets_the_reader(tmp_path: Path) -> None:
 
 
 def test_settings_that_do_not_change_reading_are_named_once_in_the_log(tmp_path: Path) -> None:
-    from replicator.app import dms_options
+    from replicator.sources.dms.wiring import dms_options
 
     d = _load(tmp_path, {"enable_statistics": True, "encoding_type": "rle-dictionary", "csv_null_value": ""})
     with capture_logs() as logs:
