@@ -13,13 +13,45 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
 import structlog
 
 from replicator.storage import S3Settings
+from replicator.warehouses import SqlWarehouse
+from tests.helpers.pg import Databases, Templates
+from tests.helpers.redshift_shim import RedshiftShim
+from tests.helpers.warehouse import KINDS, OldImageCheck, Stager, Target
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# -- pytest-xdist (scripts/test.sh runs ``-n 4 --dist loadgroup``) ------------------------------------------
+#
+# Everything a test makes on the shared services has a name of its own (databases, replication slots and
+# publications, buckets: random suffixes), its files are under its own tmp_path, and its servers take free
+# ports, so tests run side by side. These groups run each on one worker, one test after the other:
+# - a module with a module-scoped fixture (built once, not once per worker that runs one of its tests);
+# - CPU-heavy tests (a few child daemons each under a write load, or a hot loop): side by side on two
+#   cores they would mostly slow each other down; those with a timing assertion are among them.
+GROUPS = {
+    "tests/sources/postgres/test_fuzz_pg.py::test_a_random_workload": "heavy",
+    "tests/test_crash_safety.py::": "heavy",
+    "tests/sources/postgres/test_pgoutput.py::test_decoding_a_row_takes_a_few_microseconds": "timing",
+    "tests/demo/test_demo_generator.py::test_the_default_demo_is_a_few_thousand_rows": "timing",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        group = next((g for prefix, g in GROUPS.items() if item.nodeid.startswith(prefix)), None)
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if group is None and fixtures is not None:
+            scopes = {d.scope for defs in fixtures.name2fixturedefs.values() for d in defs}
+            if "module" in scopes:
+                group = item.nodeid.split("::", 1)[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _require(var: str) -> str:
@@ -42,27 +74,24 @@ def pg_admin_dsn() -> str:
     return _require("REPLICATOR_TEST_PG_DSN")
 
 
+@pytest.fixture(scope="session")
+def pg_templates(pg_admin_dsn: str) -> Iterator[Templates]:
+    templates = Templates(pg_admin_dsn)
+    yield templates
+    templates.drop_all()
+
+
 @pytest.fixture
-def pg_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    """DSN of a fresh, empty database, dropped after the test."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(pg_admin_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    dsn = _with_dbname(pg_admin_dsn, name)
-    yield dsn
-    conn = psycopg2.connect(pg_admin_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+def pg_databases(pg_admin_dsn: str) -> Iterator[Databases]:
+    databases = Databases(pg_admin_dsn)
+    yield databases
+    databases.drop_all()
 
 
-def _with_dbname(dsn: str, name: str) -> str:
-    parts = [p for p in dsn.split() if not p.startswith("dbname=")]
-    return " ".join([*parts, f"dbname={name}"])
+@pytest.fixture
+def pg_dsn(pg_databases: Databases) -> str:
+    """DSN of a fresh, empty database, dropped (with its replication slots) after the test."""
+    return pg_databases.new()
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +113,47 @@ def s3_bucket(s3_settings: S3Settings) -> str:
         Bucket=name
     )
     return name
+
+
+# -- the SQL warehouses under test (tests/helpers/warehouse.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redshift_shim(pg_admin_dsn: str) -> Iterator[RedshiftShim]:
+    parts = dict(p.split("=", 1) for p in pg_admin_dsn.split())
+    shim = RedshiftShim(parts.get("host", "127.0.0.1"), int(parts.get("port", "5432")))
+    yield shim
+    shim.close()
+
+
+@pytest.fixture(params=KINDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
+    """Each warehouse in turn: DuckDB in a file, PostgreSQL, and Redshift's code path on PostgreSQL (and
+    PostgreSQL copying old images, for the tests marked ``also_with_old_images``)."""
+    if request.param == "postgres-old-images":
+        return Target("postgres", request.getfixturevalue("pg_dsn"), old_images=True)
+    if request.param == "duckdb":
+        return Target("duckdb", str(tmp_path / "warehouse.duckdb"))
+    if request.param == "redshift":
+        return Target("redshift", request.getfixturevalue("pg_dsn"), request.getfixturevalue("redshift_shim"))
+    return Target("postgres", request.getfixturevalue("pg_dsn"))
+
+
+@pytest.fixture
+def wh(target: Target) -> Iterator[SqlWarehouse]:
+    """``target`` opened and set up."""
+    warehouse = target.open()
+    if target.old_images:
+        assert warehouse.captures_old_images
+    warehouse.setup()
+    if target.old_images:
+        warehouse.add_hook(OldImageCheck())
+    yield warehouse
+    warehouse.close()
+
+
+@pytest.fixture
+def stager(tmp_path: Path) -> Stager:
+    folder = tmp_path / "staged"
+    folder.mkdir()
+    return Stager(folder)

@@ -7,7 +7,6 @@ DuckDB, which has no triggers), so what is tested is the transaction, not a stub
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -32,36 +31,7 @@ from tests.helpers.support import (
     run_cli,
     write_config,
 )
-from tests.warehouses.test_warehouse_conformance import (
-    ACCOUNTS,
-    Stager,
-    Target,
-    acct,
-    ledger,
-    put,
-    redshift_shim,
-    row,
-    rows,
-)
-
-__all__ = ["redshift_shim"]  # the fixture, used by name by ``target``
-
-
-@pytest.fixture(params=["duckdb", "postgres", "redshift"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    if request.param == "duckdb":
-        return Target("duckdb", str(tmp_path / "warehouse.duckdb"))
-    if request.param == "redshift":
-        return Target("redshift", request.getfixturevalue("pg_dsn"), request.getfixturevalue("redshift_shim"))
-    return Target("postgres", request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-def wh(target: Target) -> Iterator[SqlWarehouse]:
-    warehouse = target.open()
-    warehouse.setup()
-    yield warehouse
-    warehouse.close()
+from tests.helpers.warehouse import ACCOUNTS, Stager, Target, acct, ledger, put, row, rows
 
 
 def refuse_ledger_rows(target: Target, wh: SqlWarehouse, batch_id: str) -> None:

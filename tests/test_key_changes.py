@@ -26,7 +26,7 @@ from replicator.schema import TableOptions
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.warehouses import DuckDBWarehouse, SqlWarehouse
-from tests.warehouses.test_warehouse_conformance import query, redshift_shim, target, wh  # noqa: F401 - fixtures
+from tests.helpers.warehouse import query
 
 T = TableId("app", "docs")
 DOCS = TableSchema(
@@ -89,7 +89,7 @@ def target_rows(warehouse: SqlWarehouse, *, soft: bool = False) -> list[tuple[An
 
 
 @pytest.fixture
-def docs(wh: SqlWarehouse) -> SqlWarehouse:  # noqa: F811 - the conformance suite's fixture
+def docs(wh: SqlWarehouse) -> SqlWarehouse:
     wh.ensure_table(DOCS)
     return wh
 

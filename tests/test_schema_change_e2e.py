@@ -14,11 +14,10 @@ from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Column, TableId, TableSchema
 from replicator.pipeline import Pipeline
 from replicator.sources.dms import DmsOptions, DmsSource
-from replicator.sql import quote_ident, quote_table
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
-from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
+from tests.helpers.warehouse import Target, target_rows
 
 T = TableId("dbo", "accounts")
 SCHEMA = TableSchema(
@@ -32,14 +31,8 @@ def write(folder: Path, name: str, text: str) -> None:
     path.write_text(text)
 
 
-def target_rows(wh: object, columns: list[str]) -> list[tuple[object, ...]]:
-    cols = ", ".join(quote_ident(c) for c in columns)
-    rows: list[tuple[object, ...]] = wh.fetch(f"SELECT {cols} FROM {quote_table(T)} ORDER BY 1")  # type: ignore[attr-defined]
-    return [tuple(r) for r in rows]
-
-
 def test_a_column_added_mid_stream_lands_in_the_target_without_a_restart(
-    target: Target,  # noqa: F811 - the conformance suite's fixture
+    target: Target,
     tmp_path: Path,
 ) -> None:
     feed, staging = tmp_path / "feed", LocalStore(tmp_path / "staging")

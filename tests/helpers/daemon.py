@@ -242,16 +242,16 @@ class PrivateCluster:
 TABLES = ("alpha", "beta", "gamma")
 
 
+TABLES_SQL = (
+    *(f"CREATE TABLE public.{t} (id bigint PRIMARY KEY, v integer, note text)" for t in TABLES),
+    *(f"INSERT INTO public.{t} SELECT g, g * 10, 'row ' || g FROM generate_series(1, 200) g" for t in TABLES),
+)
+
+
 def create_tables(dsn: str) -> None:
-    """The three tables, 200 rows each, in the database of ``dsn``."""
-    execute(
-        dsn,
-        *(f"CREATE TABLE public.{t} (id bigint PRIMARY KEY, v integer, note text)" for t in TABLES),
-        *(
-            f"INSERT INTO public.{t} SELECT g, g * 10, 'row ' || g FROM generate_series(1, 200) g"
-            for t in TABLES
-        ),
-    )
+    """The three tables, 200 rows each, in the database of ``dsn`` (``source_dsn`` copies them from a
+    template instead)."""
+    execute(dsn, *TABLES_SQL)
 
 
 def state(dsn: str, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[Any, ...]]]:

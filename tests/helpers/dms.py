@@ -6,25 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import pytest
-
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import TableId, TableSchema
 from replicator.pipeline import Pipeline
 from replicator.sources.dms import DmsOptions, DmsSource
 from replicator.stage import Stager
-from replicator.storage import LocalStore, ObjectStore, Quarantine, S3Settings, S3Store
+from replicator.storage import LocalStore, ObjectStore, Quarantine
 from replicator.warehouses import DuckDBWarehouse
-
-
-@pytest.fixture(params=["local", "s3"])
-def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[ObjectStore, ObjectStore]:
-    """(DMS output store, state/quarantine store) on a local folder or on the test S3 server."""
-    if request.param == "local":
-        return LocalStore(tmp_path / "dms"), LocalStore(tmp_path / "staging")
-    settings: S3Settings = request.getfixturevalue("s3_settings")
-    bucket: str = request.getfixturevalue("s3_bucket")
-    return S3Store(bucket, "dms-out", settings), S3Store(bucket, "staging", settings)
 
 
 def put(store: ObjectStore, table: TableId, name: str, text: str | bytes) -> None:

@@ -10,14 +10,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import psycopg2
-import pytest
 
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.pipeline import Pipeline
@@ -61,6 +60,75 @@ def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
         conn.close()
 
 
+def with_dbname(dsn: str, name: str) -> str:
+    """``dsn`` with its database replaced by ``name``."""
+    return " ".join([*(p for p in dsn.split() if not p.startswith("dbname=")), f"dbname={name}"])
+
+
+def create_database(admin_dsn: str, *, prefix: str = "t", template: str = "template1") -> str:
+    """A new database with a unique name, copied from ``template``; its DSN.
+
+    ``STRATEGY FILE_COPY`` copies the template's files (a few ms on this fsync-off server) instead of writing
+    every page to the WAL (PostgreSQL 15's default, about 0.1 s, and megabytes of WAL that every logical
+    walsender of every other test must read past)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    execute(admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
+    return with_dbname(admin_dsn, name)
+
+
+def drop_database(admin_dsn: str, dsn: str) -> None:
+    """Drop the database of ``dsn`` and its replication slots (which would keep it, and take one of the
+    server's ``max_replication_slots``)."""
+    name = dsn_params(dsn)["dbname"]
+    if execute(admin_dsn, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
+        drop_slots(with_dbname(admin_dsn, name))
+    execute(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_template(admin_dsn: str, *sql: str, prefix: str = "tpl") -> str:
+    """A database holding what ``sql`` creates, to copy with ``create_database(template=...)`` (the set-up
+    runs once, not once per test); its name. Nobody may stay connected to it."""
+    dsn = create_database(admin_dsn, prefix=prefix)
+    execute(dsn, *sql)
+    return dsn_params(dsn)["dbname"]
+
+
+class Databases:
+    """Databases of one test on the shared server: ``new()`` makes one (copied from ``template``, by default
+    an empty one) and the fixture drops them all, with their replication slots, when the test ends."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self._made: list[str] = []
+
+    def new(self, *, prefix: str = "t", template: str = "template1") -> str:
+        dsn = create_database(self.admin_dsn, prefix=prefix, template=template)
+        self._made.append(dsn)
+        return dsn
+
+    def drop_all(self) -> None:
+        while self._made:
+            drop_database(self.admin_dsn, self._made.pop())
+
+
+class Templates:
+    """Template databases made once per test session (per xdist worker): ``get(*sql)`` is a database
+    holding what ``sql`` creates, for ``Databases.new(template=...)``."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self._made: dict[tuple[str, ...], str] = {}
+
+    def get(self, *sql: str) -> str:
+        if sql not in self._made:
+            self._made[sql] = make_template(self.admin_dsn, *sql)
+        return self._made[sql]
+
+    def drop_all(self) -> None:
+        for name in self._made.values():
+            execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def current_lsn(dsn: str) -> int:
     """The end of everything committed so far, as a number (as ``parse_lsn`` reads ``X/Y``).
 
@@ -99,6 +167,22 @@ def drop_slots(dsn: str) -> None:
     conn.close()
 
 
+def catch_up(pipeline: Pipeline, source: PostgresSource, dsn: str) -> None:
+    """Run until the slot confirmed everything the source had written when called (the server is shared:
+    other databases' WAL may take the walsender a while)."""
+    conn = psycopg2.connect(dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    goal, deadline = int(row[0]), time.monotonic() + 120
+    pipeline.run(threading.Event(), once=True)
+    while source.stream.flush_lsn < goal:
+        assert time.monotonic() < deadline, "the source did not catch up within 120 s"
+        pipeline.run(threading.Event(), once=True)
+
+
 # -- the source tests' rig: items and nopk, replicated in-process to DuckDB ----------------------------------
 
 ITEMS = """schema = "public"
@@ -124,15 +208,6 @@ CREATE TABLE nopk (x int, y text);
 ALTER TABLE nopk REPLICA IDENTITY FULL;
 """
 ITEM_COLS = "id, a, b, c, d"
-
-
-@pytest.fixture
-def source_db(pg_dsn: str) -> Iterator[str]:
-    """A fresh database with ``items`` and ``nopk``; its DSN names the test's slot as application_name."""
-    execute(pg_dsn, SOURCE_DDL)
-    slot = f"s_{uuid.uuid4().hex[:10]}"
-    yield f"{pg_dsn} application_name={slot}"
-    drop_slots(pg_dsn)
 
 
 def write_schemas(tmp: Path) -> Path:

@@ -5,14 +5,12 @@ stops only its table, with the reason in ``replicator status``."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from replicator.config import BatchConfig, PipelineConfig
-from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.model import Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.ops import status as status_mod
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
@@ -20,7 +18,8 @@ from replicator.storage import LocalStore, Quarantine
 from replicator.values import LogicalType, parse_type
 from replicator.warehouses import DUCKDB, POSTGRES
 from replicator.warehouses.evolution import compare, diff
-from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
+from tests.helpers.scripted import ScriptedSource, change
+from tests.helpers.warehouse import Target, query
 
 T = parse_type
 
@@ -92,37 +91,8 @@ CLAIMS = TableSchema(
 )
 
 
-class ScriptedSource:
-    """A source that yields what it is given, like a DMS feed whose later files carry an extra column."""
-
-    def __init__(self, schemas: Sequence[TableSchema]) -> None:
-        self._schemas = list(schemas)
-        self.script: list[Change | SchemaChange] = []
-        self.acked: dict[TableId, Position] = {}
-
-    def schemas(self) -> Sequence[TableSchema]:
-        return self._schemas
-
-    def read(self) -> Iterator[Change | SchemaChange]:
-        script, self.script = self.script, []
-        yield from script
-
-    def ack(self, positions: Mapping[TableId, Position]) -> None:
-        self.acked.update(positions)
-
-    def close(self) -> None:
-        pass
-
-
-_pos = iter(range(1, 10_000))
-
-
-def change(table: TableId, op: Op, *values: str | None) -> Change:
-    return Change(table, op, values, Position(f"{next(_pos):08d}"), datetime(2024, 5, 1, tzinfo=UTC))
-
-
 def test_a_column_added_at_the_source_mid_stream_lands_in_every_warehouse_without_a_restart(
-    target: Target,  # noqa: F811 - the conformance suite's fixture
+    target: Target,
     tmp_path: Path,
 ) -> None:
     wh = target.open()

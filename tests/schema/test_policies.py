@@ -18,8 +18,8 @@ from replicator.schema.catalog import CatalogError, TableOptions, parse_options,
 from replicator.schema.policies import ColumnPolicies, PolicyError, apply, target_schema
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
-from tests.schema.test_evolution import ScriptedSource, change
-from tests.warehouses.test_warehouse_conformance import Target, query, redshift_shim, target  # noqa: F401
+from tests.helpers.scripted import ScriptedSource, change
+from tests.helpers.warehouse import Target, query
 
 KEY = b"a secret key from a file"
 PATIENTS = TableSchema(
@@ -79,7 +79,7 @@ def test_table_toml_options_are_parsed_and_checked(tmp_path: Path) -> None:
 
 
 def test_a_hashed_column_never_appears_in_clear_in_staged_parquet_or_the_target(
-    target: Target,  # noqa: F811 - the conformance suite's fixture
+    target: Target,
     tmp_path: Path,
 ) -> None:
     wh = target.open()

@@ -9,7 +9,6 @@ to the dimension (which move every joined fact), and whole-table TRUNCATEs. Exam
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -19,90 +18,11 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from replicator.model import Column, TableId, TableSchema
-from replicator.views.graph import ViewCatalog, order_views, parse_view
 from replicator.views.refresh import ViewRefresher
 from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, SqlWarehouse
-from tests.warehouses.test_warehouse_conformance import Stager
-
-EXAMPLES = int(os.environ.get("REPLICATOR_IVM_EXAMPLES", "25"))
-
-FACTS = TableSchema(
-    TableId("app", "facts"),
-    (
-        Column.of("id", "bigint", nullable=False),
-        Column.of("g", "integer"),
-        Column.of("d", "bigint"),
-        Column.of("amount", "numeric(12,2)"),
-        Column.of("status", "text"),
-    ),
-    ("id",),
-)
-DIMS = TableSchema(
-    TableId("app", "dims"), (Column.of("d", "bigint", nullable=False), Column.of("region", "text")), ("d",)
-)
-VIEWS = {
-    "rpt.by_group": """
-        SELECT f.g, f.status, SUM(f.amount) AS total, COUNT(*) AS n, COUNT(f.amount) AS n_amount,
-               AVG(f.amount) AS avg_amount
-        FROM app.facts AS f WHERE f.status <> 'void' GROUP BY f.g, f.status""",
-    "rpt.by_region": """
-        SELECT d.region, f.g % 2 AS parity, SUM(f.amount * 2) AS doubled, COUNT(*) AS n
-        FROM app.facts AS f JOIN app.dims AS d ON d.d = f.d GROUP BY d.region, f.g % 2""",
-}
-
-
-def catalog() -> ViewCatalog:
-    views = [parse_view(TableId.parse(n), sql) for n, sql in VIEWS.items()]
-    return order_views(views, {FACTS.table, DIMS.table})
-
-
-amounts = st.one_of(st.none(), st.integers(-500, 500).map(lambda c: Decimal(c) / 100))
-fact_rows = st.fixed_dictionaries(
-    {
-        "id": st.integers(1, 10),
-        "g": st.one_of(st.none(), st.integers(1, 3)),
-        "d": st.integers(1, 4),
-        "amount": amounts,
-        "status": st.sampled_from(["a", "b", "void"]),
-    }
-)
-dim_rows = st.fixed_dictionaries(
-    {"d": st.integers(1, 4), "region": st.one_of(st.none(), st.sampled_from(["n", "s"]))}
-)
-
-
-def changes(rows: st.SearchStrategy[dict[str, Any]], key: str) -> st.SearchStrategy[list[tuple[str, Any]]]:
-    change = st.tuples(st.sampled_from(["I", "U", "D"]), rows).map(
-        lambda c: (c[0], {key: c[1][key]} if c[0] == "D" else c[1])
-    )
-    return st.lists(change, min_size=1, max_size=8)
-
-
-batches = st.lists(
-    st.one_of(
-        changes(fact_rows, "id").map(lambda c: (FACTS, c)),
-        changes(dim_rows, "d").map(lambda c: (DIMS, c)),
-        st.just((FACTS, [("T", {})])),
-    ),
-    min_size=1,
-    max_size=8,
-)
-
-
-def normal(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows comparable across the two computations: floats (DuckDB's AVG) to 9 places, Decimals by value."""
-
-    def v(x: Any) -> Any:
-        if isinstance(x, float):
-            return round(x, 9)
-        if isinstance(x, Decimal):
-            return round(float(x), 9)
-        return x
-
-    return sorted((tuple(v(x) for x in r) for r in rows), key=repr)
+from tests.helpers.views import DIMS, EXAMPLES, FACTS, batches, catalog, normal
+from tests.helpers.warehouse import Stager
 
 
 def check_stream(open_wh: Callable[[], SqlWarehouse], stream: list[Any], dialect: str) -> None:
@@ -113,7 +33,7 @@ def check_stream(open_wh: Callable[[], SqlWarehouse], stream: list[Any], dialect
         wh.ensure_table(FACTS)
         wh.ensure_table(DIMS)
         views = catalog()
-        refresher = ViewRefresher(views, wh)
+        refresher = ViewRefresher(views, wh, by_cost=False)  # the incremental SQL itself
         refresher.start()
         assert all(r.mode == "incremental" for r in refresher.runs.values()), refresher.runs
         stager = Stager(folder)

@@ -23,8 +23,8 @@ from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.views.refresh import ViewRefresher, read_status
 from replicator.warehouses import DuckDBWarehouse
-from tests.schema.test_evolution import ScriptedSource
-from tests.views.test_views import TABLES, VIEWS
+from tests.helpers.scripted import ScriptedSource
+from tests.helpers.views import TABLES, VIEWS
 
 PLANS = TableId("dbo", "payment_plans")
 PAYMENTS = TableId("dbo", "payments")

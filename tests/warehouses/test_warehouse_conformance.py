@@ -15,235 +15,36 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import redshift_connector
 
-from replicator.model import (
-    COMMIT_TIME_COLUMN,
-    OP_COLUMN,
-    POSITION_COLUMN,
-    SEQ_COLUMN,
-    UNCHANGED_COLUMN,
-    Column,
-    Manifest,
-    Position,
-    TableId,
-    TableSchema,
-    batch_id,
-)
+from replicator.model import Column, Position, TableId, TableSchema
 from replicator.schema import TableOptions
-from replicator.sql import quote_ident, quote_table
 from replicator.warehouses import postgres as pg_warehouse
 from replicator.warehouses import sql_base
-from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.duckdb import DuckDBWarehouse
 from replicator.warehouses.evolution import IncompatibleSchemaChange
-from replicator.warehouses.postgres import PostgresWarehouse
 from replicator.warehouses.redshift import RedshiftWarehouse, RetryPolicy
 from replicator.warehouses.sql_base import SqlWarehouse
-from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-ACCOUNTS = TableSchema(
-    TableId("app", "accounts"),
-    (
-        Column.of("id", "bigint", nullable=False),
-        Column.of("name", "text"),
-        Column.of("balance", "numeric(12,2)"),
-        Column.of("note", "text"),
-    ),
-    ("id",),
+from tests.helpers.redshift_shim import RedshiftShim
+from tests.helpers.warehouse import (
+    ACCOUNTS,
+    T0,
+    Stager,
+    Target,
+    acct,
+    also_with_old_images,
+    ledger,
+    put,
+    query,
+    row,
+    rows,
 )
-
-
-# -- staging helpers -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stager:
-    """Writes staged batches; positions keep increasing across batches like a real source's."""
-
-    folder: Path
-    next_position: int = 1
-
-    def batch(
-        self,
-        schema: TableSchema,
-        changes: Sequence[tuple[str, dict[str, Any]]],
-        *,
-        unchanged: dict[int, list[str]] | None = None,
-    ) -> tuple[Manifest, Path]:
-        """``changes``: (op, values) in source order; ``unchanged``: change index -> columns not sent."""
-        n = len(changes)
-        positions = [f"{self.next_position + i:012d}" for i in range(n)]
-        self.next_position += n
-        commit_times = [T0 + timedelta(seconds=int(p)) for p in positions]
-        unchanged = unchanged or {}
-        arrays = [
-            pa.array([values.get(c.name) for _, values in changes], type=c.type.arrow) for c in schema.columns
-        ]
-        arrays += [
-            pa.array([op for op, _ in changes], pa.string()),
-            pa.array(range(n), pa.int64()),
-            pa.array(positions, pa.string()),
-            pa.array(commit_times, pa.timestamp("us", tz="UTC")),
-            pa.array([unchanged.get(i) for i in range(n)], pa.list_(pa.string())),
-        ]
-        names = [
-            *schema.column_names,
-            OP_COLUMN,
-            SEQ_COLUMN,
-            POSITION_COLUMN,
-            COMMIT_TIME_COLUMN,
-            UNCHANGED_COLUMN,
-        ]
-        first, last = Position(positions[0]), Position(positions[-1])
-        bid = batch_id(schema.table, first, last)
-        path = self.folder / f"{bid}.parquet"
-        pq.write_table(pa.table(arrays, names=names), path)
-        ops = [op for op, _ in changes]
-        manifest = Manifest(
-            table=schema.table,
-            batch_id=bid,
-            first=first,
-            last=last,
-            rows=n,
-            inserts=ops.count("I"),
-            updates=ops.count("U"),
-            deletes=ops.count("D"),
-            bytes=path.stat().st_size,
-            data_key=path.name,
-            columns=tuple((c.name, str(c.type)) for c in schema.columns),
-            primary_key=schema.primary_key,
-            min_commit_time=commit_times[0],
-            max_commit_time=commit_times[-1],
-            staged_at=datetime.now(UTC),
-        )
-        return manifest, path
-
-
-def put(
-    wh: SqlWarehouse,
-    stager: Stager,
-    schema: TableSchema,
-    changes: Sequence[tuple[str, dict[str, Any]]],
-    *,
-    unchanged: dict[int, list[str]] | None = None,
-) -> ApplyResult:
-    manifest, path = stager.batch(schema, changes, unchanged=unchanged)
-    return wh.apply(manifest, schema, path)
-
-
-def rows(wh: SqlWarehouse, schema: TableSchema) -> list[tuple[Any, ...]]:
-    """The whole target table ordered by key, values normalised across drivers."""
-    # JSON as text: drivers differ (psycopg2 parses jsonb, DuckDB returns text); compare parsed documents.
-    cols = ", ".join(
-        f"CAST({quote_ident(c.name)} AS VARCHAR)" if c.type.kind == "json" else quote_ident(c.name)
-        for c in schema.columns
-    )
-    keys = ", ".join(quote_ident(c) for c in schema.primary_key)
-    result = query(wh, f"SELECT {cols} FROM {quote_table(schema.table)} ORDER BY {keys}")
-    return [tuple(_normal(c, v) for c, v in zip(schema.columns, row, strict=True)) for row in result]
-
-
-def _normal(column: Column, v: Any) -> Any:
-    kind = column.type.kind
-    if v is None:
-        return None
-    if kind == "json":
-        return json.loads(v)
-    if kind == "uuid":
-        return str(v)
-    if kind == "bytea":  # redshift_connector hands PostgreSQL's bytea over as its \\x text
-        return bytes.fromhex(v[2:]) if isinstance(v, str) else bytes(v)
-    if kind == "numeric" and isinstance(v, str):  # Redshift keeps a numeric without precision as text
-        return Decimal(v)
-    if kind == "real":
-        return struct.unpack("f", struct.pack("f", v))[0]  # compare at float4 precision, exactly
-    return v
-
-
-def query(wh: SqlWarehouse, sql: str) -> list[tuple[Any, ...]]:
-    assert isinstance(wh, DuckDBWarehouse | PostgresWarehouse | RedshiftWarehouse)
-    return wh.query(sql)
-
-
-def ledger(wh: SqlWarehouse) -> list[tuple[Any, ...]]:
-    return query(
-        wh,
-        'SELECT batch_id, table_schema, table_name, first_position, last_position, "rows", inserts, updates,'
-        " deletes, min_commit_time, max_commit_time FROM _replicator.batches ORDER BY first_position",
-    )
-
-
-# -- the warehouses under test ---------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    kind: str
-    address: str
-    shim: RedshiftShim | None = None
-
-    def open(self) -> SqlWarehouse:
-        if self.kind == "duckdb":
-            return DuckDBWarehouse(self.address)
-        if self.kind == "redshift":
-            assert self.shim is not None
-            return open_stand_in(self.shim, self.address)
-        return PostgresWarehouse(self.address)
-
-
-@pytest.fixture(scope="session")
-def redshift_shim(pg_admin_dsn: str) -> Iterator[RedshiftShim]:
-    parts = dict(p.split("=", 1) for p in pg_admin_dsn.split())
-    shim = RedshiftShim(parts.get("host", "127.0.0.1"), int(parts.get("port", "5432")))
-    yield shim
-    shim.close()
-
-
-@pytest.fixture(params=["duckdb", "postgres", "redshift"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    if request.param == "duckdb":
-        return Target("duckdb", str(tmp_path / "warehouse.duckdb"))
-    if request.param == "redshift":
-        return Target("redshift", request.getfixturevalue("pg_dsn"), request.getfixturevalue("redshift_shim"))
-    return Target("postgres", request.getfixturevalue("pg_dsn"))
-
-
-@pytest.fixture
-def wh(target: Target) -> Iterator[SqlWarehouse]:
-    warehouse = target.open()
-    warehouse.setup()
-    yield warehouse
-    warehouse.close()
-
-
-@pytest.fixture
-def stager(tmp_path: Path) -> Stager:
-    folder = tmp_path / "staged"
-    folder.mkdir()
-    return Stager(folder)
-
-
-def acct(i: int, name: str, balance: str | None = "0.00", note: str | None = None) -> dict[str, Any]:
-    return {"id": i, "name": name, "balance": None if balance is None else Decimal(balance), "note": note}
-
-
-def row(i: int, name: str, balance: str | None = "0.00", note: str | None = None) -> tuple[Any, ...]:
-    return (i, name, None if balance is None else Decimal(balance), note)
-
 
 # -- setup and tables ------------------------------------------------------------------------------------
 
@@ -296,6 +97,7 @@ def test_ensure_table_creates_the_target_once_named_as_the_source(wh: SqlWarehou
 # -- merge semantics -------------------------------------------------------------------------------------
 
 
+@also_with_old_images
 def test_the_last_change_per_key_wins_within_a_batch(wh: SqlWarehouse, stager: Stager) -> None:
     wh.ensure_table(ACCOUNTS)
     put(wh, stager, ACCOUNTS, [("I", acct(5, "five")), ("I", acct(6, "six"))])
@@ -321,6 +123,7 @@ def test_the_last_change_per_key_wins_within_a_batch(wh: SqlWarehouse, stager: S
     ]
 
 
+@also_with_old_images
 def test_a_batch_with_one_change_per_key_is_counted_without_reducing(
     wh: SqlWarehouse, stager: Stager
 ) -> None:
@@ -331,6 +134,7 @@ def test_a_batch_with_one_change_per_key_is_counted_without_reducing(
     assert rows(wh, ACCOUNTS) == [row(1, "x"), row(3, "n3"), row(9, "y")]
 
 
+@also_with_old_images
 def test_unchanged_columns_keep_the_target_value(wh: SqlWarehouse, stager: Stager) -> None:
     wh.ensure_table(ACCOUNTS)
     put(
@@ -349,6 +153,7 @@ def test_unchanged_columns_keep_the_target_value(wh: SqlWarehouse, stager: Stage
     ]
 
 
+@also_with_old_images
 def test_unchanged_column_names_with_quotes_commas_and_braces_are_matched_exactly(
     wh: SqlWarehouse, stager: Stager
 ) -> None:
@@ -363,6 +168,7 @@ def test_unchanged_column_names_with_quotes_commas_and_braces_are_matched_exactl
     assert rows(wh, odd) == [(1, "kept", "new")]
 
 
+@also_with_old_images
 def test_composite_and_key_only_tables_merge(wh: SqlWarehouse, stager: Stager) -> None:
     links = TableSchema(
         TableId("app", "links"),
@@ -375,6 +181,7 @@ def test_composite_and_key_only_tables_merge(wh: SqlWarehouse, stager: Stager) -
     assert rows(wh, links) == [(1, "y"), (2, "x")]
 
 
+@also_with_old_images
 def test_replaying_an_applied_batch_changes_nothing(wh: SqlWarehouse, stager: Stager) -> None:
     wh.ensure_table(ACCOUNTS)
     manifest, path = stager.batch(ACCOUNTS, [("I", acct(1, "a")), ("I", acct(2, "b"))])
@@ -387,6 +194,7 @@ def test_replaying_an_applied_batch_changes_nothing(wh: SqlWarehouse, stager: St
     assert wh.table_states()[ACCOUNTS.table].batches == 2
 
 
+@also_with_old_images
 def test_an_error_before_commit_leaves_target_and_ledger_untouched(
     wh: SqlWarehouse, stager: Stager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -584,6 +392,7 @@ def _expected(batch: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [tuple(norm(c, r.get(c.name)) for c in ALL_TYPES.columns) for r in batch]
 
 
+@also_with_old_images
 @pytest.mark.parametrize("n", [6])
 def test_every_type_round_trips_through_insert_and_update(
     wh: SqlWarehouse, stager: Stager, n: int, monkeypatch: pytest.MonkeyPatch
@@ -602,7 +411,6 @@ def test_every_type_round_trips_through_insert_and_update(
 def test_a_duckdb_file_named_like_a_replicated_schema_still_works(tmp_path: Path) -> None:
     from replicator.model import Column, TableId, TableSchema
     from replicator.values import parse_type
-    from replicator.warehouses.duckdb import DuckDBWarehouse
 
     schema = TableSchema(TableId("dbo", "t"), (Column("id", parse_type("bigint"), False),), ("id",))
     wh = DuckDBWarehouse(str(tmp_path / "dbo.duckdb"))
@@ -624,6 +432,7 @@ def _with(schema: TableSchema, *columns: Column, replace: dict[str, str] | None 
     return TableSchema(schema.table, kept + columns, schema.primary_key)
 
 
+@also_with_old_images
 def test_a_new_source_column_is_added_before_the_batch_that_needs_it(
     wh: SqlWarehouse, stager: Stager
 ) -> None:
@@ -639,6 +448,7 @@ def test_a_new_source_column_is_added_before_the_batch_that_needs_it(
     assert [r[2] for r in ledger(wh)] == ["accounts", "accounts"]
 
 
+@also_with_old_images
 def test_a_longer_varchar_widens_the_column_and_a_shorter_one_just_fits(
     wh: SqlWarehouse, stager: Stager
 ) -> None:
@@ -651,6 +461,7 @@ def test_a_longer_varchar_widens_the_column_and_a_shorter_one_just_fits(
     assert rows(wh, wide) == [row(1, "dcba"), row(2, "a name of thirty characters ✓✓")]
 
 
+@also_with_old_images
 def test_int_to_bigint_and_more_numeric_digits_widen_where_the_engine_can(
     target: Target, wh: SqlWarehouse, stager: Stager
 ) -> None:
@@ -690,6 +501,7 @@ def test_an_incompatible_change_stops_the_table_and_records_why(wh: SqlWarehouse
     assert rows(wh, ACCOUNTS) == [row(1, "fixed")]
 
 
+@also_with_old_images
 @pytest.mark.parametrize("dropped_columns", ["null", "keep"])
 def test_a_column_dropped_at_the_source_stays_in_the_target(
     wh: SqlWarehouse, stager: Stager, dropped_columns: str
@@ -707,6 +519,7 @@ def test_a_column_dropped_at_the_source_stays_in_the_target(
 # -- soft deletes ----------------------------------------------------------------------------------------
 
 
+@also_with_old_images
 def test_soft_deletes_mark_rows_and_a_later_insert_revives_them(wh: SqlWarehouse, stager: Stager) -> None:
     wh.configure({ACCOUNTS.table: TableOptions(deletes="soft")})
     wh.ensure_table(ACCOUNTS)

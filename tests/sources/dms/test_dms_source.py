@@ -15,10 +15,8 @@ from replicator.model import Change, Column, Op, Position, SchemaChange, TableId
 from replicator.obs import metrics
 from replicator.sources.dms.source import DmsOptions, DmsSource, decode_position, encode_position
 from replicator.storage import LocalStore, ObjectStore, Quarantine, S3Settings, S3Store
-from tests.helpers.dms import put, stores
+from tests.helpers.dms import put
 from tests.helpers.dms_chunks import expand
-
-__all__ = ["stores"]  # the fixture, used by name
 
 T = TableId("dbo", "t")
 U = TableId("sales", "orders")

@@ -11,10 +11,7 @@ import pytest
 from replicator.model import Change, Column, Position, TableId, TableSchema
 from replicator.sources.dms.source import DmsOptions, DmsSource
 from replicator.storage import ObjectStore, Quarantine
-from tests.helpers.dms import stores
 from tests.helpers.dms_chunks import expand
-
-__all__ = ["stores"]  # the fixture, used by name
 
 T = TableId("dbo", "t")
 U = TableId("sales", "orders")

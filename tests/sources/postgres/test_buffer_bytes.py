@@ -28,9 +28,7 @@ from replicator.schema import load_tables
 from replicator.sources.postgres.initial_copy import Recopies
 from replicator.sources.postgres.source import PostgresSource
 from replicator.storage import LocalStore
-from tests.helpers.pg import execute, slot_of, source_db, write_schemas
-
-__all__ = ["source_db"]  # the fixture, used by name
+from tests.helpers.pg import execute, slot_of, write_schemas
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(T, (Column.of("id", "bigint", nullable=False), Column.of("body", "text")), ("id",))

@@ -13,12 +13,9 @@ from tests.helpers.pg import (
     NOPK,
     Rig,
     execute,
-    source_db,
     source_rows,
     target_rows,
 )
-
-__all__ = ["source_db"]  # the fixture, used by name
 
 
 def test_a_table_added_later_is_copied_on_its_own_and_the_others_stream_on(

@@ -47,14 +47,11 @@ from tests.helpers.pg import (
     fetch,
     run_until_caught_up,
     slot_of,
-    source_db,
     source_rows,
     target_rows,
     write_load,
     write_run_config,
 )
-
-__all__ = ["source_db"]  # the fixture, used by name
 
 BIG_TOML = """schema = "public"
 name = "big"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import duckdb
 
-from tests.helpers.pg import Rig, execute, source_db, target_rows  # noqa: F401 - fixture
+from tests.helpers.pg import Rig, execute, target_rows
 
 
 def test_a_column_added_at_the_source_before_the_copy_keeps_its_copied_values(
-    source_db: str,  # noqa: F811
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     execute(
@@ -28,7 +28,7 @@ def test_a_column_added_at_the_source_before_the_copy_keeps_its_copied_values(
 
 
 def test_a_column_dropped_at_the_source_before_the_copy_is_copied_as_null_and_every_table_goes_on(
-    source_db: str,  # noqa: F811
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     execute(

@@ -8,7 +8,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from tests.helpers.pg import Rig, execute, source_db, source_rows, target_rows  # noqa: F401 - fixture
+from tests.helpers.pg import Rig, execute, source_rows, target_rows
 
 COLS = "id, a, length(b), md5(b)"
 
@@ -19,7 +19,7 @@ def _big(seed: int) -> str:
     return "".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(400_000))
 
 
-def test_key_changes_keep_unchanged_toasted_values_in_the_target(source_db: str, tmp_path: Path) -> None:  # noqa: F811
+def test_key_changes_keep_unchanged_toasted_values_in_the_target(source_db: str, tmp_path: Path) -> None:
     rig = Rig(source_db, tmp_path)
     rig.run_once()
     for i in (1, 2, 3, 4):

@@ -12,9 +12,7 @@ from replicator.schema import load_options, load_tables
 from replicator.sources.postgres.setup import SourceSetupError
 from replicator.sources.postgres.source import PostgresSource
 from replicator.storage import LocalStore
-from tests.helpers.pg import Rig, execute, slot_of, source_db, target_rows
-
-__all__ = ["source_db"]  # the fixture, used by name
+from tests.helpers.pg import Rig, execute, slot_of, target_rows
 
 KEYLESS = """schema = "public"
 name = "keyless"

@@ -10,18 +10,13 @@ PostgreSQL under a write load from a thread, and a real PostgreSQL target.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.helpers.daemon import (
     TABLES,
     TOKEN,
     DaemonProcess,
     Load,
-    create_tables,
     free_port,
     http,
     pg_source_config,
@@ -29,27 +24,10 @@ from tests.helpers.daemon import (
     tables_of,
     wait_for,
 )
-from tests.helpers.pg import confirmed_flush, current_lsn, drop_slots, dsn_params, execute
+from tests.helpers.pg import confirmed_flush, current_lsn, execute
 from tests.helpers.support import run_cli
 
 PAUSED = "beta"
-
-
-@pytest.fixture
-def target_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
-    yield " ".join(f"{k}={name if k == 'dbname' else v}" for k, v in dsn_params(pg_admin_dsn).items())
-    execute(pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def source_dsn(pg_dsn: str) -> Iterator[str]:
-    """The fresh database with three tables; its replication slots are dropped afterwards (a database
-    with a logical slot cannot be dropped)."""
-    create_tables(pg_dsn)
-    yield pg_dsn
-    drop_slots(pg_dsn)
 
 
 def test_pausing_a_table_freezes_its_target_while_the_others_and_the_slot_keep_moving_and_resume_catches_up(

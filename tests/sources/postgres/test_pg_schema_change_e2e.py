@@ -8,14 +8,10 @@ conformance suite's ``target`` fixture).
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from replicator.config import BatchConfig, PipelineConfig
@@ -25,59 +21,28 @@ from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
-from tests.helpers.pg import execute
-from tests.test_schema_change_e2e import target_rows
-from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
+from tests.helpers.pg import Databases, Templates, catch_up, execute
+from tests.helpers.warehouse import Target, target_rows
 
 T = TableId("dbo", "accounts")  # the name target_rows reads
 SCHEMA = TableSchema(
     T, (Column("id", parse_type("bigint"), False), Column("name", parse_type("text"))), ("id",)
 )
+SOURCE_SQL = (
+    "CREATE SCHEMA dbo",
+    "CREATE TABLE dbo.accounts (id bigint PRIMARY KEY, name text)",
+    "INSERT INTO dbo.accounts VALUES (1, 'ann'), (2, 'bob')",
+)
 
 
 @pytest.fixture
-def source_dsn(pg_admin_dsn: str) -> Iterator[str]:
-    """A database of its own (the PostgreSQL targets use ``pg_dsn``); its slots are dropped before it."""
-    name = f"s_{uuid.uuid4().hex[:12]}"
-    execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
-    dsn = " ".join(
-        f"{k}={name if k == 'dbname' else v}" for k, v in (p.split("=", 1) for p in pg_admin_dsn.split())
-    )
-    execute(
-        dsn,
-        "CREATE SCHEMA dbo",
-        "CREATE TABLE dbo.accounts (id bigint PRIMARY KEY, name text)",
-        "INSERT INTO dbo.accounts VALUES (1, 'ann'), (2, 'bob')",
-    )
-    yield dsn
-    conn = psycopg2.connect(pg_admin_dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,))
-        for (slot,) in cur.fetchall():
-            cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
-def catch_up(pipeline: Pipeline, source: PostgresSource, dsn: str) -> None:
-    """Run until the slot confirmed everything the source had written when called (the server is shared:
-    other databases' WAL may take the walsender a while)."""
-    conn = psycopg2.connect(dsn)
-    with conn.cursor() as cur:
-        cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-        row = cur.fetchone()
-    conn.close()
-    assert row is not None
-    goal, deadline = int(row[0]), time.monotonic() + 120
-    pipeline.run(threading.Event(), once=True)
-    while source.stream.flush_lsn < goal:
-        assert time.monotonic() < deadline, "the source did not catch up within 120 s"
-        pipeline.run(threading.Event(), once=True)
+def source_dsn(pg_databases: Databases, pg_templates: Templates) -> str:
+    """A database of its own (the PostgreSQL targets use ``pg_dsn``), dropped with its slots."""
+    return pg_databases.new(prefix="s", template=pg_templates.get(*SOURCE_SQL))
 
 
 def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_without_a_restart(
-    target: Target,  # noqa: F811 - the conformance suite's fixture
+    target: Target,
     source_dsn: str,
     tmp_path: Path,
 ) -> None:

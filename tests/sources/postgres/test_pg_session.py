@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers.pg import Rig, dsn_params, execute, source_db, source_rows, target_rows  # noqa: F401
+from tests.helpers.pg import Rig, dsn_params, execute, source_rows, target_rows
 
 
 def test_dates_and_instants_arrive_the_same_under_a_german_datestyle_and_another_time_zone(
-    source_db: str,  # noqa: F811
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     database = dsn_params(source_db)["dbname"]

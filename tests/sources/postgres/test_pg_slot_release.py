@@ -7,11 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-from tests.helpers.pg import Rig, current_lsn, execute, source_db, source_rows, target_rows  # noqa: F401
+from tests.helpers.pg import Rig, current_lsn, execute, target_rows
 
 
 def test_a_transaction_whose_last_row_completes_a_capture_chunk_is_released_at_its_commit(
-    source_db: str,  # noqa: F811
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     rig = Rig(source_db, tmp_path, max_rows=5_000)
@@ -30,7 +30,7 @@ def test_a_transaction_whose_last_row_completes_a_capture_chunk_is_released_at_i
 
 
 def test_run_once_drains_a_large_transaction_the_server_is_still_decoding(
-    source_db: str,  # noqa: F811
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     rig = Rig(source_db, tmp_path, max_rows=50_000)

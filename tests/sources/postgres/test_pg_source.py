@@ -20,15 +20,12 @@ from tests.helpers.pg import (
     checksum,
     execute,
     run_until_caught_up,
-    source_db,
     source_rows,
     target_rows,
     write_load,
     write_run_config,
     write_schemas,
 )
-
-__all__ = ["source_db"]  # the fixture, used by name
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,32 +11,20 @@ WAL pinned). The daemon neither loops nor drops the slot, and a restart keeps th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.helpers.daemon import (
     DaemonProcess,
-    create_tables,
     free_port,
     pg_source_config,
     state,
     tables_of,
     wait_for,
 )
-from tests.helpers.pg import confirmed_flush, current_lsn, drop_slots, execute
+from tests.helpers.pg import confirmed_flush, current_lsn, execute
 from tests.helpers.support import run_cli
-from tests.sources.postgres.test_pg_operations import target_dsn  # noqa: F401 - fixture
 
 GOOD = ("alpha", "gamma")
-
-
-@pytest.fixture
-def source_dsn(pg_dsn: str) -> Iterator[str]:
-    create_tables(pg_dsn)
-    yield pg_dsn
-    drop_slots(pg_dsn)
 
 
 def _status(cfg: Path) -> tuple[str, dict[str, dict[str, object]]]:
@@ -49,7 +37,7 @@ def _status(cfg: Path) -> tuple[str, dict[str, dict[str, object]]]:
 def test_a_table_whose_values_do_not_fit_its_declared_type_stops_alone_until_resynced_with_the_type_fixed(
     tmp_path: Path,
     source_dsn: str,
-    target_dsn: str,  # noqa: F811 - fixture
+    target_dsn: str,
 ) -> None:
     port = free_port()
     cfg, slot = pg_source_config(tmp_path, source_dsn, target_dsn, port)

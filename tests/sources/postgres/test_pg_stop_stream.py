@@ -14,7 +14,7 @@ from typing import Any
 from replicator.model import TableId
 from replicator.sources.postgres.resync import load_state
 from replicator.storage import Quarantine
-from tests.helpers.pg import ITEM_COLS, ITEMS, Rig, execute, source_db, source_rows, target_rows  # noqa: F401
+from tests.helpers.pg import ITEM_COLS, ITEMS, Rig, execute, source_rows, target_rows
 
 BAD = TableId("public", "bad")
 BAD_TOML = 'schema = "public"\nname = "bad"\nprimary_key = ["id"]\n[columns]\nid = "integer"\nn = "{}"\n'
@@ -38,7 +38,7 @@ def _items(first: int) -> str:
 
 
 def test_a_value_streamed_into_a_column_it_does_not_fit_stops_its_table_and_the_slot_still_moves_on(
-    source_db: str,  # noqa: F811 - the fixture
+    source_db: str,
     tmp_path: Path,
 ) -> None:
     execute(source_db, "CREATE TABLE bad (id int PRIMARY KEY, n text)", "INSERT INTO bad VALUES (1, '1')")

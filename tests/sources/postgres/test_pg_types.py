@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.warehouses import DuckDBWarehouse, PostgresWarehouse, Warehouse
-from tests.helpers.pg import current_lsn, execute
+from tests.helpers.pg import Databases, current_lsn, execute
 
 TOML = """schema = "public"
 name = "types"
@@ -64,16 +63,8 @@ SOURCE_TEXT = (
 
 
 @pytest.fixture
-def second_db(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(pg_admin_dsn)
-    conn.autocommit = True
-    conn.cursor().execute(f'CREATE DATABASE "{name}"')
-    parts = dict(p.split("=", 1) for p in pg_admin_dsn.split())
-    parts["dbname"] = name
-    yield " ".join(f"{k}={v}" for k, v in parts.items())
-    conn.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    conn.close()
+def second_db(pg_databases: Databases) -> str:
+    return pg_databases.new()
 
 
 def _pipeline(

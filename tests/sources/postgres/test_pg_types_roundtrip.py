@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,8 @@ from replicator.sql import quote_ident
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
-from tests.helpers.pg import execute
-from tests.sources.postgres.test_pg_schema_change_e2e import catch_up
-from tests.warehouses.test_warehouse_conformance import Target, redshift_shim, target  # noqa: F401 - fixtures
+from tests.helpers.pg import Databases, Templates, catch_up, execute
+from tests.helpers.warehouse import Target
 
 T = TableId("public", "every_type")
 # (column, source DDL type, schema file type, value of row 1, value of row 2); values are SQL literals.
@@ -139,24 +137,14 @@ def _insert(ids: tuple[int, int, int]) -> str:
 
 
 @pytest.fixture
-def source_db(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"s_{uuid.uuid4().hex[:12]}"
-    execute(pg_admin_dsn, f'CREATE DATABASE "{name}"')
-    dsn = " ".join(
-        f"{k}={name if k == 'dbname' else v}" for k, v in (p.split("=", 1) for p in pg_admin_dsn.split())
-    )
+def source_db(pg_databases: Databases, pg_templates: Templates) -> str:
     columns = ", ".join(f"{quote_ident(c[0])} {c[1]}" for c in COLUMNS)
-    execute(dsn, DDL, f"CREATE TABLE every_type (id int PRIMARY KEY, {columns})", _insert((1, 2, 3)))
-    yield dsn
-    execute(
-        pg_admin_dsn,
-        f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'",
-        f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-    )
+    sql = (DDL, f"CREATE TABLE every_type (id int PRIMARY KEY, {columns})", _insert((1, 2, 3)))
+    return pg_databases.new(prefix="s", template=pg_templates.get(*sql))
 
 
 def test_every_postgresql_type_arrives_in_the_target_as_the_source_holds_it(
-    target: Target,  # noqa: F811 - the conformance suite's fixture
+    target: Target,
     source_db: str,
     tmp_path: Path,
 ) -> None:
