@@ -105,11 +105,11 @@ def _stdout_reader_gone() -> bool:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         obs_logging.configure("warning", "auto")
-        from replicator.demo.run import demo
+        from replicator.demo import demo
 
         return demo(args.dir, seed=args.seed, files=args.files)
     if args.command == "dms-settings":
-        from replicator.sources.dms.settings import print_section
+        from replicator.sources.dms import print_section
 
         return print_section(args.file, args.endpoint)
     cfg = config.load(args.config)

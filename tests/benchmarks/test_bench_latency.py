@@ -32,7 +32,7 @@ import psycopg2
 import pytest
 
 from replicator import config as config_mod
-from replicator.ops.daemon import Daemon
+from replicator.ops import Daemon
 from tests.helpers.pg import dsn_params, execute, fetch
 
 pytestmark = pytest.mark.benchmark

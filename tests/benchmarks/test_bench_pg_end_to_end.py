@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from replicator.sources.postgres.pgoutput import lsn_text, parse_lsn
+from replicator.sources.postgres import lsn_text, parse_lsn
 from tests.helpers.pg import dsn_params, execute
 
 pytestmark = pytest.mark.benchmark

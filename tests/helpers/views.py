@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.schema.catalog import load_tables
-from replicator.views.graph import ViewCatalog, load_views, order_views, parse_view
+from replicator.schema import load_tables
+from replicator.views import ViewCatalog, load_views, order_views, parse_view
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = load_tables(ROOT / "schemas")

@@ -32,12 +32,15 @@ from replicator.model import (
     TableSchema,
     batch_id,
 )
-from replicator.sql.ident import quote_ident, quote_table
-from replicator.warehouses.base import ApplyResult
-from replicator.warehouses.duckdb import DuckDBWarehouse
-from replicator.warehouses.postgres import PostgresWarehouse
-from replicator.warehouses.redshift import RedshiftWarehouse
-from replicator.warehouses.sql_base import MergeContext, SqlWarehouse
+from replicator.sql import quote_ident, quote_table
+from replicator.warehouses import (
+    ApplyResult,
+    DuckDBWarehouse,
+    MergeContext,
+    PostgresWarehouse,
+    RedshiftWarehouse,
+    SqlWarehouse,
+)
 from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

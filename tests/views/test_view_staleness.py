@@ -10,7 +10,7 @@ from typing import Any
 
 from replicator.config import BatchConfig, PipelineConfig
 from replicator.model import Op
-from replicator.ops.control import CONTROL, ControlStore
+from replicator.ops import CONTROL, ControlStore
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from replicator.storage.store import LocalStore, ObjectStore, S3Settings, S3Store
+from replicator.storage import LocalStore, ObjectStore, S3Settings, S3Store
 
 
 @pytest.fixture(params=["local", "s3"])
