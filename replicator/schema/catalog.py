@@ -47,6 +47,14 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def path_name_problem(name: str) -> str | None:
+    """Why a schema or table name cannot be used: they name folders and objects (``schema/table/`` in a DMS
+    feed, ``schema.table`` in staging), so a name that reads as a path would leave its folder."""
+    if name in (".", "..") or any(c in name for c in "/\\"):
+        return f"name {name!r} is path-like ('.', '..', '/' or '\\'): schema and table names are folders"
+    return None
+
+
 def column_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a source column (unusable, or the replicator's); None when it can."""
     problem = name_problem(name)
@@ -101,7 +109,10 @@ def parse_table(path: Path) -> TableSchema:
         raise CatalogError(f"{path}: missing key {exc.args[0]!r} (need schema, name, columns)") from None
     if not isinstance(cols_doc, dict) or not cols_doc:
         raise CatalogError(f"{path}: [columns] must map column names to types")
-    problem = name_problem(table.schema) or name_problem(table.name) or column_names_problem(cols_doc)
+    problem = (
+        name_problem(table.schema) or name_problem(table.name) or path_name_problem(table.schema)
+        or path_name_problem(table.name) or column_names_problem(cols_doc)
+    )  # fmt: skip
     if problem is not None:
         raise CatalogError(f"{path}: {table}: {problem}")
     columns = []

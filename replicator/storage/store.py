@@ -67,6 +67,25 @@ def open_store(url: str, s3: S3Settings | None = None) -> ObjectStore:
     return LocalStore(Path(url))
 
 
+class OutsideRoot(ValueError):
+    """A local object that is a link (or inside a linked folder) leading out of the store's root."""
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is path-like rather than a plain object name, or None. S3 accepts any of these, but a
+    folder cannot hold them, and ``..`` would climb out of it: they are refused, never resolved."""
+    if not key:
+        return "an empty object key"
+    if key.startswith("/"):
+        return f"object key {key!r} is an absolute path"
+    if "\\" in key or "\x00" in key:
+        return f"object key {key!r} holds a backslash or NUL, a path separator on some systems"
+    bad = next((p for p in key.split("/") if p in ("", ".", "..")), None)
+    if bad is not None:
+        return f"object key {key!r} has a path-like part {bad!r} (empty, '.' or '..')"
+    return None
+
+
 class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -74,9 +93,21 @@ class LocalStore:
         self.url = str(root)
 
     def _path(self, key: str) -> Path:
-        if key.startswith("/") or ".." in key.split("/"):
+        if key.startswith("/") or ".." in key.split("/") or "\x00" in key:
             raise ValueError(f"invalid object key {key!r}")
         return self.root / key
+
+    def local_path(self, key: str) -> Path:
+        """The file to read for ``key``; ``OutsideRoot`` when a link takes it out of the root, which is
+        never read (a link to /etc/passwd in a DMS folder must not reach staging or the quarantine)."""
+        path = self._path(key)
+        real = path.resolve()
+        if not real.is_relative_to(self.root.resolve()):
+            raise OutsideRoot(
+                f"{path} is or passes through a link to {real}, outside {self.root}; not read"
+                " (copy the file into the folder instead of linking it)"
+            )
+        return path
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         # Walk only the folder that holds the prefix, like an S3 prefix listing would.
@@ -93,14 +124,17 @@ class LocalStore:
                 key = full.relative_to(self.root).as_posix()
                 if not key.startswith(prefix) or (start_after is not None and key <= start_after):
                     continue
-                st = full.stat()
+                try:
+                    st = full.stat()
+                except FileNotFoundError:  # a dangling link: listed, and refused when read
+                    st = full.lstat()
                 found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
         found.sort(key=lambda o: o.key.encode())
         yield from found
 
     def get(self, key: str) -> bytes:
         try:
-            return self._path(key).read_bytes()
+            return self.local_path(key).read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
 

@@ -13,6 +13,7 @@ import structlog
 
 from replicator.model import TableId
 from replicator.storage import ObjectStore, Quarantine
+from replicator.storage.store import key_problem
 
 log = structlog.get_logger(__name__)
 
@@ -80,6 +81,10 @@ def quarantine_unknown_tables(
         schema, name = parts[0], parts[1]
         after = f"{schema}/{name}0"  # "/" < "0": the first key past this folder
         if TableId(schema, name) in known:
+            continue
+        problem = key_problem(f"{schema}/{name}")
+        if problem is not None:  # no table can have this name (the catalog refuses it): never a key of ours
+            log.warning("dms_path_like_folder", folder=f"{schema}/{name}", detail=problem, todo="not read")
             continue
         _quarantine_folder(store, state, quarantine, schema, name)
 

@@ -69,6 +69,7 @@ from replicator.sources.dms.state import (
     save,
 )
 from replicator.storage import LocalStore, ObjectStore, Quarantine
+from replicator.storage.store import OutsideRoot, key_problem
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 
@@ -358,8 +359,11 @@ class DmsSource:
                 t.pending.setdefault(file_id, info.modified)
         out: list[tuple[str, str]] = []
         for file_id, key in sorted(found.items()):
-            if any(c <= " " for c in key):
-                self.bad.quarantine_file(t, key, "bad_file_name", "name holds a space or control character")
+            problem = "name holds a space or control character" if any(c <= " " for c in key) else None
+            if problem is None and key_problem(key) is not None:
+                problem = f"{key_problem(key)}; a path, not a file name: not read"
+            if problem is not None:
+                self.bad.quarantine_file(t, key, "bad_file_name", problem)
                 t.mark_done([file_id], self.options.recent_files)
                 self._save(t)
             elif t.frontier is not None and file_id < t.frontier[0]:
@@ -397,7 +401,10 @@ class DmsSource:
     def _local(self, key: str) -> Iterator[Path]:
         """A local file with the object's bytes, never all of them in memory (S3: a temporary file)."""
         if isinstance(self.store, LocalStore):
-            yield self.store.root / key
+            try:
+                yield self.store.local_path(key)
+            except OutsideRoot as exc:
+                raise BadFile("outside_root", str(exc)) from None
             return
         path = Path(self._tmp.name) / "object"
         self.store.download(key, path)

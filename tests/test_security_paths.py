@@ -1,0 +1,142 @@
+"""Issue 17, point 4: sources stay in their roots.
+
+A file (or folder) link in a local DMS folder that leads outside it is refused, never read: the file is set
+aside in the quarantine with a clear reason and none of its bytes reach staging, the warehouse or the log.
+Schema and table names that are path-like (``..``, ``.``, with ``/`` or ``\\``) are refused when the
+``schemas/`` folder is read, and path-like object keys of a DMS feed (S3 allows ``..`` segments and empty
+ones) are quarantined as bad file names instead of being read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import boto3
+import duckdb
+import pytest
+
+from replicator.model import Column, TableId, TableSchema
+from replicator.schema.catalog import CatalogError, load_tables
+from replicator.sources.dms import DmsOptions
+from replicator.storage import LocalStore
+from replicator.storage.store import S3Settings, S3Store
+from tests.helpers.daemon import Feed, daemon_config
+from tests.helpers.dms import pipeline_round, put
+from tests.helpers.support import run_cli
+
+MARKER = "Outsider-7c1f0b"  # a name that exists only in the file outside the root
+OUTSIDE_ROW = (
+    f"I,2024-03-05 09:00:00.000000,999,1,{MARKER},{MARKER},1990-01-01,{MARKER.lower()}@mail.example,"
+    f"(555) 555-0000,NULL,1,NULL,2024-03-05 09:00:00.000000,2024-03-05 09:00:00.000000\n"
+)
+
+
+def _everything_under(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_link_that_leaves_the_dms_folder_is_refused_and_never_read(tmp_path: Path, link: str) -> None:
+    feed = Feed(tmp_path / "feed", seed=46, flushes=1)
+    feed.release(1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "20240305-0900000000.csv").write_text(OUTSIDE_ROW)
+    patients = feed.live / "dbo" / "patients"
+    if link == "file":
+        (patients / "20240305-0900000000.csv").symlink_to(outside / "20240305-0900000000.csv")
+    else:  # the whole table folder is a link: every file in it resolves outside
+        for f in patients.iterdir():
+            os.replace(f, outside / f.name)
+        patients.rmdir()
+        patients.symlink_to(outside, target_is_directory=True)
+    cfg = daemon_config(tmp_path / "r.toml", source=feed.live, port=0)
+    out = run_cli("run", "--once", "-c", str(cfg))
+    assert out.returncode in (0, 1), out.stderr
+
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "stage" / "_quarantine").rglob("*.json")]
+    refused = [n for n in notes if n["reason"] == "outside_root"]
+    assert refused, notes
+    assert all("outside" in n["detail"] and "not read" in n["detail"] for n in refused), refused
+    assert MARKER.encode() not in _everything_under(tmp_path / "stage")
+    assert MARKER not in out.stderr
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        names = con.execute('SELECT first_name FROM "dbo"."patients"').fetchall()
+        practices = con.execute('SELECT count(*) FROM "dbo"."practices"').fetchone()
+    finally:
+        con.close()
+    assert (MARKER,) not in names
+    assert practices is not None and practices[0] > 0, "the other tables must go on"
+    assert '"reason": "outside_root"' in out.stderr  # the table stopped, saying why
+
+
+def test_the_local_store_reads_links_inside_its_root_and_refuses_the_others(tmp_path: Path) -> None:
+    from replicator.storage.store import OutsideRoot
+
+    root = tmp_path / "root"
+    store = LocalStore(root)
+    store.put("a/real.csv", b"inside")
+    (root / "a" / "inside.csv").symlink_to(root / "a" / "real.csv")
+    (tmp_path / "secret").write_text("outside")
+    (root / "a" / "outside.csv").symlink_to(tmp_path / "secret")
+    (root / "a" / "dangling.csv").symlink_to(tmp_path / "nothing")
+    assert store.get("a/inside.csv") == b"inside"
+    with pytest.raises(OutsideRoot, match="outside"):
+        store.get("a/outside.csv")
+    with pytest.raises(OutsideRoot):
+        store.download("a/outside.csv", tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+    assert [o.key for o in store.list("a/")] == [
+        "a/dangling.csv",
+        "a/inside.csv",
+        "a/outside.csv",
+        "a/real.csv",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schema", "name"),
+    [("..", "patients"), ("dbo", ".."), ("dbo", "."), ("dbo", "a/b"), ("dbo", "..\\x"), ("../x", "t")],
+)
+def test_path_like_schema_and_table_names_are_refused(tmp_path: Path, schema: str, name: str) -> None:
+    tables = tmp_path / "schemas" / "tables"
+    tables.mkdir(parents=True)
+    head = f"schema = {json.dumps(schema)}\nname = {json.dumps(name)}\n"
+    (tables / "t.toml").write_text(head + "primary_key = ['id']\n[columns]\nid = 'bigint'\n")
+    with pytest.raises(CatalogError, match="path"):
+        load_tables(tmp_path / "schemas")
+
+
+T = TableId("dbo", "t")
+SCHEMAS = {T: TableSchema(T, (Column.of("id", "bigint", nullable=False), Column.of("v", "text")), ("id",))}
+
+
+def test_path_like_object_keys_in_a_dms_feed_are_quarantined_not_read(
+    tmp_path: Path, s3_settings: S3Settings, s3_bucket: str
+) -> None:
+    store = S3Store(s3_bucket, "feed", s3_settings)
+    put(store, T, "LOAD00000001.csv", "1,one\n")
+    client = boto3.client("s3", endpoint_url=s3_settings.endpoint_url, region_name="us-east-1")
+    for key in (
+        "dbo/t/../t/20240101-0000000001.csv",
+        "dbo/t//20240101-0000000002.csv",
+        "dbo/t/./20240101-0000000003.csv",
+    ):
+        client.put_object(Bucket=s3_bucket, Key=f"feed/{key}", Body=f"I,9,{MARKER}\n".encode())
+    put(store, T, "20240101-0000000009.csv", "I,2,two\n")
+    # Folders of no table of ours are noted in the quarantine by folder name, unless the name is a path.
+    client.put_object(Bucket=s3_bucket, Key="feed/.//20240101-0000000001.csv", Body=MARKER.encode())
+    source = pipeline_round(store, SCHEMAS, tmp_path, DmsOptions(bad_input_policy="quarantine"))
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "staging" / "_quarantine").rglob("*.json")]
+    assert sorted(n["reason"] for n in notes) == ["bad_file_name"] * 3, notes
+    assert all("path" in n["detail"] for n in notes)
+    assert MARKER.encode() not in _everything_under(tmp_path / "staging")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        assert con.execute('SELECT id, v FROM "dbo"."t" ORDER BY id').fetchall() == [(1, "one"), (2, "two")]
+    finally:
+        con.close()
+    assert source.problems() == []
