@@ -43,7 +43,7 @@ from replicator.obs import metrics
 from replicator.sources import Drainable, Notifying, Source, Stoppable, Streaming
 from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.storage import LocalStore, crash_point
-from replicator.warehouses import Warehouse
+from replicator.warehouses import ApplyResult, RoundFailed, Warehouse
 
 if TYPE_CHECKING:
     from replicator.views import ViewRefresher
@@ -320,31 +320,73 @@ class Pipeline:
             self._fresh = set()
         else:
             self._fresh -= tables
+        active = []
         for table in todo:
-            if stop is not None and stop.is_set():
-                return
             if table in self.paused:
                 # Paused: the backlog keeps growing and is reported, nothing is applied.
                 backlog = sum(1 for _ in self.stager.pending(table))
                 metrics.BACKLOG_BATCHES.labels(table=str(table)).set(backlog)
-                continue
+            else:
+                active.append(table)
+        if getattr(self.warehouse, "round_commits", False):
+            self._merge_in_one_commit(active, stop)
+            return
+        for table in active:
+            if stop is not None and stop.is_set():
+                return
             try:
                 self.merge_table(table, stop)
-                if self.errors.pop(table, None) is not None or table in self._recorded_errors:
-                    self._recorded_errors.discard(table)
-                    self._note_table_error(table, None)
+                self._merged(table)
             except Exception as exc:
-                # The table's oldest batch failed: nothing after it may apply (order), so the table is
-                # stopped while the others go on. Each round retries it, so a transient failure (a dropped
-                # connection, a lock timeout) heals by itself; a terminal one stays, with its reason in
-                # `status` and replicator_table_failing, until an operator fixes the cause.
-                self.stats.failed_tables += 1
-                reason = f"{type(exc).__name__}: {exc}"
-                metrics.ERRORS.labels(stage="merge", kind=type(exc).__name__).inc()
-                log.error("merge_failed", table=str(table), error=reason)
-                if self.errors.get(table) != reason:
-                    self.errors[table] = reason
-                    self._note_table_error(table, reason)
+                self._merge_failed(table, exc)
+
+    def _merged(self, table: TableId) -> None:
+        if self.errors.pop(table, None) is not None or table in self._recorded_errors:
+            self._recorded_errors.discard(table)
+            self._note_table_error(table, None)
+
+    def _merge_failed(self, table: TableId, exc: Exception) -> None:
+        """The table's oldest batch failed: nothing after it may apply (order), so the table is stopped
+        while the others go on. Each round retries it, so a transient failure (a dropped connection, a lock
+        timeout) heals by itself; a terminal one stays, with its reason in `status` and
+        replicator_table_failing, until an operator fixes the cause."""
+        self.stats.failed_tables += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        metrics.ERRORS.labels(stage="merge", kind=type(exc).__name__).inc()
+        log.error("merge_failed", table=str(table), error=reason)
+        if self.errors.get(table) != reason:
+            self.errors[table] = reason
+            self._note_table_error(table, reason)
+
+    def _merge_in_one_commit(self, tables: list[TableId], stop: threading.Event | None) -> None:
+        """Every staged batch of ``tables`` (each table's oldest first) in ONE warehouse transaction, for a
+        warehouse whose commits are costly and serialised (Redshift: ``round_commits``). A table whose
+        batch fails is set aside (``_merge_failed``) and the round is tried again without it, so it never
+        holds the others back; a failed commit falls back to one transaction per table."""
+        todo = list(tables)
+        while todo and not (stop is not None and stop.is_set()):
+            pending = {t: list(self.stager.pending(t)) for t in todo}
+            for t, batches in pending.items():
+                metrics.BACKLOG_BATCHES.labels(table=str(t)).set(len(batches))
+            todo = [t for t in todo if pending[t]]
+            if not todo:
+                return
+            with self.merge_gate:
+                todo = [t for t in todo if t not in self.paused]
+                try:
+                    self._apply_many([m for t in todo for m in pending[t]])
+                except RoundFailed as exc:
+                    if exc.table is None or exc.table not in todo:  # the commit itself failed
+                        for t in todo:
+                            self._merge_failed(t, exc.error)
+                        return
+                    self._merge_failed(exc.table, exc.error)
+                    todo.remove(exc.table)
+                    continue
+            for t in todo:
+                metrics.BACKLOG_BATCHES.labels(table=str(t)).set(0)
+                self._merged(t)
+            return
 
     def _note_table_error(self, table: TableId, reason: str | None) -> None:
         """Publish (or, with None, clear) why a table is stopped: a metric here, a row in the warehouse for
@@ -400,9 +442,29 @@ class Pipeline:
         self._staged_through.pop(table, None)
         return dropped
 
+    def _apply_many(self, manifests: list[Manifest]) -> None:
+        """``apply_round`` of the warehouse over ``manifests``; then, as ``_apply`` does for one, each staged
+        batch is removed and counted."""
+        store = self.stager.store
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="replicator-") as tmp:
+            batches = []
+            for i, manifest in enumerate(manifests):
+                if isinstance(store, LocalStore):
+                    local = Path(store.uri(manifest.data_key))
+                else:
+                    local = Path(tmp) / f"batch{i}.parquet"
+                    store.download(manifest.data_key, local)
+                batches.append((manifest, manifest.schema(), local))
+            results = self.warehouse.apply_round(batches)  # type: ignore[attr-defined]
+        crash_point("after_merge")
+        seconds = (time.perf_counter() - started) / max(len(manifests), 1)
+        for manifest, result in zip(manifests, results, strict=True):
+            self.stager.remove(manifest)
+            self._count_applied(manifest, result, seconds)
+        log.info("round_committed", batches=len(manifests), tables=len({m.table for m in manifests}))
+
     def _apply(self, manifest: Manifest, schema: TableSchema) -> None:
-        name = str(manifest.table)
-        bound = log.bind(table=name, batch_id=manifest.batch_id)
         store = self.stager.store
         started = time.perf_counter()
         if isinstance(store, LocalStore):
@@ -414,7 +476,11 @@ class Pipeline:
                 result = self.warehouse.apply(manifest, schema, local)
         crash_point("after_merge")
         self.stager.remove(manifest)
-        seconds = time.perf_counter() - started
+        self._count_applied(manifest, result, time.perf_counter() - started)
+
+    def _count_applied(self, manifest: Manifest, result: ApplyResult, seconds: float) -> None:
+        name = str(manifest.table)
+        bound = log.bind(table=name, batch_id=manifest.batch_id)
         metrics.MERGE_SECONDS.labels(table=name).observe(seconds)
         if result.applied:
             self.stats.applied_batches += 1

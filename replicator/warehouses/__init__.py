@@ -8,7 +8,8 @@
 - ``duckdb``, ``postgres``, ``redshift``: one module per warehouse, its dialect and its connection side.
 
 Exports: ``Warehouse``, ``ApplyResult``, ``TableState``, ``STATE_SCHEMA``; ``Dialect``, ``LEDGER``,
-``PROGRESS``; ``SqlWarehouse``, ``MergeContext``, ``MergeHook``, ``inspect_batch``, ``read_table_states``;
+``PROGRESS``; ``SqlWarehouse``, ``MergeContext``, ``MergeHook``, ``RoundFailed``, ``inspect_batch``,
+``read_table_states``;
 ``IncompatibleSchemaChange`` and the ``evolution`` module; and the concrete warehouses, ``DuckDBWarehouse``,
 ``PostgresWarehouse``, ``RedshiftWarehouse`` (with ``RedshiftAuth``, ``RetryPolicy``, ``connect_kwargs``)
 and their dialects ``DUCKDB``, ``POSTGRES``, ``REDSHIFT``; ``postgres_dsn``. The concrete ones load on
@@ -29,6 +30,7 @@ from replicator.warehouses.ledger import LEDGER, PROGRESS
 from replicator.warehouses.sql_base import (
     MergeContext,
     MergeHook,
+    RoundFailed,
     SqlWarehouse,
     inspect_batch,
     read_table_states,
@@ -84,6 +86,7 @@ __all__ = [
     "RedshiftAuth",
     "RedshiftWarehouse",
     "RetryPolicy",
+    "RoundFailed",
     "SqlWarehouse",
     "TableState",
     "Warehouse",

@@ -50,7 +50,7 @@ from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.values import SCALAR_KINDS, TEXT_KINDS
 from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.dialect import LEDGER, PROGRESS, Dialect
-from replicator.warehouses.sql_base import SqlWarehouse
+from replicator.warehouses.sql_base import RoundFailed, SqlWarehouse
 
 VARCHAR_MAX = 65535
 BYTES_PER_CHAR = 4  # UTF-8's worst case; sizing by it never truncates what the source column holds
@@ -237,7 +237,6 @@ class RedshiftWarehouse(SqlWarehouse):
         self._loader = loader
         self._retry = retry or RetryPolicy()
         self._physical_layout = physical_layout
-        self._manifest: Manifest | None = None
 
     def _execute(self, sql: str) -> None:
         cur = self._conn.cursor()
@@ -258,8 +257,8 @@ class RedshiftWarehouse(SqlWarehouse):
         if self._loader is not None:
             self._loader(self, schema, staging, parquet, moves)
             return
-        assert self._manifest is not None, "_load runs inside apply"
-        url = f"{self._staging_url}/{self._manifest.data_key}"
+        assert self._batch is not None, "_load runs inside apply_round"
+        url = f"{self._staging_url}/{self._batch.data_key}"
         self._execute(copy_parquet(staging, url, self._iam_role, region=self._region))
 
     def _layout(self, schema: TableSchema, options: TableOptions) -> dict[str, Any]:
@@ -268,28 +267,28 @@ class RedshiftWarehouse(SqlWarehouse):
         encodings, suffix = layout(schema.columns, options.redshift)
         return {"column_suffix": encodings, "table_suffix": suffix}
 
-    def apply(self, manifest: Manifest, schema: TableSchema, parquet: Path) -> ApplyResult:
-        """``SqlWarehouse.apply``, retried while Redshift reports a serializable isolation violation."""
+    round_commits = True  # one commit per merge round: Redshift serialises commits, each costs ~100s of ms
+
+    def apply_round(self, batches: list[tuple[Manifest, TableSchema, Path]]) -> list[ApplyResult]:
+        """``SqlWarehouse.apply_round``, retried while Redshift reports a serializable isolation violation
+        (another writer committed first: the whole round is tried again)."""
         attempt = 0
         while True:
             attempt += 1
-            self._manifest = manifest
             try:
-                return super().apply(manifest, schema, parquet)
-            except Exception as exc:
-                if not is_serialization_conflict(exc) or attempt >= self._retry.attempts:
+                return super().apply_round(batches)
+            except RoundFailed as exc:
+                if not is_serialization_conflict(exc.error) or attempt >= self._retry.attempts:
                     raise
                 delay = self._retry.delay(attempt)
                 log.warning(
                     "serialization_conflict_retry",
-                    table=str(manifest.table),
-                    batch_id=manifest.batch_id,
+                    tables=sorted({str(m.table) for m, _, _ in batches}),
+                    batch_ids=[m.batch_id for m, _, _ in batches],
                     attempt=attempt,
                     delay_seconds=round(delay, 3),
                 )
                 time.sleep(delay)
-            finally:
-                self._manifest = None
 
     def execute(self, sql: str, params: list[Any] | None = None) -> None:
         """Run one statement with DB-API parameters (test loaders)."""

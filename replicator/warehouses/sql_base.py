@@ -123,6 +123,16 @@ def _never(ctx: MergeContext) -> bool:
     return False
 
 
+class RoundFailed(Exception):
+    """A batch of ``table`` (None: the round's commit) failed in ``apply_round``: nothing of the round was
+    committed; ``error`` is what failed."""
+
+    def __init__(self, table: TableId | None, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.table = table
+        self.error = error
+
+
 class SqlWarehouse(abc.ABC):
     """``replicator.warehouses.base.Warehouse`` for engines that speak a ``Dialect``."""
 
@@ -211,78 +221,119 @@ class SqlWarehouse(abc.ABC):
         create = self.dialect.create_table(schema, soft_delete=opts.soft_delete, **self._layout(schema, opts))
         self._in_transaction([*create, *evolution.record_if_missing(self, schema)])
 
+    # Redshift serialises commits and each costs hundreds of milliseconds: the pipeline merges all tables
+    # of a round in one transaction there (``apply_round``); elsewhere one transaction per batch.
+    round_commits: bool = False
+    _batch: Manifest | None = None  # the batch being loaded (``_load`` of a warehouse that needs its key)
+
     def apply(self, manifest: Manifest, schema: TableSchema, parquet: Path) -> ApplyResult:
         """Merge one staged batch and record it in the ledger, in one transaction (see ``Warehouse``)."""
-        if manifest.table != schema.table:
-            raise ValueError(f"manifest of {manifest.table} applied with the schema of {schema.table}")
+        try:
+            return self.apply_round([(manifest, schema, parquet)])[0]
+        except RoundFailed as exc:
+            raise exc.error from None
+
+    def apply_round(self, batches: list[tuple[Manifest, TableSchema, Path]]) -> list[ApplyResult]:
+        """Merge ``batches`` (each table's oldest first) and record each in the ledger, all in ONE
+        transaction: one commit for the round. A batch already in the ledger is skipped. When one fails,
+        nothing of the round commits and ``RoundFailed`` names its table (the caller retries without it).
+        Column changes run first, each in its own transaction (Redshift's ALTER COLUMN TYPE would commit
+        the merge)."""
+        prepared = []
+        for manifest, schema, parquet in batches:
+            if manifest.table != schema.table:
+                raise ValueError(f"manifest of {manifest.table} applied with the schema of {schema.table}")
+            info = inspect_batch(parquet, schema)
+            opts = self._table_options(schema.table)
+            try:
+                nulls = evolution.evolve(self, schema, keep_dropped=opts.dropped_columns == "keep")
+            except Exception as exc:
+                raise RoundFailed(schema.table, exc) from exc
+            prepared.append((manifest, schema, parquet, info, nulls))
         started = time.monotonic()
-        info = inspect_batch(parquet, schema)
-        staging = STAGING_PREFIX + manifest.batch_id
-        d = self.dialect
-        opts = self._table_options(schema.table)
-        # DDL first, in its own transaction(s): Redshift's ALTER COLUMN TYPE would commit the merge.
-        nulls = evolution.evolve(self, schema, keep_dropped=opts.dropped_columns == "keep")
+        results = []
         self._begin()
         try:
-            if d.lock_target:
-                self._execute(d.lock_target.format(table=quote_table(schema.table)))
-            if self._query(d.ledger_lookup(manifest.batch_id)):
-                self._rollback()
-                return ApplyResult(manifest.batch_id, applied=False, seconds=time.monotonic() - started)
-            if info.truncate:
-                # DELETE, not TRUNCATE: it must commit with the ledger row (Redshift's TRUNCATE commits
-                # implicitly). Merge hooks are not called: they see row changes only.
-                self._execute(f"DELETE FROM {quote_table(schema.table)}")
-                truncated = MergeContext(manifest, schema, "", d, self._execute, self._query)
-                for hook in self.hooks:
-                    # Optional hook capability (views: recompute incremental views from the emptied table).
-                    after_truncate = getattr(hook, "after_truncate", None)
-                    if after_truncate is not None:
-                        after_truncate(truncated)
-                for statement in d.ledger_record(manifest):
-                    self._execute(statement)
+            for manifest, schema, parquet, info, nulls in prepared:
+                try:
+                    results.append(self._merge_batch(manifest, schema, parquet, info, nulls))
+                except Exception as exc:
+                    raise RoundFailed(schema.table, exc) from exc
+            try:
                 self._commit()
-                return ApplyResult(manifest.batch_id, applied=True, seconds=time.monotonic() - started)
-            self._execute(d.create_staging(schema, staging, moves=info.moves))
-            self._load(schema, staging, parquet, moves=info.moves)
-            if info.moves and info.unchanged:
-                # Before the target changes: values a moved row did not send come from its old key's row.
-                self._execute(d.fill_moved(schema, staging, info.unchanged))
-            source, keys, deletes = staging, info.rows, info.deletes
-            if not info.unique_keys:
-                source = staging + "_r"
-                self._execute(d.reduce(schema, staging, source, moves=info.moves))
-                [(keys, deletes)] = self._query(d.count_ops(source))
-            ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
-            if self.captures_old_images and any(
-                getattr(hook, "wants_old_images", _never)(ctx) for hook in self.hooks
-            ):
-                ctx = dataclasses.replace(ctx, old_images=source + "_o")
-                self._execute(d.create_old_images(schema.table, source + "_o"))
-            for hook in self.hooks:
-                hook.before_merge(ctx)
-            merge = d.merge(
-                schema,
-                source,
-                unchanged=info.unchanged,
-                soft_delete=opts.soft_delete,
-                nulls=nulls,
-                old_images=ctx.old_images,
-            )
-            for statement in merge:
-                self._execute(statement)
-            for hook in self.hooks:
-                hook.after_merge(ctx)
-            crash_point("mid_merge")
-            for statement in d.ledger_record(manifest):
-                self._execute(statement)
-            temps = {staging, source, *([ctx.old_images] if ctx.old_images else [])}
-            for table in temps:  # temp tables, but a long-lived session should not keep them
-                self._execute(d.drop_table(table))
-            self._commit()
+            except Exception as exc:
+                raise RoundFailed(None, exc) from exc
         except BaseException:
             self._safe_rollback()
             raise
+        finally:
+            self._batch = None
+        if len(results) == 1:  # the whole transaction, commit included
+            results[0] = dataclasses.replace(results[0], seconds=time.monotonic() - started)
+        return results
+
+    def _merge_batch(
+        self, manifest: Manifest, schema: TableSchema, parquet: Path, info: BatchInfo, nulls: tuple[str, ...]
+    ) -> ApplyResult:
+        """One batch's merge and ledger row, inside the open transaction."""
+        started = time.monotonic()
+        staging = STAGING_PREFIX + manifest.batch_id
+        d = self.dialect
+        opts = self._table_options(schema.table)
+        if d.lock_target:
+            self._execute(d.lock_target.format(table=quote_table(schema.table)))
+        if self._query(d.ledger_lookup(manifest.batch_id)):
+            return ApplyResult(manifest.batch_id, applied=False, seconds=time.monotonic() - started)
+        if info.truncate:
+            # DELETE, not TRUNCATE: it must commit with the ledger row (Redshift's TRUNCATE commits
+            # implicitly). Merge hooks are not called: they see row changes only.
+            self._execute(f"DELETE FROM {quote_table(schema.table)}")
+            truncated = MergeContext(manifest, schema, "", d, self._execute, self._query)
+            for hook in self.hooks:
+                # Optional hook capability (views: recompute incremental views from the emptied table).
+                after_truncate = getattr(hook, "after_truncate", None)
+                if after_truncate is not None:
+                    after_truncate(truncated)
+            for statement in d.ledger_record(manifest):
+                self._execute(statement)
+            return ApplyResult(manifest.batch_id, applied=True, seconds=time.monotonic() - started)
+        self._execute(d.create_staging(schema, staging, moves=info.moves))
+        self._batch = manifest
+        self._load(schema, staging, parquet, moves=info.moves)
+        if info.moves and info.unchanged:
+            # Before the target changes: values a moved row did not send come from its old key's row.
+            self._execute(d.fill_moved(schema, staging, info.unchanged))
+        source, keys, deletes = staging, info.rows, info.deletes
+        if not info.unique_keys:
+            source = staging + "_r"
+            self._execute(d.reduce(schema, staging, source, moves=info.moves))
+            [(keys, deletes)] = self._query(d.count_ops(source))
+        ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
+        if self.captures_old_images and any(
+            getattr(hook, "wants_old_images", _never)(ctx) for hook in self.hooks
+        ):
+            ctx = dataclasses.replace(ctx, old_images=source + "_o")
+            self._execute(d.create_old_images(schema.table, source + "_o"))
+        for hook in self.hooks:
+            hook.before_merge(ctx)
+        merge = d.merge(
+            schema,
+            source,
+            unchanged=info.unchanged,
+            soft_delete=opts.soft_delete,
+            nulls=nulls,
+            old_images=ctx.old_images,
+        )
+        for statement in merge:
+            self._execute(statement)
+        for hook in self.hooks:
+            hook.after_merge(ctx)
+        crash_point("mid_merge")
+        for statement in d.ledger_record(manifest):
+            self._execute(statement)
+        temps = {staging, source, *([ctx.old_images] if ctx.old_images else [])}
+        for table in temps:  # temp tables, but a long-lived session should not keep them
+            self._execute(d.drop_table(table))
         keys, deletes = int(keys or 0), int(deletes or 0)
         return ApplyResult(
             manifest.batch_id,

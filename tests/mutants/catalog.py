@@ -65,16 +65,16 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "replicator/warehouses/sql_base.py",
-                '            crash_point("mid_merge")\n'
-                "            for statement in d.ledger_record(manifest):\n"
-                "                self._execute(statement)\n",
-                '            crash_point("mid_merge")\n',
+                '        crash_point("mid_merge")\n'
+                "        for statement in d.ledger_record(manifest):\n"
+                "            self._execute(statement)\n",
+                '        crash_point("mid_merge")\n',
             ),
             Edit(
                 "replicator/warehouses/sql_base.py",
-                "                self._execute(d.drop_table(table))\n            self._commit()\n",
-                "                self._execute(d.drop_table(table))\n            self._commit()\n"
-                "            self._in_transaction(d.ledger_record(manifest))\n",
+                "            self._execute(d.drop_table(table))\n",
+                "            self._execute(d.drop_table(table))\n        self._commit()\n"
+                "        self._in_transaction(d.ledger_record(manifest))\n        self._begin()\n",
             ),
         ),
         (
@@ -93,8 +93,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "replicator/warehouses/sql_base.py",
-                "            if self._query(d.ledger_lookup(manifest.batch_id)):\n",
-                "            if False:\n",
+                "        if self._query(d.ledger_lookup(manifest.batch_id)):\n",
+                "        if False:\n",
             ),
         ),
         (
@@ -204,8 +204,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "replicator/warehouses/sql_base.py",
-                "            if info.moves and info.unchanged:\n",
-                "            if False:\n",
+                "        if info.moves and info.unchanged:\n",
+                "        if False:\n",
             ),
         ),
         (

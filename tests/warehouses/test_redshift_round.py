@@ -1,0 +1,112 @@
+"""Redshift: one commit per merge round for every table that has batches, their ledger rows in it; a table
+whose merge fails is set aside and the round tried again without it (issue 16). Redshift's code path on
+PostgreSQL through the shim (``tests/helpers/redshift_shim.py``); commits are counted on the warehouse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from replicator.config import BatchConfig, PipelineConfig
+from replicator.model import Change, Column, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.pipeline import Pipeline
+from replicator.stage import Stager
+from replicator.storage import LocalStore, Quarantine
+from tests.helpers.pg import dsn_params, execute, fetch
+from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
+
+TABLES = [TableId("public", name) for name in ("a", "b", "c")]
+SCHEMAS = {
+    t: TableSchema(t, (Column.of("id", "bigint", nullable=False), Column.of("v", "text")), ("id",))
+    for t in TABLES
+}
+
+
+class Feed:
+    """Yields what ``script`` holds at each read, in order, each change at the next position."""
+
+    def __init__(self) -> None:
+        self.script: list[Change] = []
+        self.n = 0
+
+    def add(self, table: TableId, *rows: tuple[int, str]) -> None:
+        for key, value in rows:
+            self.n += 1
+            self.script.append(Change(table, Op.INSERT, (str(key), value), Position(f"{self.n:08d}")))
+
+    def schemas(self) -> Sequence[TableSchema]:
+        return list(SCHEMAS.values())
+
+    def read(self) -> Iterator[Change | SchemaChange]:
+        script, self.script = self.script, []
+        yield from script
+
+    def ack(self, positions: Mapping[TableId, Position]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _ledger(dsn: str) -> dict[str, int]:
+    rows = fetch(dsn, "SELECT table_name, count(*) FROM _replicator.batches GROUP BY table_name")
+    return {str(name): int(n) for name, n in rows}
+
+
+def test_one_commit_per_round_and_a_failing_table_does_not_hold_the_others_back(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    params = dsn_params(pg_dsn)
+    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
+    wh = open_stand_in(shim, pg_dsn)
+    commits: list[int] = []
+    commit = wh._commit
+
+    def counted() -> None:
+        commit()
+        commits.append(1)
+
+    wh._commit = counted  # type: ignore[method-assign]
+    feed = Feed()
+    staging = LocalStore(tmp_path / "staging")
+    pipeline = Pipeline(
+        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
+        batch=BatchConfig(max_rows=2), settings=PipelineConfig(),
+    )  # fmt: skip
+    try:
+        pipeline.start()
+        # Two batches of a (max_rows 2), one of b, one of c: four batches, three tables, one commit.
+        feed.add(TABLES[0], (1, "x"), (2, "x"), (3, "x"))
+        feed.add(TABLES[1], (1, "y"))
+        feed.add(TABLES[2], (1, "z"), (2, "z"))
+        pipeline.capture(threading.Event())
+        commits.clear()
+        pipeline.merge_all()
+        assert len(commits) == 1, commits
+        assert not pipeline.errors
+        assert _ledger(pg_dsn) == {"a": 2, "b": 1, "c": 1}
+        # b's next batch fails (a constraint the target gained): a and c still commit, in one commit.
+        execute(pg_dsn, "ALTER TABLE public.b ADD CONSTRAINT no_bad CHECK (v <> 'bad')")
+        feed.add(TABLES[0], (4, "x"))
+        feed.add(TABLES[1], (2, "bad"))
+        feed.add(TABLES[2], (3, "z"))
+        pipeline.capture(threading.Event())
+        commits.clear()
+        pipeline.merge_all()
+        assert len(commits) == 2, commits  # the round's, and the one recording b's failure for status
+        assert set(pipeline.errors) == {TABLES[1]}, pipeline.errors
+        assert "no_bad" in pipeline.errors[TABLES[1]]
+        assert _ledger(pg_dsn) == {"a": 3, "b": 1, "c": 2}
+        assert fetch(pg_dsn, "SELECT id FROM public.b ORDER BY id") == [(1,)]
+        assert len(list(pipeline.stager.pending(TABLES[1]))) == 1  # kept, in order, for the retry
+        # Fixed: the next round takes it.
+        execute(pg_dsn, "ALTER TABLE public.b DROP CONSTRAINT no_bad")
+        commits.clear()
+        pipeline.merge_all()
+        assert len(commits) == 2 and not pipeline.errors, commits  # the round's, and clearing the failure
+        assert _ledger(pg_dsn) == {"a": 3, "b": 2, "c": 2}
+        assert fetch(pg_dsn, "SELECT id, v FROM public.b ORDER BY id") == [(1, "y"), (2, "bad")]
+    finally:
+        wh.close()
+        shim.close()
