@@ -4,16 +4,72 @@ inside the merge transaction."""
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from replicator.model import OP_COLUMN, SOFT_DELETED, UNCHANGED_COLUMN, TableId
 from replicator.sql import quote_ident, quote_literal
 from replicator.views.ivm import IvmBuilder
 from replicator.warehouses import MergeContext
 
+# A never measured recompute is tried once the incremental path is expected to take at least this long.
+EXPLORE_SECONDS = 0.01
+_WEIGHT = 0.5  # of the newest measurement in the running estimates
+
+
+@dataclass(slots=True)
+class Costs:
+    """A view's measured maintenance costs: the last incremental runs as (staged rows, seconds), from which
+    a line ``fixed + per_row * rows`` estimates a batch (least squares, never negative), and a running
+    estimate of one recompute's seconds."""
+
+    runs: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=16))
+    recompute: float | None = None
+
+    def incremental(self, rows: int) -> float | None:
+        """Estimated seconds of the incremental path for ``rows`` staged rows (None before any run)."""
+        if not self.runs:
+            return None
+        n = len(self.runs)
+        mx = sum(r for r, _ in self.runs) / n
+        my = sum(s for _, s in self.runs) / n
+        var = sum((r - mx) ** 2 for r, _ in self.runs)
+        slope = sum((r - mx) * (s - my) for r, s in self.runs) / var if var else 0.0
+        if var == 0 or slope < 0:  # one batch size only (or noise): all of it scales with the rows
+            return my / max(mx, 1.0) * rows
+        fixed = my - slope * mx
+        if fixed < 0:
+            return my / max(mx, 1.0) * rows
+        return fixed + slope * rows
+
+    def choose(self, rows: int) -> tuple[str, str]:
+        """(``incremental`` or ``recompute``, why) for a batch of ``rows`` staged rows."""
+        guess = self.incremental(rows)
+        if guess is None:
+            return "incremental", "not measured yet"
+        if self.recompute is None:
+            if guess >= EXPLORE_SECONDS:
+                return "recompute", f"incremental estimated {guess:.3f} s: measuring a recompute"
+            return "incremental", f"incremental estimated {guess:.3f} s"
+        if guess > self.recompute:
+            return "recompute", f"incremental estimated {guess:.3f} s > recompute {self.recompute:.3f} s"
+        return "incremental", f"incremental estimated {guess:.3f} s <= recompute {self.recompute:.3f} s"
+
+    def measured(self, mode: str, seconds: float, rows: int) -> None:
+        if mode == "incremental":
+            self.runs.append((rows, seconds))
+        else:
+            old = self.recompute
+            self.recompute = seconds if old is None else _WEIGHT * seconds + (1 - _WEIGHT) * old
+
 
 class IvmHook:
     """``MergeHook`` keeping every incremental view that reads the merged table in step with it.
+
+    Per view and batch it first chooses, from measured costs (``Costs``), between maintaining the state
+    incrementally and recomputing it from the tables after the merge (a large batch on a small table), so
+    the incremental path is never slower than a full refresh; ``on_maintained`` hears which, and why.
 
     Per view and batch, the state takes ``aggregate(new images) - aggregate(old images)`` of the touched
     keys, usually in one ``MERGE`` (``IvmBuilder.combine``):
@@ -32,7 +88,7 @@ class IvmHook:
     transaction, so readers never see a half-updated state. A group whose row count reaches 0 is deleted
     (and re-inserted by a later statement if new images land in it).
 
-    ``on_maintained(view, mode, seconds)`` is called after the view's state was updated (still inside the
+    ``on_maintained(view, mode, seconds, why)`` is called after the view's state was updated (still inside the
     transaction; the caller records it); ``seconds`` covers all of the hook's work for that view.
     """
 
@@ -40,10 +96,15 @@ class IvmHook:
         self,
         builders: list[IvmBuilder],
         *,
-        on_maintained: Callable[[TableId, str, float], None] | None = None,
+        on_maintained: Callable[[TableId, str, float, str], None] | None = None,
+        by_cost: bool = True,
     ) -> None:
+        """``by_cost=False``: always incremental (tests of the incremental SQL itself)."""
         self.builders = builders
         self.on_maintained = on_maintained
+        self.by_cost = by_cost
+        self.costs: dict[TableId, Costs] = {}
+        self._choice: dict[TableId, tuple[str, str]] = {}  # per view, for the open batch: (mode, why)
         self._before: dict[TableId, float] = {}  # seconds of before_merge, per view, for the open batch
         self._done: set[TableId] = set()  # views whose state took the whole batch in before_merge
         self._soft_delete: dict[TableId, bool] = {}  # per table: has the soft-delete column
@@ -93,10 +154,20 @@ class IvmHook:
         )
         return frozenset(str(c).lower() for (c,) in rows if c is not None)
 
+    def _choose(self, ctx: MergeContext, affected: list[IvmBuilder]) -> list[IvmBuilder]:
+        """Choose per view for this batch; the views to maintain incrementally."""
+        rows = ctx.manifest.rows
+        if not self.by_cost:
+            self._choice = {b.plan.view: ("incremental", "") for b in affected}
+            return affected
+        costs = self.costs
+        self._choice = {b.plan.view: costs.setdefault(b.plan.view, Costs()).choose(rows) for b in affected}
+        return [b for b in affected if self._choice[b.plan.view][0] == "incremental"]
+
     def before_merge(self, ctx: MergeContext) -> None:
         self._before.clear()
         self._done.clear()
-        affected = self._affected(ctx.schema.table)
+        affected = self._choose(ctx, self._affected(ctx.schema.table))
         if not affected or ctx.old_images is not None:  # the merge copies the old images: all after it
             return
         started = time.perf_counter()
@@ -118,10 +189,20 @@ class IvmHook:
             started = time.perf_counter()
             for statement in b.recompute():
                 ctx.execute(statement)
-            self._report(b, "recompute", time.perf_counter() - started)
+            self._report(b, "recompute", time.perf_counter() - started, "the table was truncated")
 
     def after_merge(self, ctx: MergeContext) -> None:
-        affected = self._affected(ctx.schema.table)
+        every = self._affected(ctx.schema.table)
+        for b in every:
+            mode, why = self._choice.get(b.plan.view, ("incremental", ""))
+            if mode == "recompute":
+                started = time.perf_counter()
+                for statement in b.recompute():
+                    ctx.execute(statement)
+                seconds = time.perf_counter() - started
+                self.costs[b.plan.view].measured("recompute", seconds, ctx.manifest.rows)
+                self._report(b, "recompute", seconds, why)
+        affected = [b for b in every if self._choice.get(b.plan.view, ("incremental",))[0] == "incremental"]
         pending = [b for b in affected if b.plan.view not in self._done]
         started = time.perf_counter()
         # Without copied old images, a pending view's new images are the target's (before_merge took the
@@ -138,8 +219,10 @@ class IvmHook:
                 deltas.append(self._staged_images(ctx, b, staged) or self._touched(ctx, b, 1))
                 ctx.execute(b.merge_delta(b.combine(deltas)))
             seconds = time.perf_counter() - started + (shared if b in pending else 0.0)
-            self._report(b, "incremental", seconds + self._before.pop(b.plan.view, 0.0))
+            seconds += self._before.pop(b.plan.view, 0.0)
+            self.costs.setdefault(b.plan.view, Costs()).measured("incremental", seconds, ctx.manifest.rows)
+            self._report(b, "incremental", seconds, self._choice.get(b.plan.view, ("", ""))[1])
 
-    def _report(self, b: IvmBuilder, mode: str, seconds: float) -> None:
+    def _report(self, b: IvmBuilder, mode: str, seconds: float, why: str) -> None:
         if self.on_maintained is not None:
-            self.on_maintained(b.plan.view, mode, seconds)
+            self.on_maintained(b.plan.view, mode, seconds, why)

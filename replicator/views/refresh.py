@@ -79,7 +79,18 @@ class ViewRun:
 
 
 class ViewRefresher:
-    def __init__(self, catalog: ViewCatalog, target: ViewTarget, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        catalog: ViewCatalog,
+        target: ViewTarget,
+        *,
+        clock: Callable[[], float] = time.time,
+        by_cost: bool = True,
+    ):
+        """``by_cost``: per batch, recompute an incremental view instead when that is measured to be
+        cheaper (``IvmHook``); off only in tests of the incremental SQL."""
+        self.by_cost = by_cost
+        self.hook: IvmHook | None = None  # keeps the incremental views in step, from ``start``
         self.catalog = catalog
         self.target = target
         self.clock = clock
@@ -129,7 +140,8 @@ class ViewRefresher:
         self._save(list(self.runs.values()))
         builders = [r.builder for r in self.runs.values() if r.builder is not None and not r.failed]
         if builders:
-            self.target.add_hook(IvmHook(builders, on_maintained=self._maintained))
+            self.hook = IvmHook(builders, on_maintained=self._maintained, by_cost=self.by_cost)
+            self.target.add_hook(self.hook)
 
     def _drop(self, v: ViewDef, stored_mode: str | None) -> None:
         run = self.runs[v.name]
@@ -181,11 +193,14 @@ class ViewRefresher:
 
     # -- after merges ------------------------------------------------------------------------------------
 
-    def _maintained(self, view: TableId, mode: str, seconds: float) -> None:
+    def _maintained(self, view: TableId, mode: str, seconds: float, why: str = "") -> None:
+        """The merge hook maintained ``view`` (``incremental``) or recomputed it (``recompute``: the batch
+        was too large for the incremental path, or the table was truncated); ``status`` shows why."""
         metrics.VIEW_REFRESHES.labels(view=str(view), mode=mode).inc()
         metrics.REFRESH_SECONDS.labels(view=str(view)).observe(seconds)
         run = self.runs[view]
         run.refreshed_at, run.last_seconds = self.clock(), seconds
+        run.reason = f"last batch recomputed: {why}" if mode == "recompute" else ""
 
     def after_merges(
         self, changed: Set[TableId], *, blocked: Set[TableId] = frozenset(), flush: bool = False

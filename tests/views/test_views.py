@@ -14,8 +14,7 @@ import sqlglot
 
 from replicator.model import TableId
 from replicator.obs import metrics
-from replicator.schema import load_tables
-from replicator.views.graph import Cron, RefreshPolicy, ViewError, load_views, order_views, parse_view
+from replicator.views.graph import Cron, RefreshPolicy, ViewError, order_views, parse_view
 from replicator.views.ivm import analyse
 from replicator.views.redshift import incremental_blockers
 from replicator.views.refresh import ViewRefresher, read_status
@@ -29,12 +28,9 @@ from replicator.warehouses import (
     SqlWarehouse,
     TableState,
 )
-from tests.warehouses.test_warehouse_conformance import Stager
+from tests.helpers.views import BY_NAME, TABLES, VIEWS
+from tests.helpers.warehouse import Stager
 
-ROOT = Path(__file__).resolve().parents[2]
-TABLES = load_tables(ROOT / "schemas")
-BY_NAME = {t.name: s for t, s in TABLES.items()}
-VIEWS = load_views(ROOT / "schemas" / "views", set(TABLES))
 V = {v.name.name: v for v in VIEWS.views}
 
 
@@ -256,7 +252,8 @@ def test_only_views_whose_inputs_changed_refresh_and_debounced_ones_wait(
         refresher.start()
         stager = Stager(tmp_path)
         counts = lambda: {  # noqa: E731
-            n: sum(_count(f"reporting.{n}", m) for m in ("incremental", "full", "concurrent")) for n in V
+            n: sum(_count(f"reporting.{n}", m) for m in ("incremental", "recompute", "full", "concurrent"))
+            for n in V
         }
         start = counts()
 
