@@ -58,7 +58,11 @@ SOURCES = {
 
 
 def s3_settings(cfg: Config) -> S3Settings:
-    return S3Settings(endpoint_url=cfg.s3.endpoint_url or None, region=cfg.s3.region or None)
+    s3 = cfg.s3
+    return S3Settings(
+        endpoint_url=s3.endpoint_url or None, region=s3.region or None, sse=s3.sse or None,
+        sse_kms_key_id=s3.sse_kms_key_id or None, expected_bucket_owner=s3.expected_bucket_owner or None,
+    )  # fmt: skip
 
 
 def load_schemas(cfg: Config) -> dict[TableId, TableSchema]:

@@ -168,6 +168,13 @@ class StagingConfig:
 class S3Config:
     endpoint_url: str = ""  # empty: AWS's own endpoint
     region: str = ""
+    # Encryption of every object the replicator writes (staged Parquet, manifests, state, quarantine): ""
+    # leaves it to the bucket's default; "aws:kms" needs sse_kms_key_id (the key the task role and the
+    # Redshift COPY role may use). expected_bucket_owner (an account id) goes with every call: a bucket of
+    # another account with the same name is refused by S3 instead of receiving PHI.
+    sse: Literal["", "AES256", "aws:kms"] = ""
+    sse_kms_key_id: str = ""
+    expected_bucket_owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +541,13 @@ def validate(cfg: Config) -> list[str]:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
     if not cfg.lease.scope:
         problems.append("lease.scope: required (a name shared by the tasks that take turns)")
+    if (cfg.s3.sse == "aws:kms") != bool(cfg.s3.sse_kms_key_id):
+        problems.append(
+            's3.sse_kms_key_id: required with s3.sse = "aws:kms", and only with it (a KMS key ARN)'
+        )
+    owner = cfg.s3.expected_bucket_owner
+    if owner and not (owner.isdigit() and len(owner) == 12):
+        problems.append(f"s3.expected_bucket_owner: expected a 12-digit AWS account id, got {owner!r}")
     if cfg.http.admin_port and cfg.http.admin_port == cfg.http.port:
         problems.append("http.admin_port: must differ from http.port (0 puts the admin API on http.port)")
     if cfg.http.max_connections < 4:

@@ -29,6 +29,9 @@ class S3Settings:
 
     endpoint_url: str | None = None
     region: str | None = None
+    sse: str | None = None  # ServerSideEncryption of every write: "aws:kms" or "AES256"
+    sse_kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None  # sent with every call: S3 refuses a bucket of another account
 
 
 class ObjectStore(Protocol):
@@ -186,6 +189,12 @@ class S3Store:
         # S3 5xx, throttling and dropped connections are retried by botocore with exponential backoff and
         # jitter ("adaptive" also slows down when S3 asks it to).
         retries: Any = {"mode": "adaptive", "max_attempts": 10}
+        self._owner = (
+            {"ExpectedBucketOwner": settings.expected_bucket_owner} if settings.expected_bucket_owner else {}
+        )
+        self._sse = {"ServerSideEncryption": settings.sse} if settings.sse else {}
+        if settings.sse_kms_key_id:
+            self._sse["SSEKMSKeyId"] = settings.sse_kms_key_id
         self.client: Any = boto3.client(
             "s3",
             endpoint_url=settings.endpoint_url,
@@ -197,7 +206,7 @@ class S3Store:
         return self.prefix + key
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix), **self._owner}
         if start_after is not None:
             kwargs["StartAfter"] = self._key(start_after)
         for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
@@ -206,23 +215,24 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **self._owner)["Body"]
         except self.client.exceptions.NoSuchKey:
             raise KeyError(key) from None
         data: bytes = body.read()
         return data
 
     def download(self, key: str, dest: Path) -> None:
-        self.client.download_file(self.bucket, self._key(key), str(dest))
+        self.client.download_file(self.bucket, self._key(key), str(dest), ExtraArgs=self._owner or None)
 
     def put(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self._sse, **self._owner)
 
     def put_file(self, key: str, src: Path) -> None:
-        self.client.upload_file(str(src), self.bucket, self._key(key))
+        extra = {**self._sse, **self._owner}
+        self.client.upload_file(str(src), self.bucket, self._key(key), ExtraArgs=extra or None)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key), **self._owner)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

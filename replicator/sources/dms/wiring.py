@@ -11,7 +11,7 @@ from replicator.schema import TableOptions
 from replicator.sources.dms.layout import DmsOptions
 from replicator.sources.dms.settings import log_ignored
 from replicator.sources.dms.source import DmsSource
-from replicator.storage import ObjectStore, Quarantine, S3Settings, open_store
+from replicator.storage import ObjectStore, Quarantine, open_store
 
 
 def open_source(
@@ -23,8 +23,9 @@ def open_source(
     options: Mapping[TableId, TableOptions],
 ) -> DmsSource:
     """The DMS files at ``source.path`` (S3 or a local folder), read with the endpoint settings given."""
-    s3 = S3Settings(endpoint_url=cfg.s3.endpoint_url or None, region=cfg.s3.region or None)
-    store = open_store(resolve(cfg, cfg.source.path), s3)
+    from replicator.app import s3_settings  # the same S3 settings as staging (app imports this lazily)
+
+    store = open_store(resolve(cfg, cfg.source.path), s3_settings(cfg))
     return DmsSource(store, schemas, state=state, quarantine=quarantine, options=dms_options(cfg.source.dms))
 
 
