@@ -200,9 +200,11 @@ _pg_start() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir/pg'
 wal_level = logical
-max_replication_slots = 20
-max_wal_senders = 20
-max_connections = 100
+# Room for the pytest-xdist workers of scripts/test.sh: each test with a PostgreSQL source holds a slot and
+# a walsender (some two or three), and every database of a test is dropped with its slots.
+max_replication_slots = 64
+max_wal_senders = 64
+max_connections = 200
 fsync = off
 synchronous_commit = off
 full_page_writes = off

@@ -27,7 +27,13 @@ else
 fi
 
 # Benchmarks are left to scripts/bench.sh; a -m given on the command line overrides this one.
-run_step "pytest" "$VENV/bin/pytest" --ignore=tests/benchmarks -m "not benchmark" "$@"
+# pytest-xdist workers (REPLICATOR_TEST_WORKERS, default 4 on this 2-core machine: most tests wait on
+# PostgreSQL, child daemons and polls, not on the CPU); --dist loadgroup keeps each xdist_group on one worker
+# (tests/conftest.py says which tests share one and why). REPLICATOR_TEST_WORKERS=0 runs in one process.
+workers="${REPLICATOR_TEST_WORKERS:-4}"
+xdist=(-n "$workers" --dist loadgroup)
+((workers == 0)) && xdist=(-p no:xdist)
+run_step "pytest" "$VENV/bin/pytest" "${xdist[@]}" --ignore=tests/benchmarks -m "not benchmark" "$@"
 # The mutation check (guarantee-breaking patches must make their named tests fail): on full runs only.
 if (($# == 0)); then run_step "mutants" bash scripts/mutants.sh; fi
 

@@ -28,19 +28,41 @@ ROOT = Path(__file__).resolve().parent.parent
 #
 # Everything a test makes on the shared services has a name of its own (databases, replication slots and
 # publications, buckets: random suffixes), its files are under its own tmp_path, and its servers take free
-# ports, so tests run side by side. These groups run each on one worker, one test after the other:
-# - a module with a module-scoped fixture (built once, not once per worker that runs one of its tests);
-# - CPU-heavy tests (a few child daemons each under a write load, or a hot loop): side by side on two
-#   cores they would mostly slow each other down; those with a timing assertion are among them.
+# ports, so tests run side by side. Some must share a worker and run one after the other (an xdist_group):
+# - a module with a module-scoped fixture: it is built once, not once per worker that runs one of the
+#   module's tests (tests/ops/test_image_entrypoint.py's venv, pip-built from this checkout's build/);
+# - the two tests that time themselves (microbenchmarks with generous bounds): not against each other.
 GROUPS = {
-    "tests/sources/postgres/test_fuzz_pg.py::test_a_random_workload": "heavy",
-    "tests/test_crash_safety.py::": "heavy",
     "tests/sources/postgres/test_pgoutput.py::test_decoding_a_row_takes_a_few_microseconds": "timing",
     "tests/demo/test_demo_generator.py::test_the_default_demo_is_a_few_thousand_rows": "timing",
 }
+# The slowest tests (--durations), started first so that no worker is left with one of them at the end.
+SLOW_FIRST = (
+    "tests/sources/postgres/test_fuzz_pg.py::test_a_random_workload",
+    "tests/sources/postgres/test_pg_restart.py::",
+    "tests/sources/postgres/test_pg_operations.py::",
+    "tests/sources/postgres/test_pg_stop.py::",
+    "tests/sources/postgres/test_pg_copy.py::test_sigkill_during_the_copy",
+    "tests/sources/postgres/test_pg_copy.py::test_a_resync_requested_while",
+    "tests/ops/test_image_entrypoint.py::",
+    "tests/sources/postgres/test_pg_source.py::test_sigkill_at_random_points",
+    "tests/sources/postgres/test_pg_copy.py::test_a_table_added_later_is_copied_while",
+    "tests/test_end_to_end.py::",
+    "tests/test_key_changes.py::test_generated_key_changes",
+    "tests/sources/postgres/test_pg_source.py::test_an_unchanged_1mb_toast_value",
+    "tests/test_crash_safety.py::",
+    "tests/views/test_views_ivm_",
+    "tests/sources/postgres/test_pg_standby_status.py::",
+    "tests/sources/dms/test_fuzz_dms.py::test_a_random_dms_feed",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: the rest keep their order
     for item in items:
         if item.get_closest_marker("xdist_group"):
             continue
