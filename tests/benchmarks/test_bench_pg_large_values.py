@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.benchmarks.test_bench_pg_large_txn import CHILD
+from tests.helpers.bench import CHILD
 from tests.helpers.pg import execute, fetch
 
 pytestmark = pytest.mark.benchmark
