@@ -29,7 +29,7 @@ import structlog
 
 from replicator import __version__
 from replicator import app as app_mod
-from replicator.config import Config
+from replicator.config import Config, ConfigError
 from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops import actions, stops
@@ -142,6 +142,8 @@ class Daemon:
                     backoff.reset()
                     if once:
                         return code
+                except ConfigError:
+                    raise  # fatal in every mode (exit 2): retrying cannot fix the configuration
                 except Exception as exc:
                     if once:
                         raise
@@ -459,6 +461,10 @@ class Daemon:
             sorted(pipeline.schemas), controls, pipeline.stager, self._source_stops, errors
         )
         return status_mod.document(rows, table_rows, views)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """The quarantine's notes (one per file, row or group of rows set aside), for the console."""
+        return [dict(n) for n in self._term_or_fail().app.quarantine.items()]
 
     def act(self, action: str, table: TableId, *, reason: str, who: str) -> dict[str, Any]:
         term = self._term_or_fail()
