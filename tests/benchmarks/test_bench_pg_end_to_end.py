@@ -5,7 +5,8 @@ same WAL from its own slot in the same run. Prints both rates and the ratio.
 
 ``REPLICATOR_BENCH_ROWS`` (default 250,000: 500k changes), ``REPLICATOR_BENCH_E2E_EXTRA`` (TOML appended to
 the config), ``REPLICATOR_BENCH_CODE`` (another checkout's folder to run instead of this one, for
-before/after figures in the same minute).
+before/after figures in the same minute), ``REPLICATOR_BENCH_NEIGHBOUR=1`` (a CPU-bound process runs beside
+both readers, as on a shared host).
 """
 
 from __future__ import annotations
@@ -79,12 +80,18 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
         execute(pg_dsn, f"UPDATE bench SET a = a + 1, d = d * 2 WHERE id BETWEEN {lo} AND {lo + TXN - 1}")
     [(end,)] = execute(pg_dsn, "SELECT pg_current_wal_insert_lsn()::text")
     execute(pg_dsn, "INSERT INTO bench_end VALUES (1)")  # a record past --endpos: pg_recvlogical stops there
+    neighbour = None
+    if os.environ.get("REPLICATOR_BENCH_NEIGHBOUR"):
+        neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core kept busy
     try:
         recv_seconds = _recv(params, "bench_recv", parse_lsn(str(end)))
         started = time.perf_counter()
         done = subprocess.run(command, check=False, env=env, timeout=900, capture_output=True, text=True)
         repl_seconds = time.perf_counter() - started
     finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
         execute(
             pg_dsn,
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
@@ -100,4 +107,5 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
         f"\n{total:,} changes end to end: pg_recvlogical {recv_rate:,.0f} rows/s ({recv_seconds:.1f} s); "
         f"replicator run --once {repl_rate:,.0f} rows/s ({repl_seconds:.1f} s, from process start); "
         f"ratio {repl_rate / recv_rate:.2f}; load {os.getloadavg()[0]:.1f}; code {CODE or 'this checkout'}"
+        f"{'; with a CPU-bound neighbour' if neighbour is not None else ''}"
     )
