@@ -18,10 +18,9 @@ import duckdb
 import pytest
 
 from replicator.model import Column, TableId, TableSchema
-from replicator.schema.catalog import CatalogError, load_tables
+from replicator.schema import CatalogError, load_tables
 from replicator.sources.dms import DmsOptions
-from replicator.storage import LocalStore
-from replicator.storage.store import S3Settings, S3Store
+from replicator.storage import LocalStore, S3Settings, S3Store
 from tests.helpers.daemon import Feed, daemon_config
 from tests.helpers.dms import pipeline_round, put
 from tests.helpers.support import run_cli
@@ -74,7 +73,7 @@ def test_a_link_that_leaves_the_dms_folder_is_refused_and_never_read(tmp_path: P
 
 
 def test_the_local_store_reads_links_inside_its_root_and_refuses_the_others(tmp_path: Path) -> None:
-    from replicator.storage.store import OutsideRoot
+    from replicator.storage import OutsideRoot
 
     root = tmp_path / "root"
     store = LocalStore(root)

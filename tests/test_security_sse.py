@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from replicator import config
-from replicator.storage.store import S3Settings, S3Store
+from replicator.storage import S3Settings, S3Store
 from tests.helpers.daemon import Feed
 from tests.helpers.deploy import task_environment
 from tests.helpers.support import ROOT, run_cli

@@ -12,8 +12,7 @@ from typing import Any
 import structlog
 
 from replicator.model import TableId
-from replicator.storage import ObjectStore, Quarantine
-from replicator.storage.store import key_problem
+from replicator.storage import ObjectStore, Quarantine, key_problem
 
 log = structlog.get_logger(__name__)
 

@@ -68,8 +68,7 @@ from replicator.sources.dms.state import (
     load,
     save,
 )
-from replicator.storage import LocalStore, ObjectStore, Quarantine
-from replicator.storage.store import OutsideRoot, key_problem
+from replicator.storage import LocalStore, ObjectStore, OutsideRoot, Quarantine, key_problem
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 
