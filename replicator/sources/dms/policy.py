@@ -9,11 +9,12 @@ to do and persists the table's state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 import structlog
 
+from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.sources.dms.csvfiles import BadRow
 from replicator.sources.dms.layout import DmsOptions
@@ -32,11 +33,15 @@ class BadInput:
         quarantine: Quarantine,
         options: DmsOptions,
         save: Callable[[TableState], None],
+        redact: Collection[TableId] = frozenset(),
     ) -> None:
         self.store = store
         self.quarantine = quarantine
         self.options = options
         self.save = save
+        # Tables with column policies: a bad row is read before the policies could apply, so its bytes are
+        # never stored (the quarantine keeps the source object and row, which stays in the source bucket).
+        self.redact = frozenset(redact)
 
     def tolerated(self, t: TableState, file_id: str, row: int) -> bool:
         """True when bad input at ``row`` of ``file_id`` (0: whole file) is set aside and ``t`` goes on."""
@@ -67,9 +72,13 @@ class BadInput:
         self.save(t)
 
     def quarantine_row(self, t: TableState, key: str, bad: BadRow) -> None:
+        detail = f"{t.schema.table} {key} row {bad.row}: {bad.detail}"
+        redacted = t.schema.table in self.redact
+        if redacted:
+            detail += "; the row's bytes are not kept (the table has column policies): see the source object"
         self.quarantine.put(
             table=str(t.schema.table), source=self.store.uri(key), reason=bad.reason, row=bad.row,
-            detail=f"{t.schema.table} {key} row {bad.row}: {bad.detail}", data=bad.data,
+            detail=detail, data=None if redacted else bad.data,
         )  # fmt: skip
 
     def quarantine_file(self, t: TableState, key: str, reason: str, detail: str) -> None:

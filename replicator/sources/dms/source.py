@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -90,13 +90,15 @@ class DmsSource:
         quarantine: Quarantine,
         options: DmsOptions = _DEFAULTS,
         sqs_client: Any = None,
+        redact: Collection[TableId] = frozenset(),
     ) -> None:
+        """``redact``: tables with column policies, whose bad rows are quarantined without their bytes."""
         self.store = store
         self.state = state
         self.quarantine = quarantine
         self.options = options
         self.naming = Naming(options)
-        self.bad = BadInput(store, quarantine, options, self._save)
+        self.bad = BadInput(store, quarantine, options, self._save, redact)
         self._tables: dict[TableId, TableState] = {}
         for tid, schema in sorted(tables.items()):
             t = TableState(schema, f"{tid.schema}/{tid.name}/")

@@ -26,7 +26,10 @@ def open_source(
     from replicator.app import s3_settings  # the same S3 settings as staging (app imports this lazily)
 
     store = open_store(resolve(cfg, cfg.source.path), s3_settings(cfg))
-    return DmsSource(store, schemas, state=state, quarantine=quarantine, options=dms_options(cfg.source.dms))
+    redact = {t for t, o in options.items() if o.policies}  # their bad rows are never stored raw
+    return DmsSource(
+        store, schemas, state=state, quarantine=quarantine, options=dms_options(cfg.source.dms), redact=redact
+    )
 
 
 def dms_options(d: DmsConfig) -> DmsOptions:
