@@ -77,6 +77,13 @@ ensure_system_packages() {
         # Tolerated for now: only the metrics/rules tests need promtool, and they say so when it is missing.
         apt_install prometheus || warn "could not install prometheus; PROMTOOL will not be set"
     fi
+    # The console's browser test (tests/ops/test_console.py) drives Debian's chromium through Playwright.
+    if command -v chromium >/dev/null; then
+        note "chromium: present"
+    else
+        note "chromium: installing chromium"
+        apt_install chromium || die "could not install chromium (the console's browser test needs it)"
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------------------
