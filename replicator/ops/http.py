@@ -17,6 +17,8 @@ so that no client can starve it (and says why it is not waitress).
   of a table that is not stopped) answers 409 with what to do instead.
   Missing or wrong token: 401 and nothing changes. No token configured: the admin API is off (403). Every
   admin call, allowed or not, is logged as an ``admin_request`` audit event (never with the token).
+- ``GET /``: the operator console (``replicator.ops.console``), beside the admin API: its shell needs no
+  token and holds no data; ``GET /console/state``, the data it refreshes, needs the token like ``/status``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+import urllib.parse
 from typing import Any, Protocol
 
 import structlog
@@ -32,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from replicator.config import Secret, admin_token_problems
 from replicator.model import TableId
 from replicator.obs import metrics
+from replicator.ops import console
 from replicator.ops.actions import Refused
 from replicator.ops.control import ACTIONS
 from replicator.ops.httpserver import BoundedHandler, BoundedHTTPServer, Limits
@@ -73,7 +77,10 @@ class ObsServer:
         weak = admin_token_problems(admin_token)
         if weak:  # config.validate refuses it first; this guards every other way in
             raise ValueError(weak[0])
-        attrs = {"backend": backend, "token": admin_token, "admin_here": admin is None}
+        attrs = {
+            "backend": backend, "token": admin_token, "admin_here": admin is None,
+            "quarantine": console.QuarantineCache(),
+        }  # fmt: skip
         self.httpd = BoundedHTTPServer((host, port), type("Handler", (_Handler,), attrs), limits or Limits())
         self.port: int = self.httpd.server_address[1]
         self._servers = [(self.httpd, admin is None)]
@@ -110,6 +117,7 @@ class _Handler(BoundedHandler):
     backend: Backend
     token: Secret | None
     admin_here: bool  # False on the main listener when the admin API has a listener of its own
+    quarantine: console.QuarantineCache
     server_version = "replicator"
 
     # -- routing ---------------------------------------------------------------------------------------
@@ -131,15 +139,31 @@ class _Handler(BoundedHandler):
                     )
                 except NotActive as exc:
                     self._json(503, {"error": str(exc)})
+        elif path == "/" or console.asset(path) is not None or path == console.STATE_PATH:
+            self._console(path)
         else:
             self._json(404, {"error": "not found"})
+
+    def _console(self, path: str) -> None:
+        """The operator console (``replicator.ops.console``), served beside the admin API."""
+        if path == console.STATE_PATH:
+            if self._authorised("console", "*"):
+                data = console.render_state(self.backend, self.quarantine, NotActive)
+                self._send(200, data, "text/html; charset=utf-8", console.HEADERS)
+        elif not self.admin_here:
+            self._json(404, {"error": "not found; the console is beside the admin API on http.admin_port"})
+        elif path == "/":
+            self._send(200, console.page(), "text/html; charset=utf-8", console.HEADERS)
+        else:
+            data, ctype = console.asset(path) or (b"", "")
+            self._send(200, data, ctype, {**console.HEADERS, "Cache-Control": "no-cache"})
 
     def do_POST(self) -> None:
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         if len(parts) != 3 or parts[0] != "tables" or parts[2] not in ACTIONS:
             self._json(404, {"error": f"not found; POST /tables/{{schema.table}}/{'|'.join(ACTIONS)}"})
             return
-        action, name = parts[2], parts[1]
+        action, name = parts[2], urllib.parse.unquote(parts[1])  # the console encodes every name
         if not self._authorised(action, name):
             return
         try:
