@@ -66,7 +66,7 @@ POSTGRES = Dialect(
     unchanged_test="{name} = ANY({list})",
     # Temp tables skip the WAL and ON COMMIT DROP removes them on commit and on rollback alike.
     staging_create="CREATE TEMP TABLE",
-    # ALTER COLUMN TYPE rewrites the table when needed; every widening in schema.evolution is lossless
+    # ALTER COLUMN TYPE rewrites the table when needed; every widening in evolution.py is lossless
     widen_kinds=frozenset(
         {"smallint", "integer", "bigint", "numeric", "real", "double", "varchar", "char", "text"}
     ),

@@ -3,8 +3,8 @@
 Each column is read as text on both sides (``FuzzType.read_expr``) and brought to its canonical form
 (``FuzzType.canon``): numbers by value (NaN and the infinities by name), instants in UTC, JSON as values,
 text exactly. Rows are matched by key. The columns compared are those the source table has now; a column
-dropped at the source may stay in the target (documented in ``replicator/schema/evolution.py``). Soft-delete
-tables compare their rows not marked ``_deleted``.
+dropped at the source may stay in the target (documented in ``replicator/warehouses/evolution.py``).
+Soft-delete tables compare their rows not marked ``_deleted``.
 """
 
 from __future__ import annotations
