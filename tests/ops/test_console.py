@@ -255,3 +255,53 @@ def test_500_tables_filter_and_sort_by_lag_on_a_phone(
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     assert w.errors == []
     w.close()
+
+
+def test_beside_an_admin_port_a_stopped_table_is_shown_and_skipped_from_the_page(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """With ``http.admin_port`` the console moves with the admin API; a table its source stopped shows why,
+    where and the ways out, and a skip from the page leaves the bad row in the quarantine, listed."""
+    feed = Feed(tmp_path, seed=53, flushes=2)
+    feed.release(2)
+    last = sorted((feed.live / "dbo" / "payments").glob("2*.csv"))[-1]
+    good = last.read_text().strip().splitlines()[-1]
+    good = "U," + good[2:] if good.startswith("I,") else good
+    bad = feed.live / "dbo" / "payments" / "20240304-1459000000.csv"  # after every CDC file of the feed
+    bad.write_text(f"{good}\nI,2024-03-04 14:59:00.000000,1,2\n")
+    port, admin_port = free_port(), free_port()
+    extra = f'admin_host = "127.0.0.1"\nadmin_port = {admin_port}\n'
+    cfg = daemon_config(tmp_path / "r.toml", source=feed.live, port=port)
+    cfg.write_text(cfg.read_text().replace(f"port = {port}\n", f"port = {port}\n{extra}", 1))
+    d = DaemonProcess(cfg, port)
+    try:
+        d.wait_ready()
+        admin = f"http://127.0.0.1:{admin_port}"
+        code, doc = http("GET", f"{d.url}/")
+        assert code == 404 and "admin_port" in doc["error"]
+        assert http("GET", f"{d.url}/console/state", token=TOKEN)[0] == 404
+        wait_for(lambda: tables_of(admin)["dbo.payments"]["state"] == "stopped", 60, "payments did not stop")
+
+        w = Watched(browser, admin)
+        w.sign_in(TOKEN)
+        row = w.row("dbo.payments")
+        expect(row).to_have_attribute("data-state", "stopped")
+        expect(row.locator(".state")).to_have_text("STOPPED")
+        expect(row).to_contain_text("column_count")
+        expect(row.locator(".where")).to_contain_text(f"{bad.name}, row 2")
+        expect(row.get_by_role("button", name="Retry dbo.payments")).to_be_visible()
+        row.get_by_role("button", name="Skip dbo.payments").click()
+        w.page.get_by_label("Reason").fill("bad row from the vendor, ticket OPS-9")
+        w.page.get_by_role("button", name="Confirm skip").click()
+        expect(row).to_have_attribute("data-state", "active", timeout=30_000)
+        # The stop wrote its quarantine note when it stopped (the skip leaves it there); the page lists the
+        # quarantine at most every 30 s, hence the longer wait.
+        quarantine = w.page.locator("#quarantine")
+        expect(quarantine).to_contain_text("dbo.payments", timeout=40_000)
+        expect(row.locator('td[data-label="Quarantined"]')).not_to_have_text("0")
+        expect(quarantine).to_contain_text(bad.name)
+        assert w.errors == []
+        w.close()
+    finally:
+        assert d.terminate() == 0
+    assert TOKEN not in d.log.read_text()
