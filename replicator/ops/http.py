@@ -23,6 +23,7 @@ so that no client can starve it (and says why it is not waitress).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import threading
@@ -79,7 +80,7 @@ class ObsServer:
             raise ValueError(weak[0])
         attrs = {
             "backend": backend, "token": admin_token, "admin_here": admin is None,
-            "quarantine": console.QuarantineCache(),
+            "quarantine": console.QuarantineCache(), "token_id": token_id(admin_token),
         }  # fmt: skip
         self.httpd = BoundedHTTPServer((host, port), type("Handler", (_Handler,), attrs), limits or Limits())
         self.port: int = self.httpd.server_address[1]
@@ -113,9 +114,19 @@ class ObsServer:
             s.server_close()
 
 
+def token_id(token: Secret | None) -> str | None:
+    """Names the token in audit events (``caller``) without revealing it: a prefix of its SHA-256."""
+    if token is None:
+        return None
+    digest = hashlib.sha256(token.reveal().strip().encode()).hexdigest()
+    return f"sha256:{digest[:12]}"
+
+
 class _Handler(BoundedHandler):
     backend: Backend
     token: Secret | None
+    token_id: str | None
+    _caller: str | None = None  # the token id once this request is authorised
     admin_here: bool  # False on the main listener when the admin API has a listener of its own
     quarantine: console.QuarantineCache
     server_version = "replicator"
@@ -216,14 +227,19 @@ class _Handler(BoundedHandler):
         if not ok:
             self._audit(action, name, "unauthorized", "")
             self._json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
-        return ok
+            return False
+        self._caller = self.token_id
+        if action not in ACTIONS:  # a read (tables, status, the console's refresh): counted, logged at debug
+            self._audit(action, name, "ok", "")
+        return True
 
     def _audit(self, action: str, table: str, result: str, who: str, *, reason: str = "") -> None:
         metrics.ADMIN_REQUESTS.labels(action=action, result=result).inc()
-        level = log.info if result == "ok" else log.warning
+        level = log.warning if result != "ok" else log.info if action in ACTIONS else log.debug
         level(
             "admin_request", action=action, table=table, result=result, who=who, reason=reason,
-            client=self.client_address[0],
+            caller=self._caller, client=self.client_address[0],
+            forwarded_for=(self.headers.get("X-Forwarded-For") or "")[:200] or None,
         )  # fmt: skip
 
     def _body(self) -> dict[str, Any]:
