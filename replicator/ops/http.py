@@ -23,6 +23,7 @@ so that no client can starve it (and says why it is not waitress).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -160,7 +161,10 @@ class _Handler(BoundedHandler):
         if path == console.STATE_PATH:
             if self._authorised("console", "*"):
                 data = console.render_state(self.backend, self.quarantine, NotActive)
-                self._send(200, data, "text/html; charset=utf-8", console.HEADERS)
+                headers = {**console.HEADERS, "Vary": "Accept-Encoding"}
+                if "gzip" in self.headers.get("Accept-Encoding", ""):  # 500 tables: 450 kB, 21 kB gzipped
+                    data, headers["Content-Encoding"] = gzip.compress(data, 5), "gzip"
+                self._send(200, data, "text/html; charset=utf-8", headers)
         elif not self.admin_here:
             self._json(404, {"error": "not found; the console is beside the admin API on http.admin_port"})
         elif path == "/":

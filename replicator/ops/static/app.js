@@ -68,7 +68,7 @@
 
   async function refresh() {
     const t = token();
-    if (!t || loading) return;
+    if (!t || loading || document.hidden) return; // a tab in the background asks for nothing
     loading = true;
     try {
       const r = await fetch("console/state", {
@@ -163,5 +163,6 @@
     signedIn(Boolean(token()));
     refresh();
     setInterval(refresh, 1000 * Number(document.body.dataset.refresh || 3));
+    document.addEventListener("visibilitychange", refresh);
   });
 })();
