@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -96,6 +96,7 @@ class RejectedRows(Sequence[RejectedRow]):
         self.table = table
         self.data = data if data is not None else _quarantine_data([[]] * 6, pa.struct([]))
         self.changes = changes
+        self.bad_columns: frozenset[str] = frozenset()  # every column with a value that did not parse
 
     def __len__(self) -> int:
         return int(self.data.num_rows)
@@ -156,14 +157,15 @@ _META_TEXT = [
 ]
 
 
-def batch_to_arrow(batch: Batch) -> tuple[pa.Table, RejectedRows]:
+def batch_to_arrow(batch: Batch, *, suspect: Set[str] = frozenset()) -> tuple[pa.Table, RejectedRows]:
     """Build the staged Arrow table. Changes with a value that does not parse as its type, a null primary
     key or the wrong number of values are returned apart (all the rows a change makes go together), in
-    batch order; finding them costs a few bulk casts, however many there are."""
+    batch order; finding them costs a few bulk casts, however many there are. ``suspect``: columns that
+    had bad values in the table's last batch (``typed_column``)."""
     schema = batch.schema
     if isinstance(batch.changes, ChunkedChanges) and _columnar(schema, batch.changes):
         text = _text_table(schema, batch.changes.parts)
-        return _finish(schema, text, _Rows(list(range(text.num_rows))), batch.changes)
+        return _finish(schema, text, _Rows(list(range(text.num_rows))), batch.changes, suspect)
     changes = list(batch.changes)
     if changes[0].op is Op.TRUNCATE:
         # A truncate carries no row; stage one all-NULL row whose _op says 'T'.
@@ -185,11 +187,13 @@ def batch_to_arrow(batch: Batch) -> tuple[pa.Table, RejectedRows]:
     else:  # every row full: nothing to resolve (the common case)
         rows = [changes[i] for i in kept] if rejected else changes
         described = _Rows(kept)
-    table, more = _finish(schema, _rows_text(schema, rows), described, changes)
+    table, more = _finish(schema, _rows_text(schema, rows), described, changes, suspect)
     if not rejected:
         return table, more
     every = sorted([*rejected, *more], key=lambda r: r.index)
-    return table, RejectedRows(batch.table, _quarantine_rows(schema, every), changes)
+    merged = RejectedRows(batch.table, _quarantine_rows(schema, every), changes)
+    merged.bad_columns = more.bad_columns
+    return table, merged
 
 
 @dataclass(slots=True)
@@ -203,7 +207,7 @@ class _Rows:
 
 
 def _finish(
-    schema: TableSchema, text: pa.Table, rows: _Rows, changes: Sequence[Change]
+    schema: TableSchema, text: pa.Table, rows: _Rows, changes: Sequence[Change], suspect: Set[str]
 ) -> tuple[pa.Table, RejectedRows]:
     """Type the text table; set aside every change that has a bad row; number and assemble the rest.
 
@@ -216,13 +220,18 @@ def _finish(
     detail = pa.nulls(n, pa.string())
     reason = pa.nulls(n, pa.string())
     any_bad = False
+    bad_columns = set()
+    every_row: pa.Array | None = None  # 0..n-1, made once, when a column has bad rows
     for col in schema.columns:
         column = text.column(col.name).combine_chunks()
-        array, rows_bad = typed_column(column, col.type)
+        array, rows_bad = typed_column(column, col.type, suspect=col.name in suspect)
         typed.append(array)
         if not rows_bad:
             continue
-        mask = pc.is_in(pa.array(range(n), pa.int64()), value_set=pa.array(rows_bad, pa.int64()))
+        bad_columns.add(col.name)
+        if every_row is None:
+            every_row = pa.array(range(n), pa.int64())
+        mask = pc.is_in(every_row, value_set=pa.array(rows_bad, pa.int64()))
         new = pc.and_(mask, pc.invert(bad))
         shown = pc.binary_join_element_wise(
             f"column {col.name}: '",
@@ -247,6 +256,7 @@ def _finish(
                 new = pc.and_(new, pc.invert(here))
             bad, any_bad = pc.or_(bad, null_key), True
     rejected = RejectedRows(changes[0].table if changes else schema.table, None, changes)
+    rejected.bad_columns = frozenset(bad_columns)
     if any_bad:
         bad_rows = pc.indices_nonzero(bad)
         change_of = pa.array(rows.change, pa.int64())
@@ -395,18 +405,23 @@ class Stager:
         self.store = store
         self.quarantine = quarantine
         self.policies = dict(policies or {})
+        # Per table, the columns with bad values in its last batch: checked by shape first in the next.
+        self._suspect: dict[TableId, frozenset[str]] = {}
 
     def stage(self, batch: Batch, *, keep: Callable[[RejectedRow], bool] | None = None) -> Manifest:
         """Write ``batch`` durably. When this returns, the source may be told its positions are done.
 
         A row whose value does not parse as its type is quarantined; ``keep(row)`` (default: always True)
         says whether the batch goes on without it. When it says False, nothing is written and
-        ``BatchRejected`` is raised (the row is in the quarantine either way).
+        ``BatchRejected`` is raised (the row is in the quarantine either way). ``keep`` is a policy of the
+        table and the reason (``type_mismatch``, ``null_key``...): it is asked for the first row of each
+        reason in the batch, and its answer stands for the reason's other rows.
         """
         started = time.perf_counter()
         # Column policies first: a dropped, nulled or hashed value never reaches Arrow, Parquet or the store.
         batch = apply_policies(batch, self.policies.get(batch.table))
-        table, rejected = batch_to_arrow(batch)
+        table, rejected = batch_to_arrow(batch, suspect=self._suspect.get(batch.table, frozenset()))
+        self._suspect[batch.table] = rejected.bad_columns
         if rejected:
             self._set_aside(batch, rejected, keep)
         sink = io.BytesIO()
@@ -463,10 +478,12 @@ class Stager:
         stop: RejectedRow | None = None
         taken = len(rejected)
         if keep is not None:
-            for n, r in enumerate(rejected):
-                if not keep(r):
-                    stop, taken = r, n + 1
-                    break
+            # Once per reason, in batch order (not once per row: 50k bad rows made 50k row objects).
+            reasons = rejected.data.column("reason")
+            for reason in pc.unique(reasons).to_pylist():
+                first = pc.index(reasons, reason).as_py()
+                if first < taken and not keep(rejected[first]):
+                    stop, taken = rejected[first], first + 1
         source = f"{batch.table} batch {batch.first}..{batch.last}"
         self.quarantine.put_rows(table=str(batch.table), source=source, rows=rejected.data.slice(0, taken))
         if stop is not None:

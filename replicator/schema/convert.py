@@ -135,17 +135,23 @@ _SHAPES = {
 _SMALL = 16  # parts this small are cast value by value
 
 
-def typed_column(text: pa.Array, t: LogicalType) -> tuple[pa.Array, list[int]]:
-    """``text`` (strings) as type ``t``, and the rows whose value does not parse (null in the result)."""
-    try:
-        return cast_text(text, t), []
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
-        pass
+def typed_column(text: pa.Array, t: LogicalType, *, suspect: bool = False) -> tuple[pa.Array, list[int]]:
+    """``text`` (strings) as type ``t``, and the rows whose value does not parse (null in the result).
+
+    A clean column costs one cast. ``suspect`` (the column had bad values in the table's last batch): the
+    values' shapes are checked first, so a column that is bad again does not pay a failing cast first."""
+    shape = _SHAPES.get(t.kind)
+    if shape is not None and t.kind == "numeric" and t.precision is None:
+        shape = None
+    if not (suspect and shape is not None):
+        try:
+            return cast_text(text, t), []
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+            pass
     n = len(text)
     candidates = pa.array(range(n), pa.int64())
     bad: list[int] = []
-    shape = _SHAPES.get(t.kind)
-    if shape is not None and not (t.kind == "numeric" and t.precision is None):
+    if shape is not None:
         misfit = pc.invert(pc.fill_null(pc.match_substring_regex(text, pattern=shape), True))
         bad = pc.indices_nonzero(misfit).to_pylist()
         # Most bad values have the wrong shape: with them blanked, one cast usually types all the rest.

@@ -80,10 +80,13 @@ def _columnar(batch: Batch) -> Batch:
     return Batch(T, SCHEMA, ChunkedChanges([ChangeChunk(T, SCHEMA, pa.table(data))]))
 
 
-def _stage(tmp: Path, batch: Batch) -> tuple[float, int]:
-    store = LocalStore(tmp)
+def _stage(tmp: Path, batch: Batch, stager: Stager | None = None) -> tuple[float, int]:
+    """Stage ``batch`` with ``stager`` (a new one in ``tmp`` by default: a table's first batch)."""
+    if stager is None:
+        store = LocalStore(tmp)
+        stager = Stager(store, Quarantine(store))
     started = time.perf_counter()
-    manifest = Stager(store, Quarantine(store)).stage(batch, keep=lambda r: True)
+    manifest = stager.stage(batch, keep=lambda r: True)
     return time.perf_counter() - started, manifest.rows
 
 
@@ -93,13 +96,19 @@ def test_half_bad_rows_cost_at_most_twice_a_clean_batch(tmp_path: Path, form: st
     if form == "columnar":
         clean, half = _columnar(clean), _columnar(half)
     runs = []
+    # A daemon stages a table's batches with one Stager: after a batch with bad values it checks those
+    # columns' shapes first (a wrong null marker spoils every batch of the table, not one).
+    steady = {k: Stager(LocalStore(tmp_path / k), Quarantine(LocalStore(tmp_path / k))) for k in ("c", "h")}
     for round_ in range(5):  # interleaved, so both see the same machine load
         t_clean, n_clean = _stage(tmp_path / f"c{round_}", clean)
         t_half, n_half = _stage(tmp_path / f"h{round_}", half)
-        runs.append((t_clean, t_half))
-        assert n_clean == ROWS and n_half == ROWS // 2
-    best_clean, best_half = min(r[0] for r in runs), min(r[1] for r in runs)
+        t_clean_next, _ = _stage(tmp_path, clean, steady["c"])
+        t_half_next, n_half_next = _stage(tmp_path, half, steady["h"])
+        runs.append((t_clean, t_half, t_clean_next, t_half_next))
+        assert n_clean == ROWS and n_half == ROWS // 2 == n_half_next
+    best = [min(r[i] for r in runs) for i in range(4)]
     print(
-        f"\nbad rows ({form}): {ROWS:,} rows, clean {best_clean:.3f} s, half bad {best_half:.3f} s"
-        f" (ratio {best_half / best_clean:.2f}; quarantine holds {ROWS // 2:,} rows)"
+        f"\nbad rows ({form}): {ROWS:,} rows; a table's first batch: clean {best[0]:.3f} s, half bad"
+        f" {best[1]:.3f} s (ratio {best[1] / best[0]:.2f}); its next batches: clean {best[2]:.3f} s, half bad"
+        f" {best[3]:.3f} s (ratio {best[3] / best[2]:.2f}); quarantine holds {ROWS // 2:,} rows per batch"
     )
