@@ -550,6 +550,8 @@ def validate(cfg: Config) -> list[str]:
         problems.append(f"s3.expected_bucket_owner: expected a 12-digit AWS account id, got {owner!r}")
     if cfg.http.admin_port and cfg.http.admin_port == cfg.http.port:
         problems.append("http.admin_port: must differ from http.port (0 puts the admin API on http.port)")
+    if cfg.http.admin_port and not cfg.http.port:
+        problems.append("http.admin_port: needs http.port (http.port = 0 turns every listener off)")
     if cfg.http.max_connections < 4:
         problems.append("http.max_connections: expected at least 4 (probes, scrapes and an operator at once)")
     if cfg.http.request_timeout_seconds <= 0:

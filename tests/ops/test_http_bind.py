@@ -74,3 +74,5 @@ def test_the_admin_port_must_differ_from_the_public_one(tmp_path: Path) -> None:
         None, environ={"REPLICATOR__HTTP__PORT": "9100", "REPLICATOR__HTTP__ADMIN_PORT": "9100"}
     )
     assert any("http.admin_port" in p for p in config.validate(cfg))
+    off = config.load(None, environ={"REPLICATOR__HTTP__PORT": "0", "REPLICATOR__HTTP__ADMIN_PORT": "9101"})
+    assert any("http.admin_port: needs http.port" in p for p in config.validate(off))
