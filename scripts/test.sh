@@ -33,7 +33,14 @@ fi
 workers="${REPLICATOR_TEST_WORKERS:-4}"
 xdist=(-n "$workers" --dist loadgroup)
 ((workers == 0)) && xdist=(-p no:xdist)
-run_step "pytest" "$VENV/bin/pytest" "${xdist[@]}" --ignore=tests/benchmarks -m "not benchmark" "$@"
+if (($# == 0)); then
+    # Full run: the tests that time themselves (marked "timing" in tests/conftest.py) run alone afterwards.
+    run_step "pytest" "$VENV/bin/pytest" "${xdist[@]}" --ignore=tests/benchmarks -m "not benchmark and not timing"
+    run_step "pytest (timing tests, alone)" "$VENV/bin/pytest" -p no:xdist --ignore=tests/benchmarks \
+        -m "timing and not benchmark"
+else
+    run_step "pytest" "$VENV/bin/pytest" "${xdist[@]}" --ignore=tests/benchmarks -m "not benchmark" "$@"
+fi
 # The mutation check (guarantee-breaking patches must make their named tests fail): on full runs only.
 if (($# == 0)); then run_step "mutants" bash scripts/mutants.sh; fi
 

@@ -28,14 +28,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #
 # Everything a test makes on the shared services has a name of its own (databases, replication slots and
 # publications, buckets: random suffixes), its files are under its own tmp_path, and its servers take free
-# ports, so tests run side by side. Some must share a worker and run one after the other (an xdist_group):
-# - a module with a module-scoped fixture: it is built once, not once per worker that runs one of the
-#   module's tests (tests/ops/test_image_entrypoint.py's venv, pip-built from this checkout's build/);
-# - the two tests that time themselves (microbenchmarks with generous bounds): not against each other.
-GROUPS = {
-    "tests/sources/postgres/test_pgoutput.py::test_decoding_a_row_takes_a_few_microseconds": "timing",
-    "tests/demo/test_demo_generator.py::test_the_default_demo_is_a_few_thousand_rows": "timing",
-}
+# ports, so tests run side by side. A module with a module-scoped fixture runs on one worker (an xdist_group),
+# so that the fixture is built once, not once per worker that runs one of its tests (e.g. the image venv of
+# tests/ops/test_image_entrypoint.py, pip-built from this checkout's build/).
+#
+# Tests that time themselves (microbenchmarks with generous bounds) are marked ``timing``: scripts/test.sh
+# runs them alone after the parallel run, where other workers cannot starve them of the CPU.
+TIMING = (
+    "tests/sources/postgres/test_pgoutput.py::test_decoding_a_row_takes_a_few_microseconds",
+    "tests/demo/test_demo_generator.py::test_the_default_demo_is_a_few_thousand_rows_generated_quickly",
+)
 # The slowest tests (--durations), started first so that no worker is left with one of them at the end.
 SLOW_FIRST = (
     "tests/sources/postgres/test_fuzz_pg.py::test_a_random_workload",
@@ -61,19 +63,21 @@ def _rank(item: pytest.Item) -> int:
     return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "timing: times itself; scripts/test.sh runs it alone, after the rest")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers added here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_rank)  # stable: the rest keep their order
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = next((g for prefix, g in GROUPS.items() if item.nodeid.startswith(prefix)), None)
+        if item.nodeid in TIMING:
+            item.add_marker(pytest.mark.timing)
         fixtures = getattr(item, "_fixtureinfo", None)
-        if group is None and fixtures is not None:
-            scopes = {d.scope for defs in fixtures.name2fixturedefs.values() for d in defs}
-            if "module" in scopes:
-                group = item.nodeid.split("::", 1)[0]
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        if item.get_closest_marker("xdist_group") or fixtures is None:
+            continue
+        if "module" in {d.scope for defs in fixtures.name2fixturedefs.values() for d in defs}:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
 
 
 def _require(var: str) -> str:
