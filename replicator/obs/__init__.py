@@ -1,9 +1,9 @@
-"""Observability: Prometheus metrics (all of them, in ``metrics``) and structured logging (``logging``).
-Imported from everywhere, so it imports nothing of the package.
+"""Observability: Prometheus metrics (all of them, in ``metrics``), structured logging (``logging``) and
+progress on a terminal (``progress``). Imported from everywhere, so it imports nothing of the package.
 
-Exports the two modules: ``metrics`` and ``logging``.
+Exports the three modules: ``metrics``, ``logging`` and ``progress``.
 """
 
-from replicator.obs import logging, metrics
+from replicator.obs import logging, metrics, progress
 
-__all__ = ["logging", "metrics"]
+__all__ = ["logging", "metrics", "progress"]

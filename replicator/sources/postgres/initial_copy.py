@@ -43,6 +43,7 @@ from replicator.model import (
     TableId,
     TableSchema,
 )
+from replicator.obs import progress
 from replicator.sources.postgres.rows import Txn, column_type, encode_position, position_range
 from replicator.sources.postgres.snapshot import SnapshotReader, temporary_snapshot
 
@@ -211,6 +212,7 @@ class CopyRound:
                         detail="copied as NULL")  # fmt: skip
         self._put(Change(table, Op.TRUNCATE, (), encode_position(lsn, 0), now))
         n = 0
+        bar = progress.copying(str(table), reader.estimate(table))  # on a terminal only
 
         def emit(values: pa.Table) -> None:
             nonlocal n
@@ -220,8 +222,12 @@ class CopyRound:
             data = data.append_column(COMMIT_TIME_COLUMN, pa.repeat(pa.scalar(now, _TS), k))
             self._put(ChangeChunk(table, schema, data))  # blocks while the queue is full
             n += k
+            bar.advance(k)
 
-        reader.copy(table, schema.column_names, emit, chunk_bytes=self.chunk_bytes, missing=missing)
+        try:
+            reader.copy(table, schema.column_names, emit, chunk_bytes=self.chunk_bytes, missing=missing)
+        finally:
+            bar.done()
         seconds = time.monotonic() - started
         self._put(TableCopied(table, consistent, encode_position(lsn, n).value, n, seconds))
 

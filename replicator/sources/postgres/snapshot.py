@@ -82,6 +82,16 @@ class SnapshotReader:
             )
             return [(str(n), int(o), int(m)) for n, o, m in cur.fetchall()]
 
+    def estimate(self, table: TableId) -> int | None:
+        """The catalog's estimate of the table's rows (``pg_class.reltuples``, as of its last VACUUM or
+        ANALYZE); None when the table was never analyzed (-1 from PostgreSQL 14, 0 before)."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", (quote_table(table),)
+            )
+            row = cur.fetchone()
+        return int(row[0]) if row is not None and row[0] is not None and row[0] > 0 else None
+
     def copy(
         self,
         table: TableId,
