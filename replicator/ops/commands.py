@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -12,6 +13,7 @@ import structlog
 
 from replicator import app as app_mod
 from replicator.config import Config
+from replicator.obs import progress
 from replicator.ops import actions
 from replicator.ops import status as status_mod
 
@@ -28,7 +30,9 @@ def run(cfg: Config, *, once: bool, stop: threading.Event) -> int:
 
     # The daemon wraps the pipeline with the lease, per-table control, health and reconnects.
     daemon = Daemon(cfg, stop)
-    daemon.run(once=once)
+    # On a terminal, run --once (and the demo) shows per table the changes merged of those captured.
+    with progress.merging() if once else contextlib.nullcontext():
+        daemon.run(once=once)
     stats = daemon.stats
     log.info(
         "pipeline_stopped",

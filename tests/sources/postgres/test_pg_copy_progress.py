@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,41 +16,13 @@ from rich.progress import Progress
 from replicator.obs import progress
 from tests.helpers.daemon import free_port, pg_source_config
 from tests.helpers.pg import execute
-from tests.helpers.support import ROOT
+from tests.helpers.tty import ANSI, run_cli_tty
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 ALPHA_ROWS = 30_200
 
 
 def _run_once(cfg: Path, *, tty: bool) -> tuple[int, str]:
-    """``replicator run --once`` with stdout and stderr on a pseudo-terminal, or on a pipe."""
-    cmd = [sys.executable, "-m", "replicator", "run", "--once", "-c", str(cfg)]
-    env = {**os.environ, "COLUMNS": "140", "TERM": "xterm-256color"}
-    if not tty:
-        proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT, timeout=120, check=False)
-        assert b"rows/s" not in proc.stdout
-        return proc.returncode, proc.stderr.decode()
-    leader, follower = os.openpty()
-    proc = subprocess.Popen(cmd, stdout=follower, stderr=follower, env=env, cwd=ROOT)
-    os.close(follower)
-    chunks: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    code = proc.wait(timeout=120)
-    reader.join(timeout=10)
-    os.close(leader)
-    return code, b"".join(chunks).decode(errors="replace")
+    return run_cli_tty("run", "--once", "-c", str(cfg), tty=tty)
 
 
 def test_the_initial_copy_shows_rows_of_the_estimate_rate_and_time_left_on_a_terminal_only(
@@ -72,7 +40,7 @@ def test_the_initial_copy_shows_rows_of_the_estimate_rate_and_time_left_on_a_ter
     cfg, _slot = pg_source_config(tmp_path / "tty", source_dsn, target_dsn, free_port())
     code, shown = _run_once(cfg, tty=True)
     assert code == 0, shown[-3000:]
-    text = ANSI.sub("", shown)
+    text = shown
     # What is left on screen when the copy ends: each table's rows, its estimate, the rate.
     alpha = rf"copy public\.alpha .*{ALPHA_ROWS:,} rows \(estimated ~{ALPHA_ROWS:,}\) +[\d,]+ rows/s"
     assert re.search(alpha, text), text
@@ -94,8 +62,8 @@ def test_a_copy_under_way_shows_rows_of_the_estimate_and_time_left() -> None:
     """The same columns mid-copy (the copy above may be over between two redraws)."""
     out = io.StringIO()
     bars = Progress(*progress.columns(), console=Console(file=out, force_terminal=True, width=140))
-    known = bars.add_task("public.alpha", total=1000.0, estimate=1000.0)
-    unknown = bars.add_task("public.gamma", total=None)
+    known = bars.add_task("public.alpha", total=1000.0, estimate=1000.0, verb="copy", unit="rows")
+    unknown = bars.add_task("public.gamma", total=None, verb="copy", unit="rows")
     bars.start()
     bars.advance(known, 250)
     bars.advance(unknown, 40)
