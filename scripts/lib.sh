@@ -131,10 +131,14 @@ ensure_venv() {
     fi
     local target="."
     [[ "$want" == dev ]] && target=".[dev]"
-    note "pip install -e '$target'"
+    note "pip install -e '$target' (the first time takes a few minutes: pyarrow, duckdb and boto3 are large)"
     rm -f "$stamp"
+    # On a terminal pip says what it collects, downloads and installs (scripts/demo.sh on a fresh machine
+    # would otherwise sit silent for minutes); elsewhere it stays quiet.
+    local quiet=(-q)
+    [[ -t 1 ]] && quiet=()
     # The filter drops pip's warnings about configured local indexes that do not exist on this machine.
-    local pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$target")
+    local pip=("$VENV/bin/python" -m pip install "${quiet[@]}" --disable-pip-version-check -e "$target")
     if ! (cd "$REPO_ROOT" && "${pip[@]}") 2>&1 |
         { grep -v 'is ignored: it is neither a file nor a directory' || true; }; then
         die "pip install failed"
