@@ -329,7 +329,7 @@ class Daemon:
 
     def _refresh_stops(self, term: _Term) -> None:
         """Which tables are stopped now (loop thread): for the admin API, the gauge and ``run --once``."""
-        self._source_stops = stops.live(term.app.source, self.cfg.source.kind)
+        self._source_stops = stops.live(term.app.source, self.cfg.source.kind, term.app.pipeline.schemas)
         self.stopped = status_mod.all_stops(self._source_stops, dict(term.app.pipeline.errors))
         labels = {(str(t), s.reason) for t, s in self.stopped.items()}
         for table, reason in self._stop_labels - labels:
@@ -366,9 +366,10 @@ class Daemon:
     def _decide(self, term: _Term, table: TableId, control: TableControl) -> None:
         """Hand the operator's ``retry`` or ``skip`` to the source, then clear it from the control row."""
         resume = getattr(term.app.source, "resume", None)
-        stopped = table in stops.live(term.app.source, self.cfg.source.kind)
-        if resume is not None and stopped:
-            resume(table, control.decision)
+        stop = stops.live(term.app.source, self.cfg.source.kind, [table]).get(table)
+        stopped = stop is not None
+        if resume is not None and stop is not None:
+            resume(None if stop.shared else table, control.decision)  # None: the shared feed
         with self._control_lock:
             term.control.set(table, ACTIVE, reason=control.reason, who=control.changed_by)
         log.info(

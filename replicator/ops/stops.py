@@ -13,6 +13,7 @@ them all from the staging store (the CLI without a daemon; a daemon asks its sou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ from replicator.storage import ObjectStore
 
 SOURCE, MERGE = "source", "merge"
 DMS_PREFIX, PG_PREFIX, SQLSERVER_PREFIX = "_state/dms/", "_state/postgres/", "_state/sqlserver/"
+DMS_FEED = "_txn"  # the PreserveTransactions feed's state, _state/dms/_txn.json
 
 # What the operator can do about each kind of stop, and how to say it.
 _DMS_TODO = (
@@ -49,6 +51,9 @@ class Stop:
     position: str | None = None  # where in the source, readable
     actions: list[str] = field(default_factory=list)  # of retry, skip, resync
     todo: str = ""
+    # Stopped with every table: the shared feed of a PreserveTransactions endpoint stopped (commit order
+    # lets no table go past the bad row); retry or skip on any of them decides for the feed.
+    shared: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,11 +96,17 @@ def persisted(store: ObjectStore, tables: Iterable[TableId]) -> dict[TableId, St
     """Every stop of ``tables`` that a source persisted in the staging ``store``."""
     wanted = {str(t): t for t in tables}
     out: dict[TableId, Stop] = {}
+    feed: Mapping[str, Any] | None = None
     for info in store.list(DMS_PREFIX):
         name = info.key[len(DMS_PREFIX) :].removesuffix(".json")
         doc = _doc(store, info.key)
+        if name == DMS_FEED and isinstance(doc.get("stopped"), dict):
+            feed = doc["stopped"]
         if name in wanted and isinstance(doc.get("stopped"), dict):
             out[wanted[name]] = from_source("dms", name, doc["stopped"])
+    if feed is not None:
+        for name, table in wanted.items():
+            out.setdefault(table, _shared(from_source("dms", name, feed)))
     for info in store.list(PG_PREFIX):
         recorded = _doc(store, info.key).get("stopped")
         for name, raw in (recorded if isinstance(recorded, dict) else {}).items():
@@ -109,17 +120,32 @@ def persisted(store: ObjectStore, tables: Iterable[TableId]) -> dict[TableId, St
     return out
 
 
-def live(source: Any, kind: str) -> dict[TableId, Stop]:
-    """The stops a running source holds (``problems()``: a list of its records, each with ``table``)."""
+def live(source: Any, kind: str, tables: Iterable[TableId] = ()) -> dict[TableId, Stop]:
+    """The stops a running source holds (``problems()``: a list of its records, each with ``table``; ``*``:
+    its shared feed, which stops every one of ``tables``)."""
     problems = getattr(source, "problems", None)
     if problems is None:
         return {}
     out: dict[TableId, Stop] = {}
+    feed = None
     for raw in problems():
         name = str(raw.get("table") or "")
-        if name and name != "*":
+        if name == "*":
+            feed = raw
+        elif name:
             out[TableId.parse(name)] = from_source(kind, name, raw)
+    if feed is not None:
+        for table in tables:
+            out.setdefault(table, _shared(from_source(kind, str(table), feed)))
     return out
+
+
+def _shared(stop: Stop) -> Stop:
+    return dataclasses.replace(
+        stop, shared=True,
+        detail=f"the transaction feed stopped every table: {stop.detail}",
+        todo=stop.todo + " (for the feed: every table goes on)",
+    )  # fmt: skip
 
 
 _DMS_POSITION = re.compile(r"^([12])/(\S+) (\d{10})$")
