@@ -38,15 +38,22 @@ TIMING = (
     "tests/sources/postgres/test_pgoutput.py::test_decoding_a_row_takes_a_few_microseconds",
     "tests/demo/test_demo_generator.py::test_the_default_demo_is_a_few_thousand_rows_generated_quickly",
 )
-# The slowest tests (--durations), started first so that no worker is left with one of them at the end.
+# The slowest tests (--durations of a full run, slowest first), started first so that no worker is left with
+# one of them at the end. A new test of more than ~20 s belongs here.
 SLOW_FIRST = (
+    "tests/ops/test_stopped_tables.py::",
+    "tests/ops/test_image_entrypoint.py::",
+    "tests/sources/postgres/test_pg_copy.py::test_a_resync_requested_while",
+    "tests/ops/test_operations.py::",
+    "tests/ops/test_table_failure.py::",
+    "tests/ops/test_stopped_tables_pg.py::",
     "tests/sources/postgres/test_fuzz_pg.py::test_a_random_workload",
+    "tests/sources/postgres/test_pg_stop.py::",
+    "tests/demo/test_demo_run.py::",
+    "tests/ops/test_http_limits.py::",
     "tests/sources/postgres/test_pg_restart.py::",
     "tests/sources/postgres/test_pg_operations.py::",
-    "tests/sources/postgres/test_pg_stop.py::",
     "tests/sources/postgres/test_pg_copy.py::test_sigkill_during_the_copy",
-    "tests/sources/postgres/test_pg_copy.py::test_a_resync_requested_while",
-    "tests/ops/test_image_entrypoint.py::",
     "tests/sources/postgres/test_pg_source.py::test_sigkill_at_random_points",
     "tests/sources/postgres/test_pg_copy.py::test_a_table_added_later_is_copied_while",
     "tests/test_end_to_end.py::",
