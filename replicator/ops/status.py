@@ -7,11 +7,17 @@ the stops), so the CLI without a daemon and the daemon's admin API build the ver
 
 from __future__ import annotations
 
+import io
+import shutil
+import sys
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from rich.console import Console
+from rich.table import Table
 
 from replicator.model import TableId
 from replicator.ops.control import TableControl, default_control
@@ -23,7 +29,7 @@ from replicator.warehouses import Dialect, TableState, evolution, read_table_sta
 if TYPE_CHECKING:
     from replicator.views import ViewStatus
 
-WIDTH = 120  # no line of text is longer
+WIDTH = 120  # no line of text is longer, off a terminal (on one: its width)
 STOPPED = "stopped"
 
 
@@ -184,28 +190,42 @@ def when(iso: Any) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def width() -> int:
+    """The terminal's width when printing to one (at least 60), else ``WIDTH``."""
+    if sys.stdout.isatty():
+        return max(60, shutil.get_terminal_size((WIDTH, 24)).columns)
+    return WIDTH
+
+
 def _grid(headers: list[str], body: list[list[str]], right: set[int] | None = None) -> list[str]:
+    """Columns drawn by rich's table renderer, to ``width()``: on a narrow terminal the cells wrap between
+    words, the names in the first column stay whole."""
     right = right or set()
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(headers)]
+    grid = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False, header_style="", expand=False)
+    mins = [max((len(b[0]) for b in body), default=len(headers[0]))]  # names: whole, on one line
+    mins += [_longest_word([h, *(b[i] for b in body)]) for i, h in enumerate(headers) if i > 0]
+    # Cells wrap between words; only when even a word a line does not fit are words cut (with an ellipsis).
+    words_fit = sum(mins) + 2 * (len(mins) - 1) <= width()
+    for i, h in enumerate(headers):
+        justify: Literal["left", "right"] = "right" if i in right else "left"
+        least = mins[i] if i == 0 or words_fit else None
+        grid.add_column(h, justify=justify, no_wrap=i == 0, overflow="ellipsis", min_width=least)
+    for b in body:
+        grid.add_row(*b)
+    out = io.StringIO()
+    console = Console(file=out, width=width(), color_system=None, highlight=False, emoji=False, markup=False)
+    console.print(grid)
+    return [line.rstrip() for line in out.getvalue().splitlines()]
 
-    def line(cells: list[str]) -> str:
-        parts = [
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return _fit("  ".join(parts).rstrip())
 
-    return [line(headers), *(line(b) for b in body)]
-
-
-def _fit(text: str) -> str:
-    return text if len(text) <= WIDTH else text[: WIDTH - 3] + "..."
+def _longest_word(texts: list[str]) -> int:
+    return max((len(w) for t in texts for w in t.split()), default=1)
 
 
 def wrap(first: str, rest: str = "") -> list[str]:
-    """``first`` then ``rest`` on lines of at most ``WIDTH``, the continuation indented."""
+    """``first`` then ``rest`` on lines of at most ``width()``, the continuation indented."""
     text = first + (f" {rest}" if rest else "")
-    return textwrap.wrap(text, WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""]
+    return textwrap.wrap(text, width(), subsequent_indent="    ", break_on_hyphens=False) or [""]
 
 
 def stop_lines(table: str, stop: Mapping[str, Any]) -> list[str]:

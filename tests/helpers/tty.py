@@ -14,11 +14,11 @@ from tests.helpers.support import ROOT
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 
 
-def run_cli_tty(*args: str, tty: bool, timeout: float = 120) -> tuple[int, str]:
+def run_cli_tty(*args: str, tty: bool, timeout: float = 120, columns: int = 140) -> tuple[int, str]:
     """``replicator ARGS`` with stdout and stderr on one pseudo-terminal (its output, escape codes
     removed), or on pipes (stderr only; stdout must not show progress either)."""
     cmd = [sys.executable, "-m", "replicator", *args]
-    env = {**os.environ, "COLUMNS": "140", "TERM": "xterm-256color"}
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm-256color"}
     if not tty:
         proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT, timeout=timeout, check=False)
         assert b"rows/s" not in proc.stdout and b"changes merged" not in proc.stdout

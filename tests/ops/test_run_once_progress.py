@@ -1,10 +1,14 @@
-"""``run --once`` on a backlog shows, on a terminal only, per table the changes merged of those captured so
-far (``replicator.obs.progress.merging``); off a terminal its output is the JSON log lines, as before."""
+"""On a terminal: ``run --once`` on a backlog shows per table the changes merged of those captured so far
+(``replicator.obs.progress.merging``), and ``status`` fits the terminal's width; off a terminal the output
+is as before (JSON log lines; 120 columns)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.helpers.daemon import Feed, daemon_config, free_port
@@ -32,3 +36,28 @@ def test_run_once_on_a_backlog_shows_changes_merged_of_those_captured_per_table(
     assert code == 0, out[-3000:]
     assert "changes merged" not in out
     assert all(json.loads(line) for line in out.splitlines() if line.strip())
+
+
+def test_status_fits_the_terminal_it_prints_to(tmp_path: Path) -> None:
+    """``status`` draws its tables with rich's renderer to the terminal's width: on 80 columns no line is
+    longer and no table name is cut; off a terminal, 120 columns as before."""
+    feed = Feed(tmp_path / "feed", seed=62, flushes=2)
+    feed.release(2)
+    bad = feed.live / "dbo" / "payments" / "20240304-1459000000.csv"  # stops payments: a long explanation
+    bad.write_text("I,2024-03-04 14:59:00.000000,1,2\n")
+    cfg = daemon_config(tmp_path / "r.toml", source=feed.live, port=free_port())
+    assert run_cli_tty("run", "--once", "-c", str(cfg), tty=False)[0] == 1  # exits 1: a table is stopped
+    code, narrow = run_cli_tty("status", "-c", str(cfg), tty=True, columns=80)
+    assert code == 0, narrow
+    lines = narrow.splitlines()
+    assert max(len(line) for line in lines) <= 80, narrow
+    assert "STOPPED dbo.payments: column_count" in narrow
+    for table in ("dbo.insurance_claims", "dbo.payment_plans"):
+        assert any(line.startswith(table + " ") for line in lines), narrow
+    code, wide = run_cli_tty("status", "-c", str(cfg), tty=True, columns=200)
+    assert code == 0 and max(len(line) for line in wide.splitlines()) > 80, wide
+    piped = subprocess.run(
+        [sys.executable, "-m", "replicator", "status", "-c", str(cfg)], capture_output=True, text=True,
+        env={**os.environ, "COLUMNS": "80"}, check=True,
+    )  # fmt: skip
+    assert max(len(line) for line in piped.stdout.splitlines()) <= 120
