@@ -316,7 +316,9 @@ def views_to_text(views: list[ViewStatus]) -> str:
     if any(v.reason or v.note for v in views):
         lines.append("")
     for v in views:
-        if v.reason:
+        if v.reason and v.mode == "incremental":  # why its last batch was recomputed instead
+            lines += wrap(f"{v.view}: {v.reason}")
+        elif v.reason:
             lines += wrap(f"{v.view} is {v.mode} because {v.reason}")
         if v.note:
             lines += wrap(f"{v.view}: {v.note}")

@@ -50,7 +50,7 @@ class Costs:
             return "incremental", "not measured yet"
         if self.recompute is None:
             if guess >= EXPLORE_SECONDS:
-                return "recompute", f"incremental estimated {guess:.3f} s: measuring a recompute"
+                return "recompute", f"incremental estimated {guess:.3f} s; measuring a recompute once"
             return "incremental", f"incremental estimated {guess:.3f} s"
         if guess > self.recompute:
             return "recompute", f"incremental estimated {guess:.3f} s > recompute {self.recompute:.3f} s"

@@ -200,7 +200,7 @@ class ViewRefresher:
         metrics.REFRESH_SECONDS.labels(view=str(view)).observe(seconds)
         run = self.runs[view]
         run.refreshed_at, run.last_seconds = self.clock(), seconds
-        run.reason = f"last batch recomputed: {why}" if mode == "recompute" else ""
+        run.reason = f"its last batch was recomputed in the merge ({why})" if mode == "recompute" else ""
 
     def after_merges(
         self, changed: Set[TableId], *, blocked: Set[TableId] = frozenset(), flush: bool = False
