@@ -14,9 +14,8 @@ import pytest
 from replicator import config
 from replicator.storage import S3Settings, S3Store
 from tests.helpers.daemon import Feed
-from tests.helpers.deploy import task_environment
+from tests.helpers.deploy import DEPLOY, DMS_PARAMS, SECRETS, task_environment
 from tests.helpers.support import ROOT, run_cli
-from tests.ops.test_deploy import DEPLOY, DMS_PARAMS, SECRETS
 
 KEY = "arn:aws:kms:us-east-1:123456789012:key/0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e"
 OWNER = "123456789012"

@@ -174,3 +174,22 @@ def task_environment(params: dict[str, str], secrets: dict[str, str]) -> dict[st
     for entry in spec.get("Secrets", []):
         env[entry["Name"]] = secrets[entry["Name"]]
     return env
+
+
+# The stack parameters and secrets of a DMS task, as the task-definition tests pass them.
+DMS_PARAMS = {
+    "ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/replicator@sha256:" + "0" * 64,
+    "SourceBucket": "dms-bucket",
+    "SourcePrefix": "sales",
+    "DmsTimestampColumnName": "dms_commit_ts",
+    "StagingBucket": "staging-bucket",
+    "WarehouseHost": "analytics.example.internal",
+    "WarehouseDatabase": "analytics",
+    "WarehousePasswordSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:wh-AbCdEf",
+    "AdminTokenSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:admin-AbCdEf",
+}
+SECRETS = {
+    "REPLICATOR__WAREHOUSE__PASSWORD": "wh-secret",
+    "REPLICATOR__HTTP__ADMIN_TOKEN": "admin-secret-" + "0" * 32,
+    "REPLICATOR__SOURCE__POSTGRES__PASSWORD": "src-secret",
+}

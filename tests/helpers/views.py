@@ -4,13 +4,14 @@ tables, views and Hypothesis strategies of the incremental-maintenance property 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
 
-from replicator.model import Column, TableId, TableSchema
+from replicator.model import Change, Column, Op, Position, TableId, TableSchema
 from replicator.schema import load_tables
 from replicator.views import ViewCatalog, load_views, order_views, parse_view
 
@@ -97,3 +98,39 @@ def normal(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         return x
 
     return sorted((tuple(v(x) for x in r) for r in rows), key=repr)
+
+
+# -- changes to the sample tables, for a scripted source (tests.helpers.scripted) ---------------------------
+
+PLANS = TableId("dbo", "payment_plans")
+PAYMENTS = TableId("dbo", "payments")
+READS_PLANS = {  # every sample view reading dbo.payment_plans (directly or through another view)
+    "reporting.ar_aging",
+    "reporting.claims_by_status",
+    "reporting.daily_cash_collected",
+    "reporting.delinquent_payment_plans",
+}
+_pos = iter(range(1, 10_000))
+
+
+def _change(table: TableId, op: Op, *values: str | None) -> Change:
+    return Change(table, op, values, Position(f"{next(_pos):08d}"), datetime(2024, 5, 1, tzinfo=UTC))
+
+
+def plan(op: Op, total_fee: str) -> Change:
+    return _change(PLANS, op, "1", "1", "1", "braces", total_fee, "100.00", "50.00", "18", "2024-01-01",
+                   "delinquent", "true", "2024-01-01 00:00:00", "2024-01-01 00:00:00")  # fmt: skip
+
+
+def practice_and_patient() -> list[Change]:
+    return [
+        _change(TableId("dbo", "practices"), Op.INSERT, "1", "Smile", None, None, None, "Austin", "TX", None,
+                "America/Chicago", "true", "2020-01-01", "2020-01-01 00:00:00", "2020-01-01 00:00:00"),
+        _change(TableId("dbo", "patients"), Op.INSERT, "1", "1", "Ada", "Ng", "2010-01-01", None, None, None,
+                "true", None, "2024-01-01 00:00:00", "2024-01-01 00:00:00"),
+    ]  # fmt: skip
+
+
+def payment(i: int, amount: str) -> Change:
+    return _change(PAYMENTS, Op.INSERT, str(i), "1", "1", amount, "card", "posted", f"R{i}", None,
+                   "2024-05-01 10:00:00", "2024-05-01 10:00:00", "2024-05-01 10:00:00")  # fmt: skip

@@ -18,7 +18,9 @@ from packaging.utils import canonicalize_name
 from replicator import config
 from tests.helpers.deploy import (
     DEPLOY,
+    DMS_PARAMS,
     ROOT,
+    SECRETS,
     TEMPLATE,
     Resolver,
     container,
@@ -115,23 +117,6 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test_and_a_runbook_section() 
 
 
 # --- the task definition against the daemon ---------------------------------------------------------------
-
-DMS_PARAMS = {
-    "ImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/replicator@sha256:" + "0" * 64,
-    "SourceBucket": "dms-bucket",
-    "SourcePrefix": "sales",
-    "DmsTimestampColumnName": "dms_commit_ts",
-    "StagingBucket": "staging-bucket",
-    "WarehouseHost": "analytics.example.internal",
-    "WarehouseDatabase": "analytics",
-    "WarehousePasswordSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:wh-AbCdEf",
-    "AdminTokenSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:admin-AbCdEf",
-}
-SECRETS = {
-    "REPLICATOR__WAREHOUSE__PASSWORD": "wh-secret",
-    "REPLICATOR__HTTP__ADMIN_TOKEN": "admin-secret-" + "0" * 32,
-    "REPLICATOR__SOURCE__POSTGRES__PASSWORD": "src-secret",
-}
 
 
 @pytest.mark.parametrize("source", ["dms", "postgres"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from replicator.ops import stops
 from replicator.storage import LocalStore
-from tests.sources.sqlserver.test_sqlserver_source import TID, open_source, read_all, server_with_table
+from tests.helpers.sqlserver import TID, open_source, read_all, server_with_table
 
 
 def test_a_sqlserver_table_overtaken_by_the_cleanup_is_stopped_persisted_and_still_stopped_after_a_restart(

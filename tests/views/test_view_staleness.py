@@ -17,8 +17,7 @@ from replicator.storage import LocalStore, Quarantine
 from replicator.views.refresh import CONTROL_TABLE, ViewRefresher, read_status
 from replicator.warehouses import DuckDBWarehouse
 from tests.helpers.scripted import ScriptedSource
-from tests.helpers.views import TABLES, VIEWS
-from tests.views.test_views_paused import PLANS, READS_PLANS, _payment, _plan, _practice_and_patient
+from tests.helpers.views import PLANS, READS_PLANS, TABLES, VIEWS, payment, plan, practice_and_patient
 
 
 class _Session:
@@ -53,7 +52,7 @@ def test_staleness_of_a_paused_input_counts_from_the_pause_not_from_the_held_bat
     stop = threading.Event()
     try:
         pipeline.start()
-        source.script = [*_practice_and_patient(), _plan(Op.INSERT, "1000.00"), _payment(1, "100.00")]
+        source.script = [*practice_and_patient(), plan(Op.INSERT, "1000.00"), payment(1, "100.00")]
         pipeline.run(stop, once=True)
         # An operator paused the plans ten minutes ago; the daemon holds their merges back since then, and
         # the first held batch (and so the first round that notices) comes only now.
@@ -62,7 +61,7 @@ def test_staleness_of_a_paused_input_counts_from_the_pause_not_from_the_held_bat
         control.request("pause", PLANS, reason="test", who="operator")
         wh.run_statements(["UPDATE _replicator.table_control SET since = since - INTERVAL 10 MINUTE"])
         pipeline.paused.add(PLANS)
-        source.script = [_plan(Op.UPDATE, "1200.00"), _payment(2, "40.00")]
+        source.script = [plan(Op.UPDATE, "1200.00"), payment(2, "40.00")]
         pipeline.run(stop, once=True)
         stale = {s.view: s.stale_seconds for s in read_status(wh.fetch, now=datetime.now(UTC))}
         assert all(600 <= stale[v] < 700 for v in READS_PLANS), stale

@@ -17,48 +17,16 @@ from typing import Any
 import structlog
 
 from replicator.config import BatchConfig, PipelineConfig
-from replicator.model import Change, Op, Position, TableId
+from replicator.model import Op, TableId
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.views.refresh import ViewRefresher, read_status
 from replicator.warehouses import DuckDBWarehouse
 from tests.helpers.scripted import ScriptedSource
-from tests.helpers.views import TABLES, VIEWS
+from tests.helpers.views import PLANS, READS_PLANS, TABLES, VIEWS, payment, plan, practice_and_patient
 
-PLANS = TableId("dbo", "payment_plans")
-PAYMENTS = TableId("dbo", "payments")
 NOTE = "reads dbo.payment_plans, whose merge is paused or failing"
-READS_PLANS = {  # every sample view reading dbo.payment_plans (directly or through another view)
-    "reporting.ar_aging",
-    "reporting.claims_by_status",
-    "reporting.daily_cash_collected",
-    "reporting.delinquent_payment_plans",
-}
-_pos = iter(range(1, 10_000))
-
-
-def _change(table: TableId, op: Op, *values: str | None) -> Change:
-    return Change(table, op, values, Position(f"{next(_pos):08d}"), datetime(2024, 5, 1, tzinfo=UTC))
-
-
-def _plan(op: Op, total_fee: str) -> Change:
-    return _change(PLANS, op, "1", "1", "1", "braces", total_fee, "100.00", "50.00", "18", "2024-01-01",
-                   "delinquent", "true", "2024-01-01 00:00:00", "2024-01-01 00:00:00")  # fmt: skip
-
-
-def _practice_and_patient() -> list[Change]:
-    return [
-        _change(TableId("dbo", "practices"), Op.INSERT, "1", "Smile", None, None, None, "Austin", "TX", None,
-                "America/Chicago", "true", "2020-01-01", "2020-01-01 00:00:00", "2020-01-01 00:00:00"),
-        _change(TableId("dbo", "patients"), Op.INSERT, "1", "1", "Ada", "Ng", "2010-01-01", None, None, None,
-                "true", None, "2024-01-01 00:00:00", "2024-01-01 00:00:00"),
-    ]  # fmt: skip
-
-
-def _payment(i: int, amount: str) -> Change:
-    return _change(PAYMENTS, Op.INSERT, str(i), "1", "1", amount, "card", "posted", f"R{i}", None,
-                   "2024-05-01 10:00:00", "2024-05-01 10:00:00", "2024-05-01 10:00:00")  # fmt: skip
 
 
 def _notes(wh: DuckDBWarehouse) -> dict[str, str | None]:
@@ -91,14 +59,14 @@ def test_views_of_a_paused_table_say_they_read_stale_data_until_it_resumes(tmp_p
     stop = threading.Event()
     try:
         pipeline.start()
-        source.script = [*_practice_and_patient(), _plan(Op.INSERT, "1000.00"), _payment(1, "100.00")]
+        source.script = [*practice_and_patient(), plan(Op.INSERT, "1000.00"), payment(1, "100.00")]
         with structlog.testing.capture_logs() as logs:
             pipeline.run(stop, once=True)
         assert _stale_refreshes(logs) == []
         assert set(_notes(wh).values()) == {None}, "no table is paused, yet a view says it reads stale data"
 
         pipeline.paused.add(PLANS)
-        source.script = [_plan(Op.UPDATE, "1200.00"), _payment(2, "40.00")]
+        source.script = [plan(Op.UPDATE, "1200.00"), payment(2, "40.00")]
         with structlog.testing.capture_logs() as logs:
             pipeline.run(stop, once=True)
         # The payments went in and the views reading them were brought up to date; the plan change waits.
@@ -131,7 +99,7 @@ def test_views_of_a_paused_table_say_they_read_stale_data_until_it_resumes(tmp_p
 
         # A restart while still paused keeps counting from the pause, not from the restart.
         pipeline.paused.add(PLANS)
-        source.script = [_plan(Op.UPDATE, "1300.00")]
+        source.script = [plan(Op.UPDATE, "1300.00")]
         pipeline.run(stop, once=True)
         paused_at = {s.view: s.stale_seconds for s in read_status(wh.fetch)}
         wh.run_statements([

@@ -7,72 +7,18 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from replicator.model import Change, Column, TableId, TableSchema
+from replicator.model import Change
 from replicator.sources.sqlserver.source import (
     NeedsResync,
-    SqlServerOptions,
-    SqlServerSource,
     SqlServerSourceError,
     decode_position,
     to_wire,
 )
 from replicator.storage import LocalStore
-from tests.helpers.fake_mssql import Column as SrcColumn
-from tests.helpers.fake_mssql import FakeServer
-
-TID = TableId("dbo", "payments")
-SCHEMA = TableSchema(
-    TID,
-    (
-        Column.of("id", "integer", nullable=False),
-        Column.of("amount", "numeric(12,2)"),
-        Column.of("note", "varchar(40)"),
-    ),
-    ("id",),
-)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def server_with_table(rows: int = 0) -> FakeServer:
-    server = FakeServer()
-    server.create_table(
-        "dbo", "payments",
-        [SrcColumn("id", "int", nullable=False), SrcColumn("amount", "decimal", precision=12, scale=2),
-         SrcColumn("note", "nvarchar", char_length=40)],
-        ["id"],
-    )  # fmt: skip
-    with server.transaction() as tx:
-        for i in range(1, rows + 1):
-            tx.insert("dbo.payments", id=i, amount=Decimal(f"{i}.50"), note=f"r{i}")
-    server.enable_cdc("dbo", "payments")
-    return server
-
-
-def open_source(
-    server: FakeServer, state: LocalStore, clock: Clock | None = None, **options: Any
-) -> SqlServerSource:
-    opts = {"page_rows": 1000, "idle_save_seconds": 0.0, "poll_interval_seconds": 0.0, **options}
-    return SqlServerSource(
-        server.connect, {TID: SCHEMA}, state=state, options=SqlServerOptions(**opts), clock=clock or Clock()
-    )
-
-
-def read_all(src: SqlServerSource) -> list[Change]:
-    out = [c for c in src.read() if isinstance(c, Change)]
-    positions = [c.position.value for c in out]
-    assert positions == sorted(positions) and len(set(positions)) == len(positions), "source order"
-    return out
+from tests.helpers.sqlserver import SCHEMA, TID, Clock, open_source, read_all, server_with_table
 
 
 def brief(changes: list[Change]) -> list[tuple[str, tuple[str | None, ...]]]:
