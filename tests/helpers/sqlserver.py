@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from replicator.model import Change, Column, TableId, TableSchema
-from replicator.sources.sqlserver.source import SqlServerOptions, SqlServerSource
+from replicator.sources.sqlserver import SqlServerOptions, SqlServerSource
 from replicator.storage import LocalStore
 from tests.helpers.fake_mssql import Column as SrcColumn
 from tests.helpers.fake_mssql import FakeServer
