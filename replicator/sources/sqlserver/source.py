@@ -50,8 +50,8 @@ from replicator.sources.sqlserver.state import (
     SqlServerSourceError,
     TableState,
     load_state,
-    state_doc,
     mark_stopped,
+    state_doc,
 )
 from replicator.sources.sqlserver.values import (
     OPS,
