@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from prometheus_client import REGISTRY
 
 from replicator import config as config_mod
 from replicator.ops import Daemon
@@ -114,7 +115,18 @@ def _poller(read_ids: Callable[[int], list[int]], stop: threading.Event, seen: d
         stop.wait(max(0.0, POLL - (time.time() - started)))
 
 
+def _sums() -> dict[str, tuple[float, float]]:
+    """(sum, count) of the stage and merge duration histograms of this process."""
+    out = {}
+    for name in ("replicator_stage_duration_seconds", "replicator_merge_duration_seconds"):
+        total = REGISTRY.get_sample_value(f"{name}_sum", {"table": "public.lat"}) or 0.0
+        count = REGISTRY.get_sample_value(f"{name}_count", {"table": "public.lat"}) or 0.0
+        out[name.split("_")[1]] = (total, count)
+    return out
+
+
 def _run(source: str, tmp: Path, target: str | None, rate: int) -> dict[str, float]:
+    before = _sums()
     slot = f"lat_{uuid.uuid4().hex[:10]}"
     execute(source, "DROP TABLE IF EXISTS lat")
     execute(source, DDL)
@@ -167,7 +179,12 @@ def _run(source: str, tmp: Path, target: str | None, rate: int) -> dict[str, flo
     assert not missing, f"{len(missing)} rows never showed in the target"
     lat = sorted(seen[i] - float(t) for i, t in rows)
     q = statistics.quantiles(lat, n=100)
-    return {"rows": len(lat), "p50": q[49], "p95": q[94], "p99": q[98], "max": lat[-1]}
+    spent = {}
+    for key, (total, count) in _sums().items():
+        runs = count - before[key][1]
+        spent[key] = (total - before[key][0]) / runs if runs else 0.0
+        spent[f"{key}_n"] = runs
+    return {"rows": len(lat), "p50": q[49], "p95": q[94], "p99": q[98], "max": lat[-1], **spent}
 
 
 def _database(admin: str, name: str) -> str:
@@ -208,6 +225,7 @@ def test_commit_to_queryable_latency(pg_admin_dsn: str, tmp_path: Path) -> None:
                 f"\nlatency {datetime.now():%H:%M:%S} target={target_kind} rate={rate}/s"
                 f" rows={figures['rows']}"
                 f" p50={figures['p50']:.3f}s p95={figures['p95']:.3f}s p99={figures['p99']:.3f}s"
-                f" max={figures['max']:.3f}s load={os.getloadavg()[0]:.1f}"
+                f" max={figures['max']:.3f}s load={os.getloadavg()[0]:.1f}; per batch: stage"
+                f" {figures['stage']:.3f}s, merge {figures['merge']:.3f}s ({figures['merge_n']:.0f} merges)"
             )
     assert results
