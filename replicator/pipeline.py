@@ -362,7 +362,8 @@ class Pipeline:
         """Every staged batch of ``tables`` (each table's oldest first) in ONE warehouse transaction, for a
         warehouse whose commits are costly and serialised (Redshift: ``round_commits``). A table whose
         batch fails is set aside (``_merge_failed``) and the round is tried again without it, so it never
-        holds the others back; a failed commit falls back to one transaction per table."""
+        holds the others back; when the commit itself fails, every table of the round is failed for this
+        round (nothing committed) and the next round tries again."""
         todo = list(tables)
         while todo and not (stop is not None and stop.is_set()):
             pending = {t: list(self.stager.pending(t)) for t in todo}
@@ -373,6 +374,8 @@ class Pipeline:
                 return
             with self.merge_gate:
                 todo = [t for t in todo if t not in self.paused]
+                if not todo:  # all paused meanwhile
+                    return
                 try:
                     self._apply_many([m for t in todo for m in pending[t]])
                 except RoundFailed as exc:
@@ -445,17 +448,10 @@ class Pipeline:
     def _apply_many(self, manifests: list[Manifest]) -> None:
         """``apply_round`` of the warehouse over ``manifests``; then, as ``_apply`` does for one, each staged
         batch is removed and counted."""
-        store = self.stager.store
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="replicator-") as tmp:
-            batches = []
-            for i, manifest in enumerate(manifests):
-                if isinstance(store, LocalStore):
-                    local = Path(store.uri(manifest.data_key))
-                else:
-                    local = Path(tmp) / f"batch{i}.parquet"
-                    store.download(manifest.data_key, local)
-                batches.append((manifest, manifest.schema(), local))
+            local = [self._local_file(m, Path(tmp) / f"b{i}") for i, m in enumerate(manifests)]
+            batches = [(m, m.schema(), path) for m, path in zip(manifests, local, strict=True)]
             results = self.warehouse.apply_round(batches)  # type: ignore[attr-defined]
         crash_point("after_merge")
         seconds = (time.perf_counter() - started) / max(len(manifests), 1)
@@ -464,16 +460,20 @@ class Pipeline:
             self._count_applied(manifest, result, seconds)
         log.info("round_committed", batches=len(manifests), tables=len({m.table for m in manifests}))
 
-    def _apply(self, manifest: Manifest, schema: TableSchema) -> None:
+    def _local_file(self, manifest: Manifest, scratch: Path) -> Path:
+        """The batch's Parquet file on this machine: the staged file itself on a local store, else a copy
+        downloaded to ``scratch`` (in a folder the caller removes)."""
         store = self.stager.store
-        started = time.perf_counter()
         if isinstance(store, LocalStore):
-            result = self.warehouse.apply(manifest, schema, Path(store.uri(manifest.data_key)))
-        else:
-            with tempfile.TemporaryDirectory(prefix="replicator-") as tmp:
-                local = Path(tmp) / "batch.parquet"
-                store.download(manifest.data_key, local)
-                result = self.warehouse.apply(manifest, schema, local)
+            return Path(store.uri(manifest.data_key))
+        store.download(manifest.data_key, scratch)
+        return scratch
+
+    def _apply(self, manifest: Manifest, schema: TableSchema) -> None:
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="replicator-") as tmp:
+            local = self._local_file(manifest, Path(tmp) / "batch")
+            result = self.warehouse.apply(manifest, schema, local)
         crash_point("after_merge")
         self.stager.remove(manifest)
         self._count_applied(manifest, result, time.perf_counter() - started)

@@ -109,10 +109,10 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "replicator/pipeline.py",
-                "        started = time.perf_counter()\n        if isinstance(store, LocalStore):\n",
-                "        started = time.perf_counter()\n"
-                '        store.delete(manifest.data_key.removesuffix(".parquet") + ".json")\n'
-                "        if isinstance(store, LocalStore):\n",
+                '            local = self._local_file(manifest, Path(tmp) / "batch")\n',
+                '            local = self._local_file(manifest, Path(tmp) / "batch")\n'
+                "            self.stager.store.delete(manifest.data_key.removesuffix"
+                '(".parquet") + ".json")\n',
             ),
         ),
         (

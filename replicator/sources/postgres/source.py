@@ -446,6 +446,7 @@ class PostgresSource:
         raw = pg.raw_tuple
         limit, cap = self.chunk_rows, self.chunk_bytes
         full = self.stream.run_size
+        holding: set[TableId] = set()  # tables that collected rows since the socket last drained
         txn = self._txn
         for run in self.stream.messages():
             for payload in run:
@@ -474,6 +475,8 @@ class PostgresSource:
                             rows.txn = txn
                             rows.starts.append((len(rows.rows), txn))
                             txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
+                        if not rows.positions:
+                            holding.add(rel.table)
                         rows.rows.append(values)
                         rows.ops.append(OPS[tag])
                         rows.positions.append(at)
@@ -532,10 +535,12 @@ class PostgresSource:
                             yielded[rel.table] = txn.last[rel.table] = value
                             yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
                 # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
-            if len(run) < full and collectors:
+            if len(run) < full and holding:
                 # The socket is drained: nothing more to read right now. Hand on what was collected, so rows
-                # wait in the buffer (whose age and size limits decide the batches), never here.
-                for table in list(collectors):
+                # wait in the buffer (whose age and size limits decide the batches), never here. Only the
+                # tables that collected rows since (not every table's collector, at every drained run).
+                tables, holding = holding, set()
+                for table in tables:
                     yield from self._flush(table)
         for table in list(collectors):
             yield from self._flush(table)
