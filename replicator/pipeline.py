@@ -386,6 +386,10 @@ class Pipeline:
                     self._merge_failed(exc.table, exc.error)
                     todo.remove(exc.table)
                     continue
+                except Exception as exc:  # e.g. a staged file that could not be downloaded: nothing applied
+                    for t in todo:
+                        self._merge_failed(t, exc)
+                    return
             for t in todo:
                 metrics.BACKLOG_BATCHES.labels(table=str(t)).set(0)
                 self._merged(t)

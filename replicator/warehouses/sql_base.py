@@ -241,14 +241,14 @@ class SqlWarehouse(abc.ABC):
         the merge)."""
         prepared = []
         for manifest, schema, parquet in batches:
-            if manifest.table != schema.table:
-                raise ValueError(f"manifest of {manifest.table} applied with the schema of {schema.table}")
-            info = inspect_batch(parquet, schema)
-            opts = self._table_options(schema.table)
             try:
+                if manifest.table != schema.table:
+                    raise ValueError(f"manifest of {manifest.table} with the schema of {schema.table}")
+                info = inspect_batch(parquet, schema)
+                opts = self._table_options(schema.table)
                 nulls = evolution.evolve(self, schema, keep_dropped=opts.dropped_columns == "keep")
-            except Exception as exc:
-                raise RoundFailed(schema.table, exc) from exc
+            except Exception as exc:  # this table's batch, not the round: the caller sets the table aside
+                raise RoundFailed(manifest.table, exc) from exc
             prepared.append((manifest, schema, parquet, info, nulls))
         started = time.monotonic()
         results = []

@@ -110,3 +110,30 @@ def test_one_commit_per_round_and_a_failing_table_does_not_hold_the_others_back(
     finally:
         wh.close()
         shim.close()
+
+
+def test_a_staged_file_that_cannot_be_read_fails_its_table_only_not_the_round(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    params = dsn_params(pg_dsn)
+    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
+    wh = open_stand_in(shim, pg_dsn)
+    feed = Feed()
+    staging = LocalStore(tmp_path / "staging")
+    pipeline = Pipeline(
+        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
+        batch=BatchConfig(max_rows=10), settings=PipelineConfig(),
+    )  # fmt: skip
+    try:
+        pipeline.start()
+        for table in TABLES:
+            feed.add(table, (1, "x"))
+        pipeline.capture(threading.Event())
+        [broken] = list(pipeline.stager.pending(TABLES[1]))
+        (tmp_path / "staging" / broken.data_key).write_bytes(b"not parquet")  # read before the transaction
+        pipeline.merge_all()
+        assert set(pipeline.errors) == {TABLES[1]}, pipeline.errors
+        assert _ledger(pg_dsn) == {"a": 1, "c": 1}
+    finally:
+        wh.close()
+        shim.close()
