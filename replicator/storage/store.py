@@ -129,8 +129,11 @@ class LocalStore:
                     continue
                 try:
                     st = full.stat()
-                except FileNotFoundError:  # a dangling link: listed, and refused when read
-                    st = full.lstat()
+                except FileNotFoundError:
+                    try:
+                        st = full.lstat()  # a dangling link: listed, and refused when read
+                    except FileNotFoundError:
+                        continue  # removed since the walk saw it (a merged batch, while status lists)
                 found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
         found.sort(key=lambda o: o.key.encode())
         yield from found
