@@ -9,7 +9,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,11 @@ import psycopg2
 
 from replicator.demo import feed as demo
 from tests.helpers.pg import dsn_params, execute, fetch
+from tests.helpers.ports import free_port
 from tests.helpers.support import ROOT, expected_state
 
 TOKEN = "op-token-7f3a9c-" + "5e1d" * 8  # a test secret (40 chars): asserted never to show up in logs
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Feed:
@@ -143,6 +136,8 @@ class DaemonProcess:
         return out
 
     def ready(self) -> bool:
+        if self.proc.poll() is not None:  # not another test's daemon answering on a port it lost
+            raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}")
         return http("GET", f"{self.url}/readyz")[0] == 200
 
     def wait_ready(self, timeout: float = 40) -> None:
@@ -191,7 +186,7 @@ def wait_for(check: Callable[[], bool], timeout: float, message: Callable[[], st
 
 def tables_of(url: str) -> dict[str, dict[str, Any]]:
     code, doc = http("GET", f"{url}/tables", token=TOKEN)
-    assert code == 200, doc
+    assert code == 200, f"GET /tables answered {code or 'nothing'}: {doc}"
     return {r["table"]: r for r in doc["tables"]}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from replicator import config
 from replicator.demo import feed as demo
 from replicator.ops import commands
+from tests.helpers.ports import free_port
 from tests.helpers.support import ROOT, write_config
 
 # The sample names each metric type exposes (prometheus_client), for families the scrape has no samples of.
@@ -66,14 +66,8 @@ def parse(text: str) -> dict[str, set[str] | None]:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape_daemon(cfg_path: Path, timeout: float = 90) -> str:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "REPLICATOR__HTTP__HOST": "127.0.0.1", "REPLICATOR__HTTP__PORT": str(port)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "replicator", "run", "-c", str(cfg_path)],

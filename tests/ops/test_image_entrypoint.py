@@ -29,7 +29,7 @@ import pytest
 from replicator.demo import feed as demo
 from replicator.storage import S3Settings
 from tests.helpers.deploy import ROOT, exec_form, healthcheck, runtime_stage, task_environment, template
-from tests.helpers.scrape import _free_port
+from tests.helpers.ports import free_port
 from tests.helpers.support import assert_same_state, expected_state, postgres_state
 
 
@@ -109,7 +109,7 @@ def test_the_images_entrypoint_replicates_answers_its_health_check_and_stops_on_
     task_env = task_environment(
         params, {"REPLICATOR__WAREHOUSE__PASSWORD": "unused", "REPLICATOR__HTTP__ADMIN_TOKEN": "t" * 32}
     )
-    port = _free_port()
+    port = free_port()
     env = {
         "HOME": str(workdir),
         "LANG": "C.UTF-8",
