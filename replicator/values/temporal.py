@@ -15,6 +15,9 @@ Storage (what the staged Parquet holds):
 Timestamps must fit int64 microseconds from 1970: PostgreSQL's last ~30 years (after 294247-01-10
 04:00:54.775806 AD) do not, and are refused like any value that does not parse.
 
+``outside`` finds the values of a column that a target with a narrower range cannot hold (Redshift's DATE
+and TIMESTAMP: 4713 BC to 294276 AD, no infinity).
+
 Values of the usual shape are cast by Arrow in bulk; only the rows in one of the forms above go through
 Python (``_civil``), so a column without them costs one Arrow cast.
 """
@@ -193,6 +196,36 @@ def civil_from_days(days: int) -> tuple[int, int, int]:
     day = doy - (153 * mp + 2) // 5 + 1
     month = mp + 3 if mp < 10 else mp - 9
     return yoe + era * 400 + (month <= 2), month, day
+
+
+# -- range checks -----------------------------------------------------------------------------------------
+
+
+def outside(column: pa.Array, first_day: int, last_day: int) -> tuple[int, str] | None:
+    """For a date32 or timestamp[us] column: how many of its values lie outside the days ``first_day`` ..
+    ``last_day`` (from 1970-01-01; a timestamp counts by its UTC day, an infinity is always outside), and
+    the first of them as PostgreSQL text (``infinity``, ``0044-03-15 BC``); None when every value is
+    inside, or for any other type. For targets whose types hold less than the stage does (Redshift)."""
+    t = column.type
+    if pa.types.is_date32(t):
+        ints = column.cast(pa.int32())
+        lo, hi = first_day, last_day
+    elif pa.types.is_timestamp(t) and t.unit == "us":
+        ints = column.cast(pa.int64())
+        lo = max(first_day * DAY_US, -TIMESTAMP_INFINITY + 1)
+        hi = min((last_day + 1) * DAY_US - 1, TIMESTAMP_INFINITY - 1)
+    else:
+        return None
+    if len(ints) == ints.null_count:
+        return None
+    bounds = pc.min_max(ints)
+    if bounds["min"].as_py() >= lo and bounds["max"].as_py() <= hi:
+        return None
+    bad = pc.fill_null(pc.or_(pc.less(ints, lo), pc.greater(ints, hi)), False)
+    first = ints.filter(bad)[0].as_py()
+    zone = "+00" if pa.types.is_timestamp(t) and t.tz is not None else ""
+    text = _date_text(first) if pa.types.is_date32(t) else _timestamp_text(first, zone)
+    return int(pc.sum(bad.cast(pa.int64())).as_py()), text
 
 
 # -- Arrow -> PostgreSQL input text ------------------------------------------------------------------------

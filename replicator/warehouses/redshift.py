@@ -29,6 +29,12 @@ connects (tests parse their SQL). What shapes that SQL (see DESIGN.md "Targets")
   int -> bigint and numeric precision changes are reported as incompatible.
 - Concurrent writers fail with ``1023 serializable isolation violation``: every apply locks the ledger,
   the progress table and then the target, always in that order, and retries on 1023.
+- DATE, TIMESTAMP and TIMESTAMPTZ hold 4713 BC to 294276 AD and no infinity; the stage holds PostgreSQL's
+  infinities (and dates to 5874897 AD). A batch with such a value in a column of these types is refused
+  before COPY (``unfit_temporal``), which stops its table with the reason, the same whether the column was
+  there from the start or added later: the stage's stand-in for a timestamp infinity (the largest 64-bit
+  microsecond count) is a valid Redshift timestamp in 294247 AD, so COPY would load a wrong value rather
+  than fail. BC years and years past 9999 inside the range load as they are.
 """
 
 from __future__ import annotations
@@ -41,13 +47,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import structlog
 
 from replicator.config import Config
 from replicator.model import Column, Manifest, TableSchema
 from replicator.schema import RedshiftLayout, TableOptions
 from replicator.sql import quote_ident, quote_literal, quote_table
-from replicator.values import SCALAR_KINDS, TEXT_KINDS
+from replicator.values import SCALAR_KINDS, TEXT_KINDS, temporal
 from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.dialect import LEDGER, PROGRESS, Dialect
 from replicator.warehouses.sql_base import RoundFailed, SqlWarehouse
@@ -141,6 +149,48 @@ def layout(columns: tuple[Column, ...], spec: RedshiftLayout) -> tuple[dict[str,
     return {k: v for k, v in encodings.items() if k in names}, "".join(f" {p}" for p in parts)
 
 
+# Redshift's "4713 BC to 294276 AD": from Julian day 0 (4714-11-24 BC in the proleptic Gregorian calendar
+# that PostgreSQL and the stage count in, as PostgreSQL's own lower bound) to the last day of 294276.
+FIRST_DAY = temporal.days_from_civil(-4713, 11, 24)
+LAST_DAY = temporal.days_from_civil(294276, 12, 31)
+
+
+class ValueOutOfRange(ValueError):
+    """A staged batch holds a date or timestamp that Redshift's column type cannot hold. Terminal for its
+    table: the value is in the staged file, so every retry meets it again."""
+
+
+def unfit_temporal(schema: TableSchema, parquet: Path) -> str | None:
+    """Why the staged file's date and timestamp columns cannot go into Redshift (an infinity, a date past
+    294276 AD), with what to do; None when they can. Names columns and counts values, never shows one
+    (other than an infinity)."""
+    stored = {f.name: f.type for f in pq.read_schema(parquet)}
+    columns = [
+        c
+        for c in schema.columns
+        if c.name in stored and (pa.types.is_date32(stored[c.name]) or pa.types.is_timestamp(stored[c.name]))
+    ]
+    if not columns:
+        return None
+    table = pq.read_table(parquet, columns=[c.name for c in columns])
+    problems = []
+    for c in columns:
+        found = temporal.outside(table.column(c.name).combine_chunks(), FIRST_DAY, LAST_DAY)
+        if found is None:
+            continue
+        n, example = found
+        what = f"such as {example}" if example.endswith("infinity") else "outside that range"
+        problems.append(f"column {c.name} ({c.type}): {n} value{'s' if n > 1 else ''} {what}")
+    if not problems:
+        return None
+    return (
+        f"{schema.table}: Redshift's DATE and TIMESTAMP hold 4713 BC to 294276 AD and no infinity; "
+        + "; ".join(problems)
+        + ". Declare such a column text in schemas/ (its values are then PostgreSQL's text, infinity"
+        " included) and resync the table."
+    )
+
+
 log = structlog.get_logger(__name__)
 
 # (warehouse, schema, staging table, staged file, moves: the file has ``_from_seq``) -> None
@@ -215,6 +265,7 @@ class RedshiftWarehouse(SqlWarehouse):
     """``Warehouse`` on Redshift. ``connect`` returns a DB-API connection (``redshift_connector``)."""
 
     name = "redshift"
+    first_day, last_day = FIRST_DAY, LAST_DAY  # what DATE and TIMESTAMP hold (days from 1970-01-01)
 
     def __init__(
         self,
@@ -254,6 +305,9 @@ class RedshiftWarehouse(SqlWarehouse):
             cur.close()
 
     def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
+        unfit = unfit_temporal(schema, parquet)
+        if unfit is not None:
+            raise ValueOutOfRange(unfit)
         if self._loader is not None:
             self._loader(self, schema, staging, parquet, moves)
             return

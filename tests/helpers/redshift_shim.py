@@ -23,11 +23,12 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import redshift_connector
 
@@ -40,6 +41,7 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.sql import quote_ident
+from replicator.values import temporal
 from replicator.warehouses import REDSHIFT, RedshiftWarehouse
 
 _SSL_REQUEST = 80877103
@@ -172,6 +174,11 @@ def _pump_backend(server: socket.socket, client: socket.socket) -> None:
 # which are only generated and parsed (tests/warehouses/test_redshift_sql.py): SUPER (-> json/jsonb), VARBYTE
 # (-> bytea), json_serialize (-> CAST AS text), SYSDATE (-> CURRENT_TIMESTAMP), ENCODE/DISTKEY/SORTKEY
 # (left out) and COPY from S3 (-> ``stand_in_loader``, which inserts the same rows over the connection).
+#
+# Dates, times and timestamps go from their Parquet integers (days, microseconds) to exact text, never
+# through Python's datetime (years 1 to 9999, no 24:00:00): COPY reads the integers, so BC years, years past
+# 9999 and 24:00:00 load as they are, and a value Redshift's types cannot hold (an infinity, a date past
+# 294276 AD) fails the load as it must not load on Redshift.
 
 
 STAND_IN = dataclasses.replace(
@@ -193,8 +200,6 @@ def _text(v: Any) -> str | None:
         return "\\x" + v.hex()
     if isinstance(v, list):
         return json.dumps(v, ensure_ascii=False, separators=(",", ":"))  # json_serialize's compact form
-    if isinstance(v, datetime | date | time):
-        return v.isoformat()
     if isinstance(v, float):
         return repr(v)
     if isinstance(v, int | Decimal):
@@ -216,16 +221,37 @@ def stand_in_loader(
         d.column_type(schema.column(c).type) if c in schema.column_names else meta.get(c, d.text_array)
         for c in wanted
     ]
-    rows = pq.read_table(parquet).to_pylist()
-    if not rows:
+    table = pq.read_table(parquet)
+    if table.num_rows == 0:
         return
+    columns = [_copy_values(table.column(c).combine_chunks(), c) for c in wanted]
+    rows = list(zip(*columns, strict=True))
     one = "(" + ", ".join(f"CAST(CAST(%s AS TEXT) AS {t})" for t in types) + ")"
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
-        params = [_text(r[c]) for r in chunk for c in wanted]
+        params = [_text(v) for r in chunk for v in r]
         cols = ", ".join(quote_ident(c) for c in wanted)
         sql = f"INSERT INTO {quote_ident(staging)} ({cols}) VALUES " + ", ".join([one] * len(chunk))
         wh.execute(sql, params)
+
+
+def _copy_values(column: pa.Array, name: str) -> list[Any]:
+    """A Parquet column as the values COPY would load: temporal ones as exact PostgreSQL text, computed from
+    the stored integers (days, microseconds); everything else as Python values."""
+    t = column.type
+    if not (pa.types.is_date32(t) or pa.types.is_timestamp(t) or pa.types.is_time64(t)):
+        values: list[Any] = column.to_pylist()
+        return values
+    unfit = temporal.outside(column, RedshiftWarehouse.first_day, RedshiftWarehouse.last_day)
+    if unfit is not None:
+        raise ValueError(f"COPY: column {name} holds {unfit[1]}, which Redshift's {t} cannot hold")
+    text = temporal.postgres_text(column)
+    if text is None and pa.types.is_timestamp(t) and t.tz is not None:
+        text = pc.binary_join_element_wise(pc.cast(column.cast(pa.timestamp(t.unit)), pa.string()), "+00", "")
+    elif text is None:
+        text = pc.cast(column, pa.string())
+    texts: list[Any] = text.to_pylist()
+    return texts
 
 
 def open_stand_in(shim: RedshiftShim, dsn: str, **kwargs: Any) -> RedshiftWarehouse:
