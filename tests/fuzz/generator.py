@@ -36,7 +36,7 @@ from tests.fuzz.ops import (
     Workload,
     column_type,
 )
-from tests.fuzz.type_table import TYPES
+from tests.fuzz.type_table import BY_NAME, TYPES
 
 # replicator.storage.faults' points when this was written (a point the code under test lacks never fires).
 CRASH_POINTS = ("mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove")
@@ -172,7 +172,10 @@ class _Gen:
     def new_column(self, t: _Table, *, addable: bool = False) -> str:
         choices = [x for x in self.types if x.addable] if addable else self.types
         self.m.next_column += 1
-        return f"c{self.m.next_column}_{self.rng.choice(choices).name}"
+        kind = self.rng.choice(choices)
+        if addable:  # added mid-stream: the type of its OID, which may hold less on this target
+            kind = BY_NAME[kind.added_as.get(self.p.target, kind.name)]
+        return f"c{self.m.next_column}_{kind.name}"
 
     def tables(self) -> None:
         r = self.rng

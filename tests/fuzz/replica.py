@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.fuzz.ops import TableDef
-from tests.helpers.daemon import free_port
 from tests.helpers.pg import confirmed_flush, current_lsn, dsn_params, execute
+from tests.helpers.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "fuzz-token-" + "a" * 32

@@ -6,8 +6,13 @@ domains, arrays of them, PostgreSQL's extreme dates), declared in the schema fil
 (``/work/notes/types.md`` in the issue's notes gives the mapping). ``TYPES`` is what a workload draws from.
 
 Values are PostgreSQL input text. Where a target cannot hold a value, the schema file declares what the
-replicator documents for it (``schema_for``): the Redshift path has no infinity, and its test loader goes
-through Python values, which hold neither BC dates nor ``24:00:00``, so those columns are ``text`` there.
+replicator documents for it (``schema_for``): Redshift has no infinity (a date, timestamp or timestamptz
+holding one stops its table), so those columns are ``text`` there. A column added mid-stream gets the type of
+its OID, not the schema file's: on Redshift those types are added as their ``_rs`` variant (``added_as``,
+values Redshift holds: BC years back to 4714-11-24 BC, years past 9999), the infinities staying with the
+columns declared ``text``. The Redshift test loader reads dates, times and timestamps from Parquet's integers
+(``tests/helpers/redshift_shim.py``), so BC years, years past 9999 and ``24:00:00`` are tested there as
+they are.
 """
 
 from __future__ import annotations
@@ -204,11 +209,11 @@ def canon_inet(text: str) -> str:
     return text
 
 
-_REDSHIFT_TEXT = {"redshift": "text"}  # no infinity, and the test loader's Python values hold no BC/24:00:00
+_REDSHIFT_TEXT = {"redshift": "text"}  # no infinity on Redshift (or no TIMETZ/array type there)
 
 MORE: tuple[FuzzType, ...] = (
     T("time", "time", "time", edge=("00:00:00", "23:59:59.999999", "24:00:00", "12:34:56.789"),
-      gen=_time, bulk="time '00:00' + g * interval '1 second'", schema_for=_REDSHIFT_TEXT),
+      gen=_time, bulk="time '00:00' + g * interval '1 second'"),
     T("timetz", "timetz", "time with time zone",
       edge=("12:34:56.789+05:30", "00:00:00-15:59:59", "23:59:59.999999+15:59", "24:00:00+00"),
       gen=_timetz, bulk="timetz '00:00+02' + g * interval '1 second'", schema_for=_REDSHIFT_TEXT),
@@ -283,23 +288,24 @@ MORE: tuple[FuzzType, ...] = (
     T("posint", "posint", "integer", edge=("1", "2147483647"), gen=gen_int(1, 2**31 - 1), bulk="g::int + 1",
       canon=canon_int),
     T("clock", "clock", "time", edge=("01:02:03", "24:00:00"), gen=_time,
-      bulk="time '01:00' + g * interval '1 s'",
-      schema_for=_REDSHIFT_TEXT),
+      bulk="time '01:00' + g * interval '1 s'"),
     T("addr", "addr", "inet", edge=("::1", "10.1.2.3"), gen=_ipv4, bulk="'10.0.0.0'::inet + g",
       canon=canon_inet),
     T("span", "span", "int4range", edge=("[1,2)", "empty"), gen=_range(0, 100),
       bulk="int4range(1, g::int + 2)"),
     T("date_x", "date", "date",
       edge=("infinity", "-infinity", "4714-11-24 BC", "5874897-12-31", "0044-03-15 BC"),
-      gen=gen_date, bulk="date '2000-01-01'", canon=canon_date, schema_for=_REDSHIFT_TEXT),
+      gen=gen_date, bulk="date '2000-01-01'", canon=canon_date, schema_for=_REDSHIFT_TEXT,
+      added_as={"redshift": "date_rs"}),
     T("timestamp_x", "timestamp", "timestamp",
       edge=("4714-11-24 00:00:00 BC", "infinity", "-infinity", "10000-01-01 00:00:00.5",
             "294246-12-31 23:59:59"),
-      gen=gen_ts, bulk="timestamp '2000-01-01'", canon=canon_timestamp, schema_for=_REDSHIFT_TEXT),
+      gen=gen_ts, bulk="timestamp '2000-01-01'", canon=canon_timestamp, schema_for=_REDSHIFT_TEXT,
+      added_as={"redshift": "timestamp_rs"}),
     T("timestamptz_x", "timestamptz", "timestamp with time zone",
       edge=("0044-03-15 10:00:00+00 BC", "infinity", "-infinity", "12345-06-07 08:09:10+05"),
       gen=gen_tstz, bulk="timestamptz '2000-01-01 00:00+00'", canon=canon_timestamptz,
-      schema_for=_REDSHIFT_TEXT),
+      schema_for=_REDSHIFT_TEXT, added_as={"redshift": "timestamptz_rs"}),
     T("time_array", "time[]", "time[]", edge=("{}", "{24:00:00,NULL}"), gen=_array(_time, quote=False),
       bulk="ARRAY[time '00:00' + g * interval '1 s']", schema_for=_REDSHIFT_TEXT),
     T("inet_array", "inet[]", "inet[]", edge=("{}", "{::1,10.0.0.1/8}"), gen=_array(_ipv4, quote=False),
@@ -328,6 +334,20 @@ MORE: tuple[FuzzType, ...] = (
 # fmt: on
 
 TYPES: tuple[FuzzType, ...] = BASIC + MORE
-# Generated only when named (--types): none at the moment.
-EXTRA_TYPES: tuple[FuzzType, ...] = ()
+# Generated only when named (--types), or in place of a type whose ``added_as`` names them.
+# fmt: off
+EXTRA_TYPES: tuple[FuzzType, ...] = (
+    # The extreme dates and timestamps Redshift's DATE and TIMESTAMP hold (4713 BC to 294276 AD, no infinity).
+    T("date_rs", "date", "date",
+      edge=("4714-11-24 BC", "0044-03-15 BC", "0001-01-01", "10000-01-01", "294276-12-31"),
+      gen=gen_date, bulk="date '2000-01-01'", canon=canon_date),
+    T("timestamp_rs", "timestamp", "timestamp",
+      edge=("4714-11-24 00:00:00 BC", "0044-03-15 12:00:00 BC", "10000-01-01 00:00:00.5",
+            "294246-12-31 23:59:59.999999"),
+      gen=gen_ts, bulk="timestamp '2000-01-01'", canon=canon_timestamp),
+    T("timestamptz_rs", "timestamptz", "timestamp with time zone",
+      edge=("4714-11-24 00:00:00+00 BC", "0044-03-15 10:00:00+00 BC", "12345-06-07 08:09:10+05"),
+      gen=gen_tstz, bulk="timestamptz '2000-01-01 00:00+00'", canon=canon_timestamptz),
+)
+# fmt: on
 BY_NAME = {t.name: t for t in (*TYPES, *EXTRA_TYPES)}

@@ -34,7 +34,10 @@ class FuzzType:
     """A source column type: ``ddl`` at the source, ``schema`` in the schema file (per target kind where it
     differs: ``{"duckdb": "text"}``), ``edge`` values tried often, ``gen`` for random ones, ``bulk`` an SQL
     expression of ``g`` (a bigint) for server-side rows, ``canon`` the canonical form of a value read back
-    as text, ``read`` the expression that reads column ``{c}`` as text on an engine (``pg`` or ``duckdb``)."""
+    as text, ``read`` the expression that reads column ``{c}`` as text on an engine (``pg`` or ``duckdb``),
+    ``added_as`` the type a column added mid-stream is drawn as instead, per target, where the type the
+    replicator gives it (from the OID) does not hold every value of this one there (``{"redshift":
+    "date_rs"}``: no infinity): a column there from the start is declared ``schema_type`` instead."""
 
     name: str
     ddl: str
@@ -46,6 +49,7 @@ class FuzzType:
     schema_for: dict[str, str] = field(default_factory=dict)
     read: dict[str, str] = field(default_factory=dict)
     addable: bool = True  # may be added mid-stream (ADD COLUMN): its type from the OID maps faithfully
+    added_as: dict[str, str] = field(default_factory=dict)
 
     def schema_type(self, target: str) -> str:
         return self.schema_for.get(target, self.schema)
