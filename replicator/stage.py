@@ -46,6 +46,7 @@ from replicator.obs import metrics
 from replicator.schema import ColumnPolicies, null_key_mask, resolve_unchanged, typed_column
 from replicator.schema import apply as apply_policies
 from replicator.storage import ObjectStore, Quarantine, crash_point
+from replicator.values import LogicalType
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +166,7 @@ def batch_to_arrow(batch: Batch, *, suspect: Set[str] = frozenset()) -> tuple[pa
     schema = batch.schema
     if isinstance(batch.changes, ChunkedChanges) and _columnar(schema, batch.changes):
         text = _text_table(schema, batch.changes.parts)
-        return _finish(schema, text, _Rows(list(range(text.num_rows))), batch.changes, suspect)
+        return _finish(schema, text, _Rows(), batch.changes, suspect)
     changes = list(batch.changes)
     if changes[0].op is Op.TRUNCATE:
         # A truncate carries no row; stage one all-NULL row whose _op says 'T'.
@@ -186,7 +187,7 @@ def batch_to_arrow(batch: Batch, *, suspect: Set[str] = frozenset()) -> tuple[pa
         described = _Rows([kept[s] for s in source], origin, unchanged)
     else:  # every row full: nothing to resolve (the common case)
         rows = [changes[i] for i in kept] if rejected else changes
-        described = _Rows(kept)
+        described = _Rows(kept if rejected else None)
     table, more = _finish(schema, _rows_text(schema, rows), described, changes, suspect)
     if not rejected:
         return table, more
@@ -198,12 +199,44 @@ def batch_to_arrow(batch: Batch, *, suspect: Set[str] = frozenset()) -> tuple[pa
 
 @dataclass(slots=True)
 class _Rows:
-    """What each row of a batch's text table stands for: the index of its change in the batch, and (rows
-    path only) the row supplying its unchanged columns (``resolve_unchanged``) and its unchanged list."""
+    """What each row of a batch's text table stands for: the index of its change in the batch (None: row
+    ``i`` is change ``i``), and (rows path only) the row supplying its unchanged columns
+    (``resolve_unchanged``) and its unchanged list."""
 
-    change: list[int]
+    change: list[int] | None = None
     origin: list[int | None] | None = None
     unchanged: list[list[str] | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    """A kind of bad row ``_finish`` found: its column, reason, and the type the value is not (None: a
+    null primary key)."""
+
+    column: str
+    reason: str
+    type: LogicalType | None = None
+
+    def detail(self, text: pa.ChunkedArray) -> pa.ChunkedArray | pa.Scalar:
+        """The quarantine's detail for rows with this problem, ``text`` being their values."""
+        if self.type is None:
+            return pa.scalar(f"primary key column {self.column} is null")
+        long = pc.max(pc.binary_length(text)).as_py() or 0
+        shown = pc.utf8_slice_codeunits(text, 0, 80) if long > 80 else text
+        return pc.binary_join_element_wise(
+            f"column {self.column}: '", shown, f"' is not a valid {self.type}", ""
+        )
+
+
+def _noted(
+    bad: pa.BooleanArray | None, first: pa.Array | None, mask: pa.BooleanArray, problem: int
+) -> tuple[pa.BooleanArray, pa.Array]:
+    """The bad rows with ``mask``'s added, and per row the index of its first problem (null: none yet)."""
+    mask = pc.fill_null(mask, False)
+    here = pa.scalar(problem, pa.int32())
+    if bad is None or first is None:
+        return mask, pc.if_else(mask, here, pa.scalar(None, pa.int32()))
+    return pc.or_(bad, mask), pc.if_else(pc.and_(mask, pc.invert(bad)), here, first)
 
 
 def _finish(
@@ -211,75 +244,71 @@ def _finish(
 ) -> tuple[pa.Table, RejectedRows]:
     """Type the text table; set aside every change that has a bad row; number and assemble the rest.
 
-    Bad rows are tracked column-wise (a mask, and per row the first problem's column, detail and reason),
-    so a batch with many of them costs a few bulk operations more than a clean one, not work per row."""
+    Bad rows are tracked column-wise (a mask, and per row the index of its first problem), so a batch
+    with many of them costs a few bulk operations more than a clean one, not work per row."""
     n = text.num_rows
     typed: list[pa.Array] = []
-    bad = pc.fill_null(pa.nulls(n, pa.bool_()), False)
-    where = pa.nulls(n, pa.string())  # per row: the column of its first problem
-    detail = pa.nulls(n, pa.string())
-    reason = pa.nulls(n, pa.string())
-    any_bad = False
-    bad_columns = set()
-    every_row: pa.Array | None = None  # 0..n-1, made once, when a column has bad rows
+    bad: pa.BooleanArray | None = None
+    first: pa.Array | None = None  # per row: index in ``problems`` of its first problem
+    problems: list[_Problem] = []
     for col in schema.columns:
         column = text.column(col.name).combine_chunks()
-        array, rows_bad = typed_column(column, col.type, suspect=col.name in suspect)
+        array, mask = typed_column(column, col.type, suspect=col.name in suspect, as_mask=True)
         typed.append(array)
-        if not rows_bad:
-            continue
-        bad_columns.add(col.name)
-        if every_row is None:
-            every_row = pa.array(range(n), pa.int64())
-        mask = pc.is_in(every_row, value_set=pa.array(rows_bad, pa.int64()))
-        new = pc.and_(mask, pc.invert(bad))
-        shown = pc.binary_join_element_wise(
-            f"column {col.name}: '",
-            pc.utf8_slice_codeunits(column, 0, 80),
-            f"' is not a valid {col.type}",
-            "",
-        )
-        where = pc.if_else(new, pa.scalar(col.name), where)
-        detail = pc.if_else(new, shown, detail)
-        reason = pc.if_else(new, pa.scalar("type_mismatch"), reason)
-        bad, any_bad = pc.or_(bad, mask), True
-    if schema.primary_key and n:
-        keys = [typed[schema.column_names.index(k)] for k in schema.primary_key]
-        null_key = pc.and_(null_key_mask(keys), pc.not_equal(text.column(OP_COLUMN), Op.TRUNCATE.value))
-        if pc.any(null_key).as_py():
-            new = pc.and_(null_key, pc.invert(bad))
-            for k, a in zip(schema.primary_key, keys, strict=True):
-                here = pc.and_(new, pc.is_null(a))
-                where = pc.if_else(here, pa.scalar(k), where)
-                detail = pc.if_else(here, pa.scalar(f"primary key column {k} is null"), detail)
-                reason = pc.if_else(here, pa.scalar("null_key"), reason)
-                new = pc.and_(new, pc.invert(here))
-            bad, any_bad = pc.or_(bad, null_key), True
+        if mask is not None:
+            bad, first = _noted(bad, first, mask, len(problems))
+            problems.append(_Problem(col.name, "type_mismatch", col.type))
     rejected = RejectedRows(changes[0].table if changes else schema.table, None, changes)
-    rejected.bad_columns = frozenset(bad_columns)
-    if any_bad:
-        bad_rows = pc.indices_nonzero(bad)
+    rejected.bad_columns = frozenset(p.column for p in problems)
+    if schema.primary_key and n:
+        not_truncate = pc.fill_null(pc.not_equal(text.column(OP_COLUMN), Op.TRUNCATE.value), True)
+        keys = [typed[schema.column_names.index(k)] for k in schema.primary_key]
+        if pc.any(pc.and_(null_key_mask(keys), not_truncate)).as_py():
+            for k, a in zip(schema.primary_key, keys, strict=True):
+                bad, first = _noted(bad, first, pc.and_(pc.is_null(a), not_truncate), len(problems))
+                problems.append(_Problem(k, "null_key"))
+    if bad is None or first is None:
+        return _assemble(schema, typed, text, rows), rejected
+    if rows.origin is None:  # one row per change, in order: a change's first bad row is its row
+        firsts = pc.indices_nonzero(bad).cast(pa.int64())
+        dropped = firsts if rows.change is None else pa.array(rows.change, pa.int64()).take(firsts)
+        keep = pc.invert(bad)
+    else:  # a key change makes two rows: the change's first bad row speaks for it
+        assert rows.change is not None
+        at: dict[int, int] = {}
+        for r in pc.indices_nonzero(bad).to_pylist():
+            at.setdefault(rows.change[r], r)
+        firsts = pa.array([at[i] for i in sorted(at)], pa.int64())
         change_of = pa.array(rows.change, pa.int64())
-        if rows.origin is None:  # one row per change, in order: a change's first bad row is its row
-            firsts = bad_rows
-        else:  # a key change makes two rows: the change's first bad row speaks for it
-            first: dict[int, int] = {}
-            for r in bad_rows.to_pylist():
-                first.setdefault(rows.change[r], r)
-            firsts = pa.array([first[i] for i in sorted(first)], pa.int64())
         dropped = change_of.take(firsts)
-        taken = text.take(firsts)
-        values = pa.StructArray.from_arrays(
-            [taken.column(c.name).combine_chunks() for c in schema.columns], names=list(schema.column_names)
-        ) if schema.columns else pa.array([{}] * len(firsts), pa.struct([]))  # fmt: skip
-        fields = [dropped, taken.column(POSITION_COLUMN), where.take(firsts), reason.take(firsts),
-                  detail.take(firsts), taken.column(OP_COLUMN)]  # fmt: skip
-        rejected.data = _quarantine_data(fields, values)
         keep = pc.invert(pc.is_in(change_of, value_set=dropped))
-        typed = [a.filter(keep) for a in typed]
-        text = text.filter(keep)
-        rows = _kept_rows(rows, keep)
-    return _assemble(schema, typed, text, rows), rejected
+    which = first.take(firsts)
+    taken = text.select([*schema.column_names, POSITION_COLUMN, OP_COLUMN]).take(firsts)
+    detail: Any = pa.nulls(len(firsts), pa.string())
+    counts = {int(v["values"]): int(v["counts"]) for v in pc.value_counts(which).to_pylist()}
+    for i, problem in enumerate(problems):
+        if i not in counts:  # every row it has has an earlier problem too
+            continue
+        shown = problem.detail(taken.column(problem.column))
+        if counts[i] == len(firsts) and problem.type is not None:  # every row's problem
+            detail = shown
+        else:
+            detail = pc.if_else(pc.equal(which, i), shown, detail)
+    values = pa.StructArray.from_arrays(
+        [taken.column(c.name).combine_chunks() for c in schema.columns], names=list(schema.column_names)
+    ) if schema.columns else pa.array([{}] * len(firsts), pa.struct([]))  # fmt: skip
+    where = pa.array([p.column for p in problems], pa.string()).take(which)
+    reason = pa.array([p.reason for p in problems], pa.string()).take(which)
+    fields = [dropped, taken.column(POSITION_COLUMN), where, reason, detail, taken.column(OP_COLUMN)]
+    rejected.data = _quarantine_data(fields, values)
+    typed = [a.filter(keep) for a in typed]
+    meta = text.select([m.name for m in _META_TEXT]).filter(keep)  # what ``_assemble`` takes of the text
+    return _assemble(schema, typed, meta, _kept_rows(rows, keep)), rejected
+
+
+def _row_numbers(n: int) -> pa.Array:
+    """0..n-1 as int64, built by Arrow (``pa.array(range(n))`` costs ~10 ms per 100k rows in Python)."""
+    return pc.indices_nonzero(pc.fill_null(pa.nulls(n, pa.bool_()), True)).cast(pa.int64())
 
 
 def _quarantine_rows(schema: TableSchema, rejected: Sequence[RejectedRow]) -> pa.Table:
@@ -300,10 +329,11 @@ def _quarantine_rows(schema: TableSchema, rejected: Sequence[RejectedRow]) -> pa
 
 def _kept_rows(rows: _Rows, keep: pa.Array) -> _Rows:
     """``rows`` without the rows not kept; origins renumbered (one that was dropped becomes None)."""
-    change = pa.array(rows.change, pa.int64()).filter(keep).to_pylist()
     if rows.origin is None:
-        return _Rows(change)
+        return _Rows()  # the kept rows' changes are not asked for again
+    assert rows.change is not None
     kept = keep.to_pylist()
+    change = [c for c, k in zip(rows.change, kept, strict=True) if k]
     renumber: list[int | None] = []
     at = 0
     for k in kept:
@@ -321,7 +351,7 @@ def _assemble(schema: TableSchema, typed: list[pa.Array], text: pa.Table, rows: 
     arrays: list[pa.Array | pa.ChunkedArray] = [
         *typed,
         text.column(OP_COLUMN),
-        pa.array(range(n), pa.int64()),
+        _row_numbers(n),
         text.column(POSITION_COLUMN),
         text.column(COMMIT_TIME_COLUMN),
         pa.nulls(n, pa.list_(pa.string()))

@@ -4,7 +4,11 @@ A wrong ``csv_null_value`` turns every NULL into text that no typed column takes
 found with a per-value search and removed, then the whole batch typed again (4,845 rows took 195 s). The
 requirement: 100k rows with half of them bad cost at most twice a clean batch. Both runs go through
 ``Stager.stage`` with the quarantine policy (every bad row is set aside and written to the quarantine), in
-the same minute, and the ratio is printed. Not a timed test: run it with ``scripts/bench.sh``.
+the same minute; the ratios are printed and must be at most 2. Run it with ``scripts/bench.sh``.
+
+Measured (2 shared cores, 100k rows; before -> after the sampled, mask-based typing of 2026-12):
+columnar first batch 5.4x -> 1.2x, next batches 4.9x -> 1.3x (clean 0.078 s -> 0.056 s); rows 2.7x ->
+1.2x and 1.6x -> 1.1x (clean 0.161 s -> 0.153 s).
 """
 
 from __future__ import annotations
@@ -112,3 +116,4 @@ def test_half_bad_rows_cost_at_most_twice_a_clean_batch(tmp_path: Path, form: st
         f" {best[1]:.3f} s (ratio {best[1] / best[0]:.2f}); its next batches: clean {best[2]:.3f} s, half bad"
         f" {best[3]:.3f} s (ratio {best[3] / best[2]:.2f}); quarantine holds {ROWS // 2:,} rows per batch"
     )
+    assert best[1] <= 2 * best[0] and best[3] <= 2 * best[2], "half bad must cost at most twice a clean batch"
