@@ -2,7 +2,11 @@
 
 Each item is two objects under ``_quarantine/<table>/`` in the staging store: the original bytes (a whole
 file, one row, or the rows of one batch as Parquet) and a JSON note saying where it came from and why it
-was set aside.
+was set aside. A row set aside where it was read (a source file's row that does not parse) is located in
+its source object by row number and ``byte_range`` (``offset``, ``length``; of the decompressed bytes when
+``decompressed``) or, in a Parquet file, ``parquet_row`` (``row_group``, ``index``). On a table with column
+policies the note holds no bytes at all (``data_key`` is null) but the row's ``fields`` with the policies
+applied, when it splits into the table's columns.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -38,8 +43,15 @@ class Quarantine:
         detail: str,
         data: bytes | None = None,
         row: int | None = None,
+        byte_range: tuple[int, int] | None = None,
+        decompressed: bool = False,
+        parquet_row: tuple[int, int] | None = None,
+        fields: Mapping[str, str | None] | None = None,
     ) -> str:
         """Set ``data`` aside. ``reason`` is a short stable label (the metric's), ``detail`` says what to fix.
+        ``byte_range`` (offset, length; ``decompressed``: in the gzip file's content) or ``parquet_row``
+        (row group, index in it) say where ``row`` is in ``source``; ``fields``: the row's values by column,
+        which the caller has already passed through the table's column policies.
 
         Returns the key of the note. Idempotent for the same source, row and reason.
         """
@@ -48,7 +60,7 @@ class Quarantine:
         base = f"{PREFIX}{table}/{ident}"
         if data is not None:
             self.store.put(base + ".data", data)
-        note = {
+        note: dict[str, object] = {
             "table": table,
             "source": source,
             "row": row,
@@ -57,9 +69,18 @@ class Quarantine:
             "data_key": base + ".data" if data is not None else None,
             "quarantined_at": now.isoformat(),
         }
+        place: dict[str, object] = {}
+        if byte_range is not None:
+            offset, length = byte_range
+            place["byte_range"] = {"offset": offset, "length": length, "decompressed": decompressed}
+        if parquet_row is not None:
+            place["parquet_row"] = {"row_group": parquet_row[0], "index": parquet_row[1]}
+        note.update(place)
+        if fields is not None:
+            note["fields"] = dict(fields)
         self.store.put(base + ".json", json.dumps(note, indent=2).encode())
         metrics.QUARANTINED.labels(table=table, reason=reason).inc()
-        log.warning("quarantined", table=table, source=source, row=row, reason=reason, detail=detail)
+        log.warning("quarantined", table=table, source=source, row=row, reason=reason, detail=detail, **place)
         return base + ".json"
 
     def put_rows(self, *, table: str, source: str, rows: pa.Table) -> list[str]:

@@ -7,13 +7,15 @@ S3 PUTs are; the local store writes a temporary file, fsyncs it, renames it into
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +102,48 @@ class LocalStore:
             raise ValueError(f"invalid object key {key!r}")
         return self.root / key
 
-    def local_path(self, key: str) -> Path:
-        """The file to read for ``key``; ``OutsideRoot`` when a link takes it out of the root, which is
-        never read (a link to /etc/passwd in a DMS folder must not reach staging or the quarantine)."""
+    def open(self, key: str) -> BinaryIO:
+        """The file of ``key``, open for reading. ``KeyError`` if there is none; ``OutsideRoot`` when a link
+        takes it out of the root, which is never read (a link to /etc/passwd in a DMS folder must not reach
+        staging or the quarantine).
+
+        Race-free: what is checked is the open descriptor itself (the path the kernel holds for it lies
+        inside the root), so a file swapped for a link between a listing (or any earlier check) and this
+        open cannot lead out. The last part is opened with ``O_NOFOLLOW``; a link there is followed only
+        when it resolves inside the root, and then the descriptor is checked like any other. Links inside
+        the root, and a root that is itself a link, work."""
         path = self._path(key)
-        real = path.resolve()
-        if not real.is_relative_to(self.root.resolve()):
-            raise OutsideRoot(
-                f"{path} is or passes through a link to {real}, outside {self.root}; not read"
-                " (copy the file into the folder instead of linking it)"
-            )
-        return path
+        root = self.root.resolve()
+        try:
+            fd = os.open(path, _READ | _NOFOLLOW)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK):  # the last part is a link (EMLINK: FreeBSD)
+                raise
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                raise OutsideRoot(_outside(path, real, self.root)) from None
+            try:
+                fd = os.open(real, _READ | _NOFOLLOW)
+            except FileNotFoundError:
+                raise KeyError(key) from None
+            except OSError as again:
+                if again.errno not in (errno.ELOOP, errno.EMLINK):
+                    raise
+                raise OutsideRoot(f"{path} changed to a link while it was opened; not read") from None
+        try:
+            st = os.fstat(fd)
+            held = _held_path(fd, path, st)
+            if held is None or not held.is_relative_to(root):
+                raise OutsideRoot(_outside(path, held, self.root))
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, f"{path} is not a regular file; not read")
+            os.set_blocking(fd, True)  # opened non-blocking so a FIFO could not hang the open
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]:
         # Walk only the folder that holds the prefix, like an S3 prefix listing would.
@@ -139,10 +172,8 @@ class LocalStore:
         yield from found
 
     def get(self, key: str) -> bytes:
-        try:
-            return self.local_path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
+        with self.open(key) as f:
+            return f.read()
 
     def download(self, key: str, dest: Path) -> None:
         dest.write_bytes(self.get(key))
@@ -170,6 +201,33 @@ class LocalStore:
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
+
+
+# Reading a local object: O_NONBLOCK so that opening a FIFO returns at once (it is then refused as not a
+# regular file); O_CLOEXEC so no child process inherits it.
+_READ = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_FD_PATHS = Path("/proc/self/fd")
+_KERNEL_PATHS = _FD_PATHS.is_dir()  # Linux: the kernel says which file a descriptor holds
+
+
+def _outside(path: Path, real: Path | None, root: Path) -> str:
+    where = f"a link to {real}, outside {root}" if real is not None else f"a link that leads outside {root}"
+    return f"{path} is or passes through {where}; not read (copy the file into the folder, do not link it)"
+
+
+def _held_path(fd: int, path: Path, st: os.stat_result) -> Path | None:
+    """The real path of the file open at ``fd``: the kernel's own (Linux ``/proc/self/fd``), or else the
+    resolved ``path`` when it is still that very file (same device and inode); None when it is not."""
+    if _KERNEL_PATHS:
+        held = os.readlink(_FD_PATHS / str(fd))
+        return Path(held.removesuffix(" (deleted)"))
+    real = path.resolve()
+    try:
+        now = os.stat(real)
+    except OSError:
+        return None
+    return real if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) else None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -61,13 +61,14 @@ def decode_csv_columnar(
     has_op: bool,
     default_op: Op = Op.INSERT,
     skip: int = 0,
+    decompressed: bool = False,
 ) -> Iterator[ChangeChunk | Change | BadRow | SchemaChange]:
     """Like ``dms_csv.decode_csv`` (same arguments, but a function opening the file's byte stream from its
     start, as the fallback reads it again), yielding chunks where it can and what ``decode_csv`` yields
     from the first row it cannot."""
     if not fast_path_covers(layout):
         yield from decode_csv(open_stream(), layout, position_prefix=position_prefix, has_op=has_op,
-                              default_op=default_op, skip=skip)  # fmt: skip
+                              default_op=default_op, skip=skip, decompressed=decompressed)  # fmt: skip
         return
     done = skip  # every row up to here is yielded (or was acknowledged before)
     try:
@@ -78,7 +79,7 @@ def decode_csv_columnar(
         # Includes a damaged gzip stream (zlib.error and gzip.BadGzipFile are OSError/ValueError kinds,
         # EOFError for a truncated one): the row decoder meets it again and reports it as before.
         yield from decode_csv(open_stream(), layout, position_prefix=position_prefix, has_op=has_op,
-                              default_op=default_op, skip=done)  # fmt: skip
+                              default_op=default_op, skip=done, decompressed=decompressed)  # fmt: skip
 
 
 def _chunks(  # noqa: PLR0917 - one private call site

@@ -21,13 +21,16 @@ The layout follows the DMS S3 target settings (``CsvLayout`` holds them):
 
 Rows are numbered 1, 2, ... in file order (a header row is not numbered); every record gets a number,
 unreadable ones included, so numbers are stable across re-reads and the caller can skip acknowledged rows.
+A bad row says where it is: its number and its byte range in the file (in the decompressed bytes of a gzip
+file), and its values by column when it still splits into the table's columns, for the quarantine (which
+applies the table's column policies to them before anything is stored).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO
@@ -61,12 +64,18 @@ class CsvLayout:
 
 @dataclass(frozen=True, slots=True)
 class BadRow:
-    """A row that cannot become a change. ``data`` is its original bytes, for the quarantine."""
+    """A row that cannot become a change, for the quarantine: ``data`` is its original bytes (kept only for
+    tables without column policies); ``values`` its fields by column name when the row still splits into
+    the table's columns (None when it does not: a wrong field count, a CSV syntax error)."""
 
     row: int
     reason: str  # stable label: column_count, unknown_op, invalid_utf8, csv_syntax, bad_timestamp
     detail: str
     data: bytes
+    span: tuple[int, int] | None = None  # CSV: (offset, length) of the row's bytes in the file
+    decompressed: bool = False  # ``span`` counts the decompressed bytes of a gzip file
+    group: tuple[int, int] | None = None  # Parquet: (row group, index of the row in it)
+    values: Mapping[str, str | None] | None = None
 
 
 class BadFile(Exception):
@@ -97,13 +106,16 @@ def decode_csv(
     has_op: bool,
     default_op: Op = Op.INSERT,
     skip: int = 0,
+    decompressed: bool = False,
 ) -> Iterator[Change | BadRow | SchemaChange]:
     """Yield the changes and bad rows of one file, in file order, after the first ``skip`` rows.
 
     ``position_prefix`` + the zero-padded row number is each change's ``Position.value``. Reads the stream
     record by record: memory stays bounded by the longest row, whatever the file size. Raises ``BadFile``.
+    ``decompressed``: the stream is a gzip file's content (bad rows' byte ranges say so).
     """
-    records = _records(stream, layout)
+    spot = [0, int(decompressed)]  # the byte offset of the record last read (``_records``); the flag
+    records = _records(stream, layout, spot)
     schema = layout.schema
     if layout.header:
         first = next(records, None)
@@ -117,7 +129,7 @@ def decode_csv(
         start = int(has_op) + int(ts is not None)
         n = len(schema.columns)
         shape = _Shape(start + n, 0 if has_op else None, ts, list(range(start, start + n)), True)
-    yield from _rows(records, layout, schema, shape, position_prefix, default_op, skip)
+    yield from _rows(records, layout, schema, shape, position_prefix, default_op, skip, spot)
 
 
 def _rows(  # noqa: PLR0917 - one private call site
@@ -128,6 +140,7 @@ def _rows(  # noqa: PLR0917 - one private call site
     prefix: str,
     default_op: Op,
     skip: int,
+    spot: list[int],
 ) -> Iterator[Change | BadRow]:
     table = layout.table
     delim = layout.delimiter
@@ -145,26 +158,29 @@ def _rows(  # noqa: PLR0917 - one private call site
         if row <= skip:
             continue
         if not record.isascii() and not _utf8(record):
-            yield _bad(row, "invalid_utf8", "row is not valid UTF-8", record)
+            values_of = _split_values(record, layout, schema, shape)
+            yield _bad(row, "invalid_utf8", "row is not valid UTF-8", record, spot, values_of)
             continue
         quoted: list[bool] | None = None
         if quoting and '"' in record:
             try:
                 fields, quoted = _parse_quoted(record, delim)
             except csv.Error as exc:
-                yield _bad(row, "csv_syntax", f"CSV cannot be parsed: {exc}", record)
+                yield _bad(row, "csv_syntax", f"CSV cannot be parsed: {exc}", record, spot)
                 continue
         else:
             fields = record.split(delim)
         if len(fields) != width:
             detail = f"expected {width} fields ({len(schema.columns)} columns), found {len(fields)}"
-            yield _bad(row, "column_count", detail, record)
+            yield _bad(row, "column_count", detail, record, spot)
             continue
         op = default_op
         if op_at is not None:
             found = OPS.get(fields[op_at])
             if found is None:
-                yield _bad(row, "unknown_op", f"Op {fields[op_at][:20]!r} is not I, U or D", record)
+                detail = f"Op {fields[op_at][:20]!r} is not I, U or D"
+                values_of = _values_of(fields, quoted, schema, shape, marker)
+                yield _bad(row, "unknown_op", detail, record, spot, values_of)
                 continue
             op = found
         commit_time = None
@@ -177,7 +193,9 @@ def _rows(  # noqa: PLR0917 - one private call site
                         None if ts_text == marker else datetime.fromisoformat(ts_text).replace(tzinfo=UTC)
                     )
                 except ValueError:
-                    yield _bad(row, "bad_timestamp", f"timestamp {ts_text[:40]!r} does not parse", record)
+                    detail = f"timestamp {ts_text[:40]!r} does not parse"
+                    values_of = _values_of(fields, quoted, schema, shape, marker)
+                    yield _bad(row, "bad_timestamp", detail, record, spot, values_of)
                     continue
                 last_ts_text = ts_text
             commit_time = last_ts
@@ -203,34 +221,46 @@ def _rows(  # noqa: PLR0917 - one private call site
         )
 
 
-def _records(stream: IO[bytes], layout: CsvLayout) -> Iterator[str]:
+def _records(stream: IO[bytes], layout: CsvLayout, spot: list[int]) -> Iterator[str]:
     """Split the byte stream into records (row delimiter removed), keeping quoted row breaks inside.
 
     Undecodable bytes become lone surrogates (``surrogateescape``) so the row can be flagged and its
-    original bytes recovered for the quarantine.
+    original bytes recovered for the quarantine. Before each record is yielded, ``spot[0]`` is set to its
+    byte offset in the stream (text is counted back to bytes: in an ASCII chunk a character is a byte, and
+    surrogateescape round-trips the rest); its length is that of its bytes.
     """
     delim = layout.row_delimiter
+    step = len(delim.encode())
     quoting = layout.rfc4180
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     pending: str | None = None  # an unfinished record: an open quote spans the row delimiter
     tail = ""
+    at = 0  # byte offset of the next piece
+    start = 0  # byte offset of the record being read
     while True:
         chunk = stream.read(_CHUNK)
         eof = not chunk
-        parts = (tail + decoder.decode(chunk, final=eof)).split(delim)
+        text = tail + decoder.decode(chunk, final=eof)
+        ascii = text.isascii()  # O(1) in CPython: then a piece's length is its byte count
+        parts = text.split(delim)
         tail = parts.pop()  # after the last delimiter: the start of the next chunk's first record
         if eof and tail:
             parts.append(tail)  # a last row without a row delimiter
         for piece in parts:
-            part = piece if pending is None else pending + delim + piece
-            pending = None
+            if pending is None:
+                part, start = piece, at
+            else:
+                part, pending = pending + delim + piece, None
+            at += step + (len(piece) if ascii else len(piece.encode(errors="surrogateescape")))
             if quoting and part.count('"') % 2 and len(part) < MAX_RECORD:
                 pending = part
                 continue
+            spot[0] = start
             yield part
         if eof:
             break
     if pending is not None:
+        spot[0] = start
         yield pending  # an unterminated quote: the parser reports it as a syntax error
 
 
@@ -319,8 +349,42 @@ def _quoted_flags(record: str, delim: str) -> list[bool]:
         i += 1  # the delimiter
 
 
-def _bad(row: int, reason: str, detail: str, record: str) -> BadRow:
-    return BadRow(row, reason, detail, record.encode("utf-8", "surrogateescape"))
+def _bad(  # noqa: PLR0917 - private, bad rows only
+    row: int, reason: str, detail: str, record: str, spot: list[int],
+    values: Mapping[str, str | None] | None = None,
+) -> BadRow:  # fmt: skip
+    data = record.encode("utf-8", "surrogateescape")
+    return BadRow(row, reason, detail, data, (spot[0], len(data)), bool(spot[1]), None, values)
+
+
+def _values_of(
+    fields: list[str], quoted: list[bool] | None, schema: TableSchema, shape: _Shape, marker: str
+) -> dict[str, str | None]:
+    """A split bad row's values by column (the NULL marker unquoted is None), for the quarantine."""
+    out: dict[str, str | None] = {}
+    for name, i in zip(schema.column_names, shape.columns, strict=True):
+        if i is None or (fields[i] == marker and not (quoted and quoted[i])):
+            out[name] = None
+        else:
+            out[name] = fields[i]
+    return out
+
+
+def _split_values(
+    record: str, layout: CsvLayout, schema: TableSchema, shape: _Shape
+) -> dict[str, str | None] | None:
+    """The values of a row that is not valid UTF-8, when it still splits into the table's columns
+    (undecodable bytes stay lone surrogates: the quarantine writes them escaped)."""
+    try:
+        if layout.rfc4180 and '"' in record:
+            fields, quoted = _parse_quoted(record, layout.delimiter)
+        else:
+            fields, quoted = record.split(layout.delimiter), None
+    except csv.Error:
+        return None
+    if len(fields) != shape.width:
+        return None
+    return _values_of(fields, quoted, schema, shape, layout.null_value)
 
 
 def _header_shape(record: str, layout: CsvLayout, *, has_op: bool) -> tuple[_Shape, TableSchema]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -88,7 +88,7 @@ def to_text(array: pa.Array) -> list[Any]:
 
 
 def decode_parquet(
-    path: Path,
+    path: Path | BinaryIO,
     table: TableId,
     schema: TableSchema,
     *,
@@ -98,7 +98,8 @@ def decode_parquet(
     timestamp_column: str | None = None,
     skip: int = 0,
 ) -> Iterator[Change | BadRow | SchemaChange | ChangeChunk]:
-    """Yield the changes (and rows with a bad Op) of one Parquet file after its first ``skip`` rows."""
+    """Yield the changes (and rows with a bad Op) of one Parquet file after its first ``skip`` rows; a bad
+    row says where it is by row group and index in it (a row of a Parquet file has no byte range)."""
     try:
         pf = pq.ParquetFile(path)
         fields = list(pf.schema_arrow)
@@ -150,8 +151,11 @@ def decode_parquet(
                 if ops is not None:
                     found = OPS.get(ops[j])
                     if found is None:
-                        data = json.dumps({"Op": ops[j], **dict(zip(names, vals, strict=True))}).encode()
-                        yield BadRow(row, "unknown_op", f"Op {str(ops[j])[:20]!r} is not I, U or D", data)
+                        by_column = dict(zip(names, vals, strict=True))
+                        data = json.dumps({"Op": ops[j], **by_column}).encode()
+                        detail = f"Op {str(ops[j])[:20]!r} is not I, U or D"
+                        group = _row_group_of(pf.metadata, row)
+                        yield BadRow(row, "unknown_op", detail, data, group=group, values=by_column)
                         continue
                     op = found
                 yield Change(
@@ -204,6 +208,17 @@ def _chunk(  # noqa: PLR0917 - one private call site
         names=[*schema.column_names, OP_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN],
     )
     return ChangeChunk(table, schema, data)
+
+
+def _row_group_of(meta: pq.FileMetaData, row: int) -> tuple[int, int]:
+    """Row ``row`` (1, 2, ... in the file) as (row group, index of the row in it), both from 0."""
+    left = row - 1
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if left < n:
+            return g, left
+        left -= n
+    return meta.num_row_groups, left  # past the last group: not a row of this file (never for a real row)
 
 
 def _times(array: pa.Array) -> list[datetime | None]:

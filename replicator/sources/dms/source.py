@@ -5,10 +5,12 @@ Formats (``DmsOptions``, named as the DMS endpoint settings): CSV (``dms_csv``) 
 (``dms_txn``); S3 event hints (``dms_events``); progress and its document (``dms_state``); what bad input
 does to its table (``dms_policy``).
 
-Bad input goes to the quarantine with its file, row and reason. Per table the policy is ``stop`` (default:
-the table stops at the bad row or file, ``problems()`` says why, and ``resume(table, "retry"|"skip")`` is the
-operator's decision) or ``quarantine`` (the row or file is set aside and the table goes on). A file that
-sorts before one already read always stops its table (``out_of_order``): it is never applied out of order.
+Bad input goes to the quarantine with its file, row (and the row's byte range, or Parquet row group) and
+reason; a table with column policies keeps no raw bytes there, only the row's fields after the policies.
+Per table the policy is ``stop`` (default: the table stops at the bad row or file, ``problems()`` says why,
+and ``resume(table, "retry"|"skip")`` is the operator's decision) or ``quarantine`` (the row or file is set
+aside and the table goes on). A file that sorts before one already read always stops its table
+(``out_of_order``): it is never applied out of order.
 
 Layout under the store's root (the DMS BucketFolder): ``schema/table/LOAD00000001.csv`` ... (full load,
 hex counter) and ``schema/table/20141029-1134010000.csv`` ... (CDC, named by time). Per table we read all
@@ -45,18 +47,20 @@ import threading
 import time
 import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import structlog
 
 from replicator.model import Change, ChangeChunk, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
+from replicator.schema import ColumnPolicies
 from replicator.sources.dms.arrow import decode_csv_columnar
 from replicator.sources.dms.csvfiles import BadFile, BadRow, CsvLayout
 from replicator.sources.dms.events import EventHints, quarantine_unknown_tables
 from replicator.sources.dms.layout import CDC, LOAD, DmsOptions, Naming, is_parquet
+from replicator.sources.dms.objects import is_gzip, open_object, size_of, stream_opener
 from replicator.sources.dms.parquetfiles import decode_parquet
 from replicator.sources.dms.policy import BadInput
 from replicator.sources.dms.state import (
@@ -68,7 +72,7 @@ from replicator.sources.dms.state import (
     load,
     save,
 )
-from replicator.storage import LocalStore, ObjectStore, OutsideRoot, Quarantine, key_problem
+from replicator.storage import ObjectStore, Quarantine, key_problem
 
 __all__ = ["DmsOptions", "DmsSource", "decode_position", "encode_position"]
 
@@ -90,21 +94,23 @@ class DmsSource:
         quarantine: Quarantine,
         options: DmsOptions = _DEFAULTS,
         sqs_client: Any = None,
-        redact: Collection[TableId] = frozenset(),
+        policies: Mapping[TableId, ColumnPolicies] | None = None,
     ) -> None:
-        """``redact``: tables with column policies, whose bad rows are quarantined without their bytes."""
+        """``policies``: the tables' column policies, applied to the fields of a bad row before the
+        quarantine keeps them (such a table's bad rows are never stored raw)."""
         self.store = store
         self.state = state
         self.quarantine = quarantine
         self.options = options
         self.naming = Naming(options)
-        self.bad = BadInput(store, quarantine, options, self._save, redact)
+        self.bad = BadInput(store, quarantine, options, self._save, policies or {})
         self._tables: dict[TableId, TableState] = {}
         for tid, schema in sorted(tables.items()):
             t = TableState(schema, f"{tid.schema}/{tid.name}/")
             load(state, t)
             self._tables[tid] = t
         self._next_discovery = 0.0
+        self._elsewhere: set[TableId] = set()  # tables of the config other tasks own (``owned_elsewhere``)
         self._tmp = tempfile.TemporaryDirectory(prefix="replicator-dms-")
         self.events = EventHints(options.sqs_queue_url, sqs_client) if options.sqs_queue_url else None
         self._txn: Any = None
@@ -122,7 +128,8 @@ class DmsSource:
         """Changes after what was read before in this process (after the acknowledged point on start)."""
         if time.monotonic() >= self._next_discovery:
             skip = {self.options.cdc_path.strip("/").split("/")[0]} if self._txn else set()
-            quarantine_unknown_tables(self.store, self.state, self.quarantine, set(self._tables), skip)
+            known = set(self._tables) | self._elsewhere
+            quarantine_unknown_tables(self.store, self.state, self.quarantine, known, skip)
             self._next_discovery = time.monotonic() + self.options.discovery_interval_seconds
         for tid, t in self._tables.items():
             if t.stopped is not None:
@@ -181,6 +188,11 @@ class DmsSource:
             self._save(t)
         if self._txn is not None:
             self._txn.acked()
+
+    def owned_elsewhere(self, tables: Collection[TableId]) -> None:
+        """Scale-out: ``tables`` are tables of the config that other tasks replicate; their folders are
+        left alone (not read, not quarantined as unknown)."""
+        self._elsewhere = set(tables) - set(self._tables)
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -308,31 +320,20 @@ class DmsSource:
         has_op, default_op = self.options.op_mode(file_id[0])
         tid = t.schema.table
         prefix = f"{file_id} "
-        with self._local(key) as path:
-            if path.stat().st_size == 0:
+        with self._open(key) as f:
+            if size_of(f) == 0:
                 raise BadFile("empty_file", "the file has no bytes (DMS never writes an empty file)")
             if is_parquet(key, self.options):
                 yield from decode_parquet(
-                    path, tid, t.schema, position_prefix=prefix, has_op=has_op, default_op=default_op,
+                    f, tid, t.schema, position_prefix=prefix, has_op=has_op, default_op=default_op,
                     timestamp_column=self.options.timestamp_column_name or None, skip=skip,
                 )  # fmt: skip
                 return
-            with open(path, "rb") as f:
-                magic = f.read(2)
-            gz = key.endswith(".gz") or magic == b"\x1f\x8b"  # CompressionType=GZIP, whatever the name
-            with ExitStack() as files:
-
-                def open_stream() -> IO[bytes]:
-                    f = files.enter_context(open(path, "rb"))
-                    if not gz:
-                        return f
-                    z: IO[bytes] = files.enter_context(gzip.GzipFile(fileobj=f, mode="rb"))  # type: ignore[arg-type]
-                    return z
-
-                yield from decode_csv_columnar(
-                    open_stream, self.csv_layout(t), position_prefix=prefix, has_op=has_op,
-                    default_op=default_op, skip=skip,
-                )  # fmt: skip
+            gz = is_gzip(f, key)
+            yield from decode_csv_columnar(
+                stream_opener(f, gz=gz), self.csv_layout(t), position_prefix=prefix, has_op=has_op,
+                default_op=default_op, skip=skip, decompressed=gz,
+            )  # fmt: skip
 
     def csv_layout(self, t: TableState) -> CsvLayout:
         o = self.options
@@ -398,21 +399,10 @@ class DmsSource:
         t.runs.append(run)
         return run
 
-    @contextmanager
-    def _local(self, key: str) -> Iterator[Path]:
-        """A local file with the object's bytes, never all of them in memory (S3: a temporary file)."""
-        if isinstance(self.store, LocalStore):
-            try:
-                yield self.store.local_path(key)
-            except OutsideRoot as exc:
-                raise BadFile("outside_root", str(exc)) from None
-            return
-        path = Path(self._tmp.name) / "object"
-        self.store.download(key, path)
-        try:
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
+    def _open(self, key: str) -> AbstractContextManager[BinaryIO]:
+        """The object's bytes as an open file (``objects.open_object``: a local link out of the folder is a
+        ``BadFile``, checked on the open descriptor, never on the path alone)."""
+        return open_object(self.store, key, Path(self._tmp.name))
 
     # -- bad input ----------------------------------------------------------------------------------------
 

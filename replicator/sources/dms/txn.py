@@ -8,6 +8,9 @@ commit order and each table resumes exactly after its own acknowledged row.
 A file is consumed (state ``_state/dms/_txn.json``) once every table with rows in it has acknowledged its
 last one. A table that cannot take its rows now (stopped, or still in full load) is noted; when it can, the
 unconsumed files are read again, and every other table skips what it already has by its own position.
+
+Bad rows are quarantined with their byte range in the file. A row that cannot say its table (not UTF-8,
+not CSV, too few fields) might be any table's: while any table has column policies, its bytes are not kept.
 """
 
 from __future__ import annotations
@@ -19,21 +22,22 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 from replicator.model import Change, Op, Position, SchemaChange, TableId
 from replicator.sources.dms.csvfiles import (
     OPS,
     ROW_DIGITS,
     BadFile,
+    BadRow,
     CsvLayout,
     _parse_quoted,
     _records,
     _utf8,
 )
 from replicator.sources.dms.layout import DmsOptions
-from replicator.sources.dms.policy import BadInput
+from replicator.sources.dms.objects import is_gzip, size_of
+from replicator.sources.dms.policy import BadInput, where
 from replicator.sources.dms.state import TableState
 from replicator.storage import ObjectStore, Quarantine
 
@@ -54,7 +58,7 @@ class TxnHost(Protocol):
 
     def csv_layout(self, t: TableState) -> CsvLayout: ...
 
-    def _local(self, key: str) -> AbstractContextManager[Path]: ...
+    def _open(self, key: str) -> AbstractContextManager[BinaryIO]: ...
 
 
 @dataclass(slots=True)
@@ -75,6 +79,7 @@ class TxnFeed:
         self.done: list[str] = []
         self.stopped: dict[str, Any] | None = None
         self.skipped: dict[str, list[int]] = {}
+        self.spot = [0, 0]  # the byte offset of the record being read; 1 when the file is gzip
         try:
             doc = json.loads(src.state.get(STATE_KEY))
             self.done, self.stopped = doc["done"], doc.get("stopped")
@@ -115,14 +120,14 @@ class TxnFeed:
         ts_on = bool(opts.timestamp_column_name)
         marker, delim = opts.csv_null_value, opts.csv_delimiter
         try:
-            with src._local(key) as path, open(path, "rb") as f:
-                if path.stat().st_size == 0:
+            with src._open(key) as f:
+                if size_of(f) == 0:
                     raise BadFile("empty_file", "the file has no bytes (DMS never writes an empty file)")
-                gz = key.endswith(".gz") or f.read(2) == b"\x1f\x8b"
-                f.seek(0)
+                gz = is_gzip(f, key)
                 stream: IO[bytes] = gzip.GzipFile(fileobj=f, mode="rb") if gz else f  # type: ignore[assignment]
                 layout = src.csv_layout(next(iter(src._tables.values())))
-                for row, record in enumerate(_records(stream, layout), start=1):
+                self.spot = spot = [0, int(gz)]  # where the record is (``_records``)
+                for row, record in enumerate(_records(stream, layout, spot), start=1):
                     if not record.isascii() and not _utf8(record):
                         self._bad(name, key, row, "invalid_utf8", "row is not valid UTF-8", record)
                     else:
@@ -163,7 +168,8 @@ class TxnFeed:
             src.quarantine.put(
                 table=str(tid), source=src.store.uri(key), reason="unknown_table", row=row,
                 detail=f"{key} row {row}: {tid} is not in the schemas folder",
-                data=record.encode("utf-8", "surrogateescape"),
+                data=record.encode("utf-8", "surrogateescape"), byte_range=self._span(record),
+                decompressed=bool(self.spot[1]),
             )  # fmt: skip
             return None
         if not t.load_done():
@@ -187,9 +193,15 @@ class TxnFeed:
             except ValueError:
                 reason, detail = "bad_timestamp", f"timestamp {fields[3][:40]!r} does not parse"
         if reason:
-            from replicator.sources.dms.csvfiles import BadRow
-
-            bad = BadRow(row, reason, detail, record.encode("utf-8", "surrogateescape"))
+            by_column = None
+            if len(values) == len(t.schema.columns):  # it splits into the table's columns
+                flags = quoted[start:] if quoted is not None else None
+                by_column = {
+                    n: None if v == marker and not (flags and flags[i]) else v
+                    for i, (n, v) in enumerate(zip(t.schema.column_names, values, strict=True))
+                }
+            data = record.encode("utf-8", "surrogateescape")
+            bad = BadRow(row, reason, detail, data, self._span(record), bool(self.spot[1]), None, by_column)
             src.bad.quarantine_row(t, key, bad)
             if not src.bad.tolerated(t, file_id, row):
                 src.bad.stop(t, reason, file_id, key, row, detail)
@@ -212,15 +224,24 @@ class TxnFeed:
         return Change(tid, op or Op.INSERT, tuple(values), position, commit_time, unchanged)
 
     def _bad(self, name: str, key: str, row: int, reason: str, detail: str, record: str) -> None:  # noqa: PLR0917
-        """A row that names no table: the feed's policy decides."""
+        """A row that names no table: the feed's policy decides. It may be a row of a table with column
+        policies: while any table has them, its bytes are not kept (the byte range finds it)."""
         src = self.src
+        span, gz = self._span(record), bool(self.spot[1])
+        note = f"{key} row {row}: {detail} ({where(BadRow(row, reason, detail, b'', span, gz))})"
+        if src.bad.redact:
+            note += "; the row's bytes are not kept (a table has column policies): see the source object"
         src.quarantine.put(
-            table=FEED, source=src.store.uri(key), reason=reason, row=row,
-            detail=f"{key} row {row}: {detail}",
-            data=record.encode("utf-8", "surrogateescape"),
+            table=FEED, source=src.store.uri(key), reason=reason, row=row, detail=note,
+            data=None if src.bad.redact else record.encode("utf-8", "surrogateescape"),
+            byte_range=span, decompressed=gz,
         )  # fmt: skip
         if src.options.bad_input_policy != "quarantine" and row not in self.skipped.get(name, ()):
             self._stop(reason, name, row, detail)
+
+    def _span(self, record: str) -> tuple[int, int]:
+        """The byte range (offset, length) in its file of the record just read."""
+        return self.spot[0], len(record.encode("utf-8", "surrogateescape"))
 
     def acked(self) -> None:
         """Consume the files every table has acknowledged through."""

@@ -23,13 +23,14 @@ def open_source(
     options: Mapping[TableId, TableOptions],
 ) -> DmsSource:
     """The DMS files at ``source.path`` (S3 or a local folder), read with the endpoint settings given."""
-    from replicator.app import s3_settings  # the same S3 settings as staging (app imports this lazily)
+    # The same S3 settings as staging, and the column policies the stage applies (app imports this lazily):
+    # a bad row is quarantined with them applied, never in clear.
+    from replicator.app import column_policies, s3_settings
 
     store = open_store(resolve(cfg, cfg.source.path), s3_settings(cfg))
-    redact = {t for t, o in options.items() if o.policies}  # their bad rows are never stored raw
-    return DmsSource(
-        store, schemas, state=state, quarantine=quarantine, options=dms_options(cfg.source.dms), redact=redact
-    )
+    policies = column_policies(cfg, dict(schemas), dict(options))
+    options_ = dms_options(cfg.source.dms)
+    return DmsSource(store, schemas, state=state, quarantine=quarantine, options=options_, policies=policies)
 
 
 def dms_options(d: DmsConfig) -> DmsOptions:
