@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import duckdb
@@ -94,6 +96,117 @@ def test_the_local_store_reads_links_inside_its_root_and_refuses_the_others(tmp_
         "a/outside.csv",
         "a/real.csv",
     ]
+
+
+def test_a_file_swapped_for_an_outside_link_after_the_listing_is_refused(tmp_path: Path) -> None:
+    """The listing saw a plain file; by the time it is read it is a link out of the root."""
+    from replicator.storage import OutsideRoot
+
+    root = tmp_path / "root"
+    store = LocalStore(root)
+    store.put("a/x.csv", b"inside")
+    (tmp_path / "secret").write_text(MARKER)
+    assert [o.key for o in store.list("a/")] == ["a/x.csv"]
+    _swap_for_link(root / "a" / "x.csv", tmp_path / "secret")
+    with pytest.raises(OutsideRoot, match="outside"):
+        store.get("a/x.csv")
+
+
+def _swap_for_link(path: Path, target: Path) -> None:
+    """Replace ``path`` by a link to ``target`` in one step, as an attacker would (rename over it)."""
+    tmp = path.with_name(".swap-" + path.name)
+    tmp.symlink_to(target)
+    os.replace(tmp, path)
+
+
+@pytest.mark.parametrize("kind", ["plain file", "link inside the root"])
+def test_a_swap_right_after_the_check_still_never_reads_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The race a check on the path cannot win: the file (or the file a link inside the root leads to) is
+    swapped for a link out of the root right after the store first resolves a path, i.e. between any
+    check of the path and its open. What is read is never the outside file: the open descriptor itself
+    is checked, so it is refused or it is the file that was there."""
+    from replicator.storage import OutsideRoot
+
+    root = tmp_path / "root"
+    store = LocalStore(root)
+    store.put("a/real.csv", b"inside")
+    if kind == "link inside the root":
+        (root / "a" / "x.csv").symlink_to(root / "a" / "real.csv")
+    else:
+        store.put("a/x.csv", b"inside")
+    victim = root / "a" / ("real.csv" if kind == "link inside the root" else "x.csv")
+    (tmp_path / "secret").write_text(MARKER)
+    resolve = Path.resolve
+    swapped: list[Path] = []
+
+    def resolve_then_swap(self: Path, strict: bool = False) -> Path:
+        real = resolve(self, strict=strict)
+        if not swapped:
+            _swap_for_link(victim, tmp_path / "secret")
+            swapped.append(self)
+        return real
+
+    monkeypatch.setattr(Path, "resolve", resolve_then_swap)
+    try:
+        data = store.get("a/x.csv")
+    except OutsideRoot:
+        data = None
+    assert swapped, "the store resolved no path: the race was not staged"
+    assert data in (None, b"inside"), "a file outside the root was read"
+
+
+class _SwapAfterListing(LocalStore):
+    """A DMS folder where an attacker swaps one listed file for a link out of it right after each listing."""
+
+    def __init__(self, root: Path, victim: str, target: Path) -> None:
+        super().__init__(root)
+        self.victim, self.target = victim, target
+
+    def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[Any]:
+        found = list(super().list(prefix, start_after=start_after))
+        if any(o.key == self.victim for o in found) and not (self.root / self.victim).is_symlink():
+            _swap_for_link(self.root / self.victim, self.target)
+        yield from found
+
+
+def test_the_dms_source_refuses_a_file_swapped_for_an_outside_link_after_listing(tmp_path: Path) -> None:
+    (tmp_path / "outside.csv").write_text(f"I,9,{MARKER}\n")
+    store = _SwapAfterListing(tmp_path / "feed", "dbo/t/20240101-0000000002.csv", tmp_path / "outside.csv")
+    put(store, T, "LOAD00000001.csv", "1,one\n")
+    put(store, T, "20240101-0000000002.csv", "I,2,two\n")
+    put(store, T, "20240101-0000000003.csv", "I,3,three\n")
+    source = pipeline_round(store, SCHEMAS, tmp_path, DmsOptions(bad_input_policy="quarantine"))
+    notes = [json.loads(p.read_text()) for p in (tmp_path / "staging" / "_quarantine").rglob("*.json")]
+    assert [n["reason"] for n in notes] == ["outside_root"], notes
+    assert "not read" in notes[0]["detail"]
+    assert MARKER.encode() not in _everything_under(tmp_path / "staging")
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        assert con.execute('SELECT id, v FROM "dbo"."t" ORDER BY id').fetchall() == [(1, "one"), (3, "three")]
+    finally:
+        con.close()
+    assert source.problems() == []
+
+
+def test_a_dms_folder_that_is_itself_a_link_is_read(tmp_path: Path) -> None:
+    """Only links that leave the root are refused: a root reached through a link (a mounted volume linked
+    into place) and links between its own files are read."""
+    real = tmp_path / "volume" / "feed"
+    real.mkdir(parents=True)
+    (tmp_path / "feed").symlink_to(real, target_is_directory=True)
+    store = LocalStore(tmp_path / "feed")
+    put(store, T, "LOAD00000001.csv", "1,one\n")
+    (real / "two.txt").write_text("I,2,two\n")
+    (real / "dbo" / "t" / "20240101-0000000002.csv").symlink_to(real / "two.txt")
+    source = pipeline_round(store, SCHEMAS, tmp_path, DmsOptions())
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        assert con.execute('SELECT id, v FROM "dbo"."t" ORDER BY id').fetchall() == [(1, "one"), (2, "two")]
+    finally:
+        con.close()
+    assert source.problems() == []
 
 
 @pytest.mark.parametrize(
