@@ -9,11 +9,12 @@ and settings in ``config.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from replicator.schema import (
     load_options,
     load_tables,
 )
-from replicator.sources import Source
+from replicator.sources import ShardedSource, Source, shard_of, table_groups
 from replicator.stage import Stager
 from replicator.storage import ObjectStore, Quarantine, S3Settings, open_store
 from replicator.warehouses import Warehouse
@@ -120,17 +121,33 @@ def postgres_dsn(cfg: Config) -> str:
     return dsn(cfg)
 
 
+def postgres_source_dsn(cfg: Config) -> str:
+    """The PostgreSQL source's libpq DSN (holds the password: for the driver only)."""
+    from replicator.sources.postgres import postgres_source_dsn as dsn
+
+    return dsn(cfg)
+
+
 def open_views(
-    cfg: Config, schemas: dict[TableId, TableSchema], warehouse: Warehouse
+    cfg: Config,
+    schemas: dict[TableId, TableSchema],
+    warehouse: Warehouse,
+    *,
+    every: Collection[TableId] | None = None,
 ) -> ViewRefresher | None:
-    """The refresher of the views in ``<schemas>/views/*.sql``, beside ``tables/``; None if there are none."""
-    from replicator.views import ViewError, ViewRefresher, load_views
+    """The refresher of the views in ``<schemas>/views/*.sql``, beside ``tables/``; None if there are none.
+    ``every``: all tables of the config when ``schemas`` is the share of one task: it keeps the views
+    whose tables it owns (a view's tables are owned together, see ``replicator.sources.sharded``)."""
+    from replicator.views import ViewCatalog, ViewError, ViewRefresher, load_views
     from replicator.warehouses import SqlWarehouse
 
     try:
-        views = load_views(Path(resolve(cfg, cfg.schemas)) / "views", set(schemas))
+        views = load_views(Path(resolve(cfg, cfg.schemas)) / "views", set(every or schemas))
     except ViewError as exc:
         raise ConfigError(f"views: {exc}") from None
+    if every is not None and set(every) != set(schemas):
+        owned = {v.name for v in views.views if views.base_tables(v) <= set(schemas)}
+        views = ViewCatalog(tuple(v for v in views.views if v.name in owned))
     if not views.views:
         return None
     if not isinstance(warehouse, SqlWarehouse):
@@ -139,22 +156,69 @@ def open_views(
     return ViewRefresher(views, warehouse)
 
 
+def view_reads(cfg: Config, schemas: Collection[TableId]) -> list[frozenset[TableId]]:
+    """The replicated tables each view reads (for grouping tables that one task must own together)."""
+    from replicator.views import ViewError, load_views
+
+    try:
+        views = load_views(Path(resolve(cfg, cfg.schemas)) / "views", set(schemas))
+    except ViewError as exc:
+        raise ConfigError(f"views: {exc}") from None
+    return [views.base_tables(v) for v in views.views]
+
+
+def shards(cfg: Config, schemas: Collection[TableId]) -> dict[int, list[TableId]]:
+    """The PostgreSQL source's shards (``source.postgres.shards``): shard number -> its tables, by group
+    (``replicator.sources.sharded``), computed from every table of the config; shards without tables are
+    left out."""
+    n = cfg.source.postgres.shards if cfg.source.kind == "postgres" else 1
+    groups = table_groups(schemas, view_reads(cfg, schemas)) if n > 1 else {t: "" for t in schemas}
+    out: dict[int, list[TableId]] = {}
+    for table in sorted(schemas):
+        out.setdefault(shard_of(groups[table], n), []).append(table)
+    return out
+
+
+def shard_config(cfg: Config, shard: int) -> Config:
+    """``cfg`` with the slot and publication of ``shard`` (unchanged with a single shard)."""
+    pgc = cfg.source.postgres
+    if pgc.shards <= 1:
+        return cfg
+    named = dataclasses.replace(
+        pgc, slot_name=f"{pgc.slot_name}_{shard}", publication_name=f"{pgc.publication_name}_{shard}"
+    )
+    return dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, postgres=named))
+
+
 def open_source(
     cfg: Config,
     schemas: dict[TableId, TableSchema],
     staging: ObjectStore,
     quarantine: Quarantine,
     options: dict[TableId, TableOptions] | None = None,
+    *,
+    all_tables: Collection[TableId] | None = None,
 ) -> Source:
-    """The configured source; its progress lives in the staging store (``_state/``)."""
+    """The configured source; its progress lives in the staging store (``_state/``). With PostgreSQL
+    shards, one source per shard that has tables in ``schemas`` (``all_tables``: every table of the config,
+    which decides the shards), read as one."""
     package = importlib.import_module(SOURCES[cfg.source.kind])
-    source: Source = package.open_source(
-        cfg,
-        schemas,
-        state=staging,
-        quarantine=quarantine,
-        options=table_options(cfg) if options is None else options,
-    )
+    opts = table_options(cfg) if options is None else options
+    if cfg.source.kind == "postgres" and cfg.source.postgres.shards > 1:
+        parts = []
+        for k, tables in shards(cfg, all_tables if all_tables is not None else schemas).items():
+            mine = {t: schemas[t] for t in tables if t in schemas}
+            if mine:
+                parts.append(
+                    package.open_source(shard_config(cfg, k), mine, state=staging, quarantine=quarantine,
+                                        options=opts)
+                )  # fmt: skip
+        return ShardedSource(parts)
+    source: Source = package.open_source(cfg, schemas, state=staging, quarantine=quarantine, options=opts)
+    elsewhere = set(all_tables or ()) - set(schemas)
+    owned_elsewhere = getattr(source, "owned_elsewhere", None)  # DMS: folders of other tasks' tables
+    if elsewhere and owned_elsewhere is not None:
+        owned_elsewhere(elsewhere)
     return source
 
 
@@ -174,14 +238,17 @@ class App:
 
 
 @contextmanager
-def build(cfg: Config, *, warehouse: Warehouse | None = None) -> Iterator[App]:
+def build(
+    cfg: Config, *, warehouse: Warehouse | None = None, tables: Collection[TableId] | None = None
+) -> Iterator[App]:
     """Everything wired; ``warehouse``: one already open (the daemon opens it first to take the lease). It is
-    closed with the app either way."""
-    schemas = load_schemas(cfg)
+    closed with the app either way. ``tables``: only these (the ones this task owns; default: all)."""
+    every = load_schemas(cfg)
+    schemas = every if tables is None else {t: s for t, s in every.items() if t in tables}
     staging = open_staging(cfg)
     quarantine = Quarantine(staging)
     options = table_options(cfg)
-    source = open_source(cfg, schemas, staging, quarantine, options)
+    source = open_source(cfg, schemas, staging, quarantine, options, all_tables=set(every))
     if warehouse is None:
         warehouse = open_warehouse(cfg)
     configure = getattr(warehouse, "configure", None)
@@ -194,7 +261,7 @@ def build(cfg: Config, *, warehouse: Warehouse | None = None) -> Iterator[App]:
         schemas=schemas,
         batch=cfg.batch,
         settings=cfg.pipeline,
-        views=open_views(cfg, schemas, warehouse),
+        views=open_views(cfg, schemas, warehouse, every=set(every)),
     )
     app = App(cfg, schemas, staging, quarantine, source, warehouse, pipeline)
     try:

@@ -125,6 +125,10 @@ class PostgresSourceConfig:
     create_slot: bool = True
     create_publication: bool = True
     copy_workers: int = 0  # tables copied at once (initial snapshot, added tables); 0: cores, at most 4
+    # Tables split into this many shards, each with its own publication and slot (``<name>_<k>`` when more
+    # than one), so that several tasks can share the work (a slot is read by one connection). Changing it
+    # is a procedure: README "Scaling out".
+    shards: int = field(default=1, metadata={"min": 1})
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,13 +273,17 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class LeaseConfig:
-    """The single-writer lease: a row in the warehouse's ``_replicator.leases``, one per scope.
+    """Who merges what, among the tasks running one config (one ``scope``); see ``replicator/ops/shares.py``.
 
-    Tasks sharing a scope take turns (one merges, the others wait); tasks that replicate disjoint table sets
-    use different scopes and run side by side.
+    ``mode``: ``shared`` spreads the work (tables; PostgreSQL: shards) over every live task of the scope,
+    each unit under its own fenced lease in ``_replicator.claims``; ``single`` is one lease for everything
+    (``_replicator.leases``: one task merges, the others wait as standbys); ``auto`` is ``shared`` on
+    PostgreSQL and Redshift targets and ``single`` on DuckDB, whose file one process at a time can open.
+    Tasks that replicate disjoint table sets can also use different scopes and run side by side.
     """
 
     scope: str = "default"
+    mode: Literal["auto", "single", "shared"] = "auto"
     ttl_seconds: float = 15.0  # a holder that stops renewing loses the lease after this long
     renew_interval_seconds: float = 3.0  # well below ttl: a few missed renewals are survivable
 
@@ -539,6 +547,11 @@ def validate(cfg: Config) -> list[str]:
             problems.append("warehouse.host: required for redshift with auth = 'password'")
     if cfg.lease.renew_interval_seconds * 2 > cfg.lease.ttl_seconds:
         problems.append("lease.renew_interval_seconds: expected at most half of lease.ttl_seconds")
+    if cfg.lease.mode == "shared" and cfg.warehouse.kind == "duckdb":
+        problems.append(
+            'lease.mode: "shared" needs a PostgreSQL or Redshift warehouse (one process at a time opens a'
+            ' DuckDB file); use "auto" or "single"'
+        )
     if not cfg.lease.scope:
         problems.append("lease.scope: required (a name shared by the tasks that take turns)")
     if (cfg.s3.sse == "aws:kms") != bool(cfg.s3.sse_kms_key_id):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,6 +96,9 @@ class Pipeline:
         # pause returns no further batch of that table commits.
         self.paused: set[TableId] = set()
         self.merge_gate = threading.Lock()
+        # Called before each batch is staged and before each acknowledgement: raises when this task may no
+        # longer write for its tables (scale-out: its claims may have expired while it stalled).
+        self.guard: Callable[[], None] | None = None
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class Pipeline:
             if n >= check_at or time.monotonic() >= check_time:
                 check_at, check_time = n + 1024, time.monotonic() + every
                 if already_staged:
+                    self._guard()
                     self.source.ack(already_staged)
                     already_staged = {}
                 for batch in buffer.due():
@@ -252,6 +256,7 @@ class Pipeline:
                     self.refresh_views()
                     last_merge = time.monotonic()
         if already_staged:
+            self._guard()
             self.source.ack(already_staged)
         if stop.is_set():
             return n
@@ -265,6 +270,7 @@ class Pipeline:
         if batch.table in self._halted:
             return
         bound = log.bind(table=str(batch.table), batch_id=batch.id)
+        self._guard()
         try:
             manifest = self.stager.stage(batch, keep=self._keep_rejected)
         except BatchRejected as exc:
@@ -279,6 +285,7 @@ class Pipeline:
         crash_point("after_stage")
         self._fresh.add(batch.table)
         self._staged_through[batch.table] = batch.last
+        self._guard()
         self.source.ack({batch.table: batch.last})
         crash_point("after_ack")
         self.stats.staged_batches += 1
@@ -289,6 +296,10 @@ class Pipeline:
             first=str(batch.first),
             last=str(batch.last),
         )
+
+    def _guard(self) -> None:
+        if self.guard is not None:
+            self.guard()
 
     def _keep_rejected(self, row: RejectedRow) -> bool:
         """A value that does not parse: the source's policy decides (sources without one go on)."""

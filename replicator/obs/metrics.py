@@ -77,6 +77,14 @@ TABLE_STOPPED = Gauge(
 PAUSED_TABLES = Gauge("replicator_paused_tables", "Tables whose merge is paused (or waiting for a resync)")
 TABLE_STATE = Gauge("replicator_table_state", "1 for the control state each table is in", ["table", "state"])
 LEASE_HELD = Gauge("replicator_lease_held", "1 while this process holds the single-writer lease", ["scope"])
+# Scale-out (lease.mode = shared; replicator/ops/shares.py). Every series of the process also carries the task
+# through TASK_INFO (join on instance in queries); the unit gauges are what the alert rules read.
+TASK_INFO = Info("replicator_task", "This task's member id among the tasks sharing one config")
+UNITS_OWNED = Gauge("replicator_units_owned", "Units of work (table groups or shards) this task owns now")
+UNITS_CONFIGURED = Gauge("replicator_units_configured", "Units of work of the config, as this task sees it")
+UNITS_UNOWNED = Gauge(
+    "replicator_units_unowned", "Units of work with no live owner now, as this task sees the claims"
+)
 ROUNDS = Counter("replicator_rounds_total", "Completed capture-and-merge rounds of the daemon loop")
 ADMIN_REQUESTS = Counter(
     "replicator_admin_requests_total", "Admin API requests by action and outcome", ["action", "result"]

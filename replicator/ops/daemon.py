@@ -32,7 +32,7 @@ from replicator import app as app_mod
 from replicator.config import Config, ConfigError
 from replicator.model import TableId
 from replicator.obs import metrics
-from replicator.ops import actions, stops
+from replicator.ops import actions, shares, stops
 from replicator.ops import status as status_mod
 from replicator.ops.actions import endpoint_file
 from replicator.ops.control import (
@@ -52,7 +52,7 @@ from replicator.ops.http import NotActive, ObsServer
 from replicator.ops.httpserver import Limits
 from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
 from replicator.pipeline import RunStats
-from replicator.sources import Resyncable
+from replicator.sources import Resyncable, table_groups
 from replicator.warehouses import SqlWarehouse, Warehouse
 
 log = structlog.get_logger(__name__)
@@ -97,8 +97,10 @@ class _Term:
     app: app_mod.App
     control: ControlStore  # the main loop's session
     admin: ControlStore  # the admin API's session
-    keeper: LeaseKeeper
+    lost: threading.Event  # the lease (or a claim) was lost: stop at once
     loading: set[TableId] = field(default_factory=set)  # resyncs whose reload is being merged
+    rebalance: threading.Event | None = None  # scale-out: the units to own changed; end the term
+    shares: shares.ShareStore | None = None  # scale-out: this task's member and claims rows
 
 
 def owner_id() -> str:
@@ -113,6 +115,7 @@ class Daemon:
         self.phase = "starting"
         self.connected = False
         self.holding = False
+        self.units_held: list[str] = []  # scale-out: the units this task owns now
         self.last_round = time.monotonic()
         self.signal: LoopSignal | None = None
         self.stats = RunStats()
@@ -185,6 +188,8 @@ class Daemon:
         return PostgresSession(app_mod.postgres_dsn(self.cfg))
 
     def _term(self, *, once: bool) -> int:
+        if shares.shared(self.cfg):
+            return self._shared_term(once=once)
         warehouse = app_mod.open_warehouse(self.cfg)  # DuckDB: fails while another process has the file
         sessions: list[SqlSession] = []
         keeper: LeaseKeeper | None = None
@@ -213,7 +218,7 @@ class Daemon:
                 warehouse.add_hook(LeaseFence(lease, row_lock=row_lock))
             built = True
             with app_mod.build(self.cfg, warehouse=warehouse) as app:
-                term = _Term(app, control, admin, keeper)
+                term = _Term(app, control, admin, keeper.lost)
                 self._active = term
                 self._write_endpoint()
                 try:
@@ -229,6 +234,130 @@ class Daemon:
                 s.close()
             if not built:
                 warehouse.close()
+
+    # -- scale-out (lease.mode = shared; see replicator/ops/shares.py) ---------------------------------------
+
+    def _units(self) -> list[shares.Unit]:
+        every = app_mod.load_schemas(self.cfg)
+        groups = table_groups(every, app_mod.view_reads(self.cfg, every))
+        kind = self.cfg.source.kind
+        one_feed = kind == "dms" and self.cfg.source.dms.preserve_transactions
+        pg = app_mod.shards(self.cfg, every) if kind == "postgres" else None
+        return shares.plan_units(kind, every, groups, shards=pg, one_feed=one_feed)
+
+    def _shared_term(self, *, once: bool) -> int:
+        """A term over the units this task owns: claim them (waiting while their previous owners finish),
+        build the pipeline over their tables, run rounds until stopped, a claim is lost, or the units to own
+        change (a task joined, died or drained); then release what is no longer ours."""
+        warehouse = app_mod.open_warehouse(self.cfg)
+        sessions: list[SqlSession] = []
+        keeper: shares.ShareKeeper | None = None
+        store: shares.ShareStore | None = None
+        built = False
+        endpoint = f"{socket.gethostname()}:{self.http_port or 0}"
+        try:
+            sessions = [self._session(warehouse) for _ in range(4)]
+            store = shares.ShareStore(
+                sessions[0], scope=self.cfg.lease.scope, owner=self.owner,
+                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint,
+            )  # fmt: skip
+            store.ensure()
+            control, admin = ControlStore(sessions[1]), ControlStore(sessions[2])
+            control.ensure()
+            self.connected = True
+            units = self._units()
+            names = [u.name for u in units]
+            held = self._claim_units(store, names, once=once)
+            if held is None:
+                return 0
+            renewer = shares.ShareStore(
+                sessions[3], scope=self.cfg.lease.scope, owner=self.owner,
+                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint,
+            )  # fmt: skip
+            keeper = shares.ShareKeeper(
+                renewer, names, held, interval=self.cfg.lease.renew_interval_seconds, gone=self._gone
+            )
+            keeper.start()
+            self.holding, self.units_held = True, sorted(held)
+            owned = {t: u.name for u in units if u.name in held for t in u.tables}
+            if self.cfg.source.kind == "postgres":
+                slots = [
+                    app_mod.shard_config(self.cfg, int(u.removeprefix("shard-"))).source.postgres.slot_name
+                    for u in held
+                ]
+                shares.take_over_slots(app_mod.postgres_source_dsn(self.cfg), slots)
+            if isinstance(warehouse, SqlWarehouse):
+                row_lock = " FOR SHARE" if self.cfg.warehouse.kind == "postgres" else ""
+                warehouse.add_hook(shares.UnitFence(store, owned, held, row_lock=row_lock))
+            built = True
+            log.info("units_claimed", owner=self.owner, units=sorted(held), tables=len(owned))
+            with app_mod.build(self.cfg, warehouse=warehouse, tables=set(owned)) as app:
+                app.pipeline.guard = keeper.check
+                # ``--once`` owns every unit until it is done: nothing to rebalance.
+                rebalance = None if once else keeper.rebalance
+                term = _Term(app, control, admin, keeper.lost, rebalance=rebalance, shares=store)
+                self._active = term
+                try:
+                    return self._rounds(term, once=once)
+                finally:
+                    self._active = None
+        finally:
+            self.holding, self.units_held = False, []
+            metrics.UNITS_OWNED.set(0)
+            if keeper is not None:
+                keeper.stop()
+            if store is not None:
+                with contextlib.suppress(Exception):
+                    if self.stop.is_set() or once:
+                        store.leave()  # drain: the others take our units at once
+                    elif keeper is not None:
+                        members = store.members()
+                        keep = shares.desired_units([u for u in keeper.units], members, self.owner)
+                        store.release(set(keeper.held) - keep)
+            for s in sessions:
+                s.close()
+            if not built:
+                warehouse.close()
+
+    def _claim_units(
+        self, store: shares.ShareStore, units: list[str], *, once: bool
+    ) -> dict[str, int] | None:
+        """Claim the units this task should own: unit -> fencing token; None when stopped while waiting.
+        Waits while none is free (their owners release them within a round) or while this task should own
+        none (more tasks than units: a standby); starts with part of them after two renew intervals."""
+        interval = self.cfg.lease.renew_interval_seconds
+        waited, logged = 0.0, False
+        while True:
+            store.heartbeat()
+            claims = store.claims()
+            # Owners provably gone (a crashed run of this host) need not be waited for until they expire.
+            dead = {
+                c.owner for c in claims.values() if c.live and c.owner != self.owner and self._gone(c.owner)
+            }
+            members = [m for m in store.members() if m not in dead and (m == self.owner or not self._gone(m))]
+            desired = set(units) if once else shares.desired_units(units, members, self.owner)
+            held = {u: tok for u in sorted(desired) if (tok := store.claim(u, dead=dead)) is not None}
+            claims = store.claims()
+            shares.observe(claims, units)
+            stale = {u for u, c in claims.items() if c.owner == self.owner and c.live and u not in desired}
+            store.release(stale)  # left from an earlier term, before the others joined
+            if once and len(held) < len(desired):
+                store.release(set(held))
+                busy = sorted(u for u in desired if u not in held)
+                raise RuntimeError(
+                    f"units {', '.join(busy)} are owned by other running tasks of scope"
+                    f" {self.cfg.lease.scope!r}; stop them or run with another lease.scope"
+                )
+            if held and (len(held) == len(desired) or waited >= 2 * interval):
+                return held
+            store.release(set(held))
+            self.phase = "waiting_for_units" if desired else "standby"
+            if not logged:
+                log.info("units_waiting", desired=sorted(desired), free=sorted(held))
+                logged = True
+            if self.stop.wait(interval):
+                return None
+            waited += interval
 
     def _end_lease(self, keeper: LeaseKeeper | None, lease: LeaseStore | None) -> None:
         """Stop renewing and hand the lease over (a waiting task takes it at once). Safe to call twice."""
@@ -280,7 +409,7 @@ class Daemon:
 
     def _rounds(self, term: _Term, *, once: bool) -> int:
         pipeline = term.app.pipeline
-        signal = LoopSignal(self.stop, term.keeper.lost)
+        signal = LoopSignal(self.stop, term.lost, *([term.rebalance] if term.rebalance else []))
         self.signal = signal
         pipeline.start()
         if once:
@@ -303,7 +432,7 @@ class Daemon:
                 pipeline.wait_between_rounds(captured, self.stop)
         self.stats, self.errors = pipeline.stats, dict(pipeline.errors)
         self._refresh_stops(term)
-        if term.keeper.lost.is_set() and not self.stop.is_set():
+        if term.lost.is_set() and not self.stop.is_set():
             raise LeaseLost("the lease was lost; waiting to take it again")
         return 1 if once and self.stopped else 0
 

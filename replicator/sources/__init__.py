@@ -5,9 +5,21 @@ One package per source: ``dms`` (AWS DMS files on S3), ``postgres`` (logical rep
 composition root (``replicator.app``).
 
 Exports the contracts (``base``): ``Source``, and the optional capabilities ``Resyncable``, ``Stoppable``,
-``Drainable``, ``Streaming`` (a read waits for news itself), ``Notifying`` (news between reads).
+``Drainable``, ``Streaming`` (a read waits for news itself), ``Notifying`` (news between reads); and
+(``sharded``) how tables split into shards that different tasks own, ``ShardedSource`` reading several.
 """
 
 from replicator.sources.base import Drainable, Notifying, Resyncable, Source, Stoppable, Streaming
+from replicator.sources.sharded import ShardedSource, shard_of, table_groups
 
-__all__ = ["Drainable", "Notifying", "Resyncable", "Source", "Stoppable", "Streaming"]
+__all__ = [
+    "Drainable",
+    "Notifying",
+    "Resyncable",
+    "ShardedSource",
+    "Source",
+    "Stoppable",
+    "Streaming",
+    "shard_of",
+    "table_groups",
+]

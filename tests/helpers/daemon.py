@@ -137,7 +137,8 @@ class DaemonProcess:
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:  # not another test's daemon answering on a port it lost
-            raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{self.log.read_text()[-3000:]}")
+            tail = self.log.read_text()[-3000:]
+            raise AssertionError(f"daemon exited {self.proc.returncode}; log:\n{tail}")
         return http("GET", f"{self.url}/readyz")[0] == 200
 
     def wait_ready(self, timeout: float = 40) -> None:

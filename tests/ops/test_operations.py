@@ -160,9 +160,10 @@ def test_two_daemons_on_one_config_take_turns_and_the_second_takes_over_when_the
     feed.release(2)
     pa, pb = free_port(), free_port()
     cfg = daemon_config(tmp_path / "r.toml", source=feed.live, port=0)
-    a = DaemonProcess(cfg, pa, env={**pg_env(pg_dsn), "REPLICATOR__HTTP__PORT": str(pa)}, name="a")
+    single = {**pg_env(pg_dsn), "REPLICATOR__LEASE__MODE": "single"}  # one merges, the other stands by
+    a = DaemonProcess(cfg, pa, env={**single, "REPLICATOR__HTTP__PORT": str(pa)}, name="a")
     a.wait_ready()
-    b = DaemonProcess(cfg, pb, env={**pg_env(pg_dsn), "REPLICATOR__HTTP__PORT": str(pb)}, name="b")
+    b = DaemonProcess(cfg, pb, env={**single, "REPLICATOR__HTTP__PORT": str(pb)}, name="b")
     try:
         wait_for(lambda: http("GET", f"{b.url}/healthz")[0] == 200, 30, "b alive")
 
