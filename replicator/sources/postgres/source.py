@@ -62,8 +62,8 @@ import structlog
 from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.sources.postgres import pgoutput as pg
-from replicator.sources.postgres.columns import RowCollector
 from replicator.sources.postgres.initial_copy import CopyRound, Recopies, TableCopied
+from replicator.sources.postgres.readahead import ReadAhead
 from replicator.sources.postgres.resync import STATE_PREFIX, load_state, save_state, stopped_tables
 from replicator.sources.postgres.rows import (
     OPS,
@@ -75,6 +75,7 @@ from replicator.sources.postgres.rows import (
     relation_shape,
     row_changes,
 )
+from replicator.sources.postgres.rowscan import Rows, SinkLike, scan
 from replicator.sources.postgres.setup import (
     SourceSetupError,
     drop_slot,
@@ -153,6 +154,7 @@ class PostgresSource:
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
+        self._reader = ReadAhead(self.stream)  # reads on while the pipeline stages and merges
         self._decoder = pg.Decoder()
         self._rels: dict[int, Rel | None] = {}
         self._txns: deque[Txn] = deque()
@@ -161,10 +163,13 @@ class PostgresSource:
         self._yielded: dict[TableId, str] = {}
         self._snapshot_pending: dict[TableId, str] | None = None
         self._ready = False
-        self._collectors: dict[TableId, RowCollector] = {}  # plain rows not yet yielded, per table
+        self._collectors: dict[TableId, Rows] = {}  # plain rows not yet yielded, per table
         self.chunk_rows = chunk_rows  # a table's collected rows are yielded as one chunk at this many
         self.chunk_bytes = 4 << 20  # ... or at this many bytes of messages, whichever comes first
-        self._collector_of: dict[int, RowCollector] = {}  # by relation id: the same as ``_collectors``
+        self._collector_of: dict[int, Rows] = {}  # by relation id: the same as ``_collectors``
+        self._sinks: dict[int, SinkLike] = {}  # by relation id: their sinks, for ``scan``
+        self._owner: dict[SinkLike, Rows] = {}  # sink -> its collector
+        self._serial = 0  # Begin messages seen: a sink ``scan`` appends to is begun for the current one
         self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
         self.copy_chunk_bytes = 4 << 20  # a copy's rows are handed on in chunks of about this much CSV
         # Tables stopped for bad input (``stop_table``), persisted in the state until a resync; their
@@ -208,7 +213,7 @@ class PostgresSource:
         if self._txn is None and not self._txns and self._snapshot_pending is None:
             # Nothing pending: everything the server sent up to its position is handled (keepalive-only
             # periods, other databases' WAL), so the slot may move there.
-            self.stream.confirm(self.stream.server_wal_end)
+            self.stream.confirm(self._reader.server_wal_end)
         self._report_lag()
 
     def ack(self, positions: Mapping[TableId, Position]) -> None:
@@ -248,7 +253,7 @@ class PostgresSource:
             return False
         if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
             return False
-        sent = self.stream.server_wal_end
+        sent = self._reader.server_wal_end
         if sent >= self._drain_target or (
             sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
         ):
@@ -286,6 +291,7 @@ class PostgresSource:
 
     def close(self) -> None:
         self.recopies.close()
+        self._reader.close()
         self.stream.close()
         self._conn.close()
 
@@ -441,50 +447,57 @@ class PostgresSource:
         decode = decoder.decode
         yielded = self._yielded
         rels = self._rels
-        collectors = self._collectors
-        by_rel = self._collector_of
-        raw = pg.raw_tuple
+        by_rel, sinks, owner = self._collector_of, self._sinks, self._owner
         limit, cap = self.chunk_rows, self.chunk_bytes
         full = self.stream.run_size
-        holding: set[TableId] = set()  # tables that collected rows since the socket last drained
+        touched: list[SinkLike] = []  # sinks that collected rows since the socket last drained
         txn = self._txn
-        for run in self.stream.messages():
-            for payload in run:
+        for run in self._reader.messages():
+            i, n = 0, len(run)
+            while i < n:
+                if txn is not None and not decoder.in_stream:
+                    # The bulk of the rows: each table's plain rows after its first in the transaction.
+                    i, txn.ordinal, filled = scan(
+                        run, i, sinks, txn.ordinal, self._serial, touched, limit, cap
+                    )
+                    if filled is not None:
+                        yield from self._flush(owner[filled].table)
+                        continue
+                    if i >= n:
+                        break
+                payload = run[i]
+                i += 1
                 tag = payload[0]
                 if tag in OPS and not decoder.in_stream:  # 'I', 'U', 'D'
                     rel_id = int.from_bytes(payload[1:5])
                     rel = rels.get(rel_id)
                     if rel is None:
                         continue  # a table we do not replicate
-                    flag = payload[5]  # 'N' new tuple first: no old one; a delete's 'K' key or 'O' old row
-                    values = raw(payload, 6) if flag == 78 or (tag == 68 and flag in (75, 79)) else None
-                    if values is not None:
-                        assert txn is not None
-                        txn.ordinal += 1
-                        at = txn.prefix + f"{txn.ordinal:012X}"
-                        # Keyed by relation id: hashing a TableId per row costs more than the decoding.
-                        rows = by_rel.get(rel_id)
-                        if rows is None:
-                            rows = by_rel[rel_id] = collectors.setdefault(rel.table, RowCollector(rel.table))
-                        # Collected rows count as yielded (``take`` records them in ``_yielded``).
-                        if at <= (rows.positions[-1] if rows.positions else yielded.get(rel.table, "")):
-                            continue  # resent after a reconnect, and already yielded
-                        if rel.index is not None:
-                            values = [values[j] if j >= 0 else None for j in rel.index]
+                    assert txn is not None
+                    rows = by_rel.get(rel_id)
+                    if rows is None or rows.rel is not rel:
+                        yield from self._flush(rel.table)  # rows of another shape go first
+                        rows = self._rows_for(rel_id, rel)
+                    txn.ordinal += 1
+                    at = txn.prefix + f"{txn.ordinal:012X}"
+                    # Collected rows count as yielded (``_flush`` records them in ``_yielded``).
+                    if at <= (rows.last or yielded.get(rel.table, "")):
+                        continue  # resent after a reconnect, and already yielded
+                    sink = rows.sink
+                    if sink.add(payload, txn.prefix, txn.ordinal):
+                        if sink.serial != self._serial:
+                            sink.begin(self._serial, txn.prefix)  # ``scan`` takes this table's next rows
                         if rows.txn is not txn:
                             rows.txn = txn
-                            rows.starts.append((len(rows.rows), txn))
-                            txn.last[rel.table] = at  # raised to its last row by ``take``, before any ack
-                        if not rows.positions:
-                            holding.add(rel.table)
-                        rows.rows.append(values)
-                        rows.ops.append(OPS[tag])
-                        rows.positions.append(at)
-                        rows.bytes += len(payload)
-                        if len(rows.positions) >= limit or rows.bytes >= cap:
+                            rows.starts.append((sink.rows - 1, txn))
+                            txn.last[rel.table] = at  # raised to its last row by ``_flush``, before any ack
+                        if sink.rows == 1:
+                            touched.append(sink)
+                        if sink.rows >= limit or sink.nbytes >= cap:
                             yield from self._flush(rel.table)
                         continue
-                    yield from self._flush(rel.table)  # the row path follows for this one
+                    txn.ordinal -= 1  # not plain: the row path numbers it
+                    yield from self._flush(rel.table)
                 msg = decode(payload)
                 kind = type(msg)
                 if kind is pg.Insert or kind is pg.Update or kind is pg.Delete:
@@ -496,6 +509,7 @@ class PostgresSource:
                         yield change
                 elif kind is pg.Begin:
                     assert isinstance(msg, pg.Begin)
+                    self._serial += 1
                     if (
                         self._txns
                         and not self._txns[-1].committed
@@ -535,25 +549,43 @@ class PostgresSource:
                             yielded[rel.table] = txn.last[rel.table] = value
                             yield Change(rel.table, Op.TRUNCATE, (), Position(value), txn.commit_time)
                 # Origin, Type, logical messages: nothing to replicate (enums arrive as text either way).
-            if len(run) < full and holding:
+            if len(run) < full and touched:
                 # The socket is drained: nothing more to read right now. Hand on what was collected, so rows
                 # wait in the buffer (whose age and size limits decide the batches), never here. Only the
                 # tables that collected rows since (not every table's collector, at every drained run).
-                tables, holding = holding, set()
-                for table in tables:
-                    yield from self._flush(table)
-        for table in list(collectors):
+                sinks_touched, touched = touched, []
+                for sink in sinks_touched:
+                    if sink.rows:
+                        yield from self._flush(owner[sink].table)
+        for table in list(self._collectors):
             yield from self._flush(table)
+
+    def _rows_for(self, rel_id: int, rel: Rel) -> Rows:
+        """The (empty) collector of ``rel``'s table, shaped like ``rel``, its sink under ``rel_id``."""
+        rows = self._collectors.get(rel.table)
+        if rows is None:
+            rows = self._collectors[rel.table] = Rows(rel.table, rel)
+        elif rows.rel is not rel:
+            old = rows.sink
+            rows.reshape(rel)
+            self._owner.pop(old, None)
+            for other in [r for r, s in self._sinks.items() if s is old]:
+                self._sinks[other] = rows.sink
+        self._collector_of[rel_id] = rows
+        self._sinks[rel_id] = rows.sink
+        self._owner[rows.sink] = rows
+        return rows
 
     def _flush(self, table: TableId) -> Iterator[ChangeChunk]:
         """The rows collected of ``table``, as one chunk (nothing when there are none)."""
         rows = self._collectors.get(table)
-        if rows is None or not rows.positions:
+        if rows is None or not rows.sink.rows:
             return
-        ends = [i for i, _ in rows.starts[1:]] + [len(rows.positions)]
+        sink = rows.sink
+        ends = [i for i, _ in rows.starts[1:]] + [sink.rows]
         for (_, txn), end in zip(rows.starts, ends, strict=True):
-            txn.last[table] = rows.positions[end - 1]  # what the slot waits for, per transaction
-        self._yielded[table] = rows.positions[-1]
+            txn.last[table] = sink.position(end - 1)  # what the slot waits for, per transaction
+        self._yielded[table] = sink.position(-1)
         chunk = rows.take(self._schemas[table])
         if chunk is not None:
             yield chunk

@@ -27,7 +27,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -157,34 +157,13 @@ class ReplicationStream:
         resent). While suspended at a ``yield`` it holds no lock: the status thread keeps feedback going."""
         backoff = 0.5
         idle_since = started = time.monotonic()
-        run_size = self.run_size
         while True:
             try:
-                if not self._streaming:
-                    self.start()
-                    backoff = 0.5
-                run: list[bytes] = []
-                last = None
-                with self._lock:
-                    cur = self._cur
-                    if cur is None or self._broken:
-                        raise psycopg2.OperationalError(
-                            "a status update on the replication connection failed"
-                        )
-                    read = cur.read_message
-                    while len(run) < run_size:
-                        msg = read()
-                        if msg is None:
-                            break
-                        run.append(msg.payload)
-                        last = msg
-                    now = time.monotonic()
-                    # Under endless load the socket never drains: keep the status updates on time anyway.
-                    if now - self._last_status >= self._interval:
-                        self._send_status_locked()
-                    fd = cur.fileno()  # type: ignore[no-untyped-call]
-                if last is not None:
-                    self.received_lsn = max(self.received_lsn, last.data_start)
+                fresh = not self._streaming
+                run, _, fd = self.read_run()
+                backoff = 0.5 if fresh else backoff  # (re)connected
+                now = time.monotonic()
+                if run:
                     yield run
                     idle_since = now = time.monotonic()
                     if now - started >= self.max_read_seconds:
@@ -195,19 +174,56 @@ class ReplicationStream:
                 # Sleeping a little when the socket is drained reads faster than waking per message.
                 select.select([fd], [], [], 0.002)
             except psycopg2.DatabaseError as exc:
-                # A walsender that timed out or died closes the socket without a word: libpq reports a bare
-                # DatabaseError, with no SQLSTATE. Other errors (a missing publication...) are raised.
-                lost = type(exc) is psycopg2.DatabaseError and exc.pgcode is None
-                if not (lost or isinstance(exc, psycopg2.OperationalError)):
-                    raise
-                self._drop_connection()
-                self.reconnects += 1
-                delay = min(backoff, self.max_backoff) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
-                log.warning("replication_connection_lost", error=str(exc).strip(), retry_in=round(delay, 2))
-                time.sleep(delay)
-                backoff *= 2
+                backoff = self.connection_lost(exc, backoff, time.sleep)
                 if time.monotonic() - idle_since >= max(self.idle_seconds, 5.0):
                     return
+
+    def read_run(self) -> tuple[list[bytes], int, int]:
+        """One run: the payloads that can be read without waiting (at most ``run_size``, maybe none), the
+        server's WAL end after them, and the socket (to wait on). Starts streaming first if needed; sends a
+        status update when one is due. Raises psycopg2's errors (``connection_lost`` sorts them)."""
+        if not self._streaming:
+            self.start()
+        run: list[bytes] = []
+        last = None
+        run_size = self.run_size
+        with self._lock:
+            cur = self._cur
+            if cur is None or self._broken:
+                raise psycopg2.OperationalError("a status update on the replication connection failed")
+            read = cur.read_message
+            while len(run) < run_size:
+                msg = read()
+                if msg is None:
+                    break
+                run.append(msg.payload)
+                last = msg
+            # Under endless load the socket never drains: keep the status updates on time anyway.
+            if time.monotonic() - self._last_status >= self._interval:
+                self._send_status_locked()
+            fd = cur.fileno()  # type: ignore[no-untyped-call]
+            wal_end = int(cur.wal_end)
+        if last is not None:
+            self.received_lsn = max(self.received_lsn, last.data_start)
+        return run, wal_end, fd
+
+    def connection_lost(
+        self, exc: psycopg2.DatabaseError, backoff: float, sleep: Callable[[float], object]
+    ) -> float:
+        """After ``read_run`` raised ``exc``: re-raise it unless the connection is lost; else drop the
+        connection, log, wait ``backoff`` (with jitter) by ``sleep``, and return the next backoff. The next
+        ``read_run`` reconnects."""
+        # A walsender that timed out or died closes the socket without a word: libpq reports a bare
+        # DatabaseError, with no SQLSTATE. Other errors (a missing publication...) are raised.
+        lost = type(exc) is psycopg2.DatabaseError and exc.pgcode is None
+        if not (lost or isinstance(exc, psycopg2.OperationalError)):
+            raise exc
+        self._drop_connection()
+        self.reconnects += 1
+        delay = min(backoff, self.max_backoff) * (0.5 + random.random() / 2)  # noqa: S311 - jitter
+        log.warning("replication_connection_lost", error=str(exc).strip(), retry_in=round(delay, 2))
+        sleep(delay)
+        return backoff * 2
 
     def confirm(self, flush_lsn: int) -> None:
         """Everything up to ``flush_lsn`` is durably staged (never called with more). The server hears of

@@ -1,0 +1,155 @@
+"""Reading the replication stream ahead of the pipeline, on a thread of its own (issue 16).
+
+Without it the socket is read only while the pipeline asks for changes: while it stages a batch or merges,
+the walsender fills the socket buffer and then waits, and the machine's other core idles. ``ReadAhead``
+keeps a reader thread on ``ReplicationStream.read_run`` that queues what arrives (at most ``max_bytes`` of
+payloads: beyond that it waits for the consumer), so the walsender decodes while the pipeline stages and
+merges (pyarrow and DuckDB release the GIL while they work).
+
+The consumer's view is what counts: ``messages`` has the contract of ``ReplicationStream.messages`` (runs in
+order, until quiet for ``idle_seconds`` or after ``max_read_seconds``; they are the stream's own settings,
+read live), and ``server_wal_end`` is the server's WAL end as of the last run the consumer took, never as of
+what only the reader has seen: the source confirms that position when it has nothing pending, so it must not
+cover a queued message. A keepalive that moves the WAL end is queued too (as an empty run), in order.
+
+Connection loss: the reader reconnects with backoff (``ReplicationStream.connection_lost``); the server
+resends from the confirmed position, after whatever the queue still holds, and the consumer deduplicates as
+it does without read-ahead. Any other error is queued and raised by ``messages`` after the runs before it;
+the reader then stops, and the next ``messages`` starts a new one. Feedback is unchanged: the reader sends a
+status update when one is due, and the stream's status thread still covers the time the reader waits for
+the consumer. ``close`` stops the reader before the caller closes the stream.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import psycopg2
+import structlog
+
+from replicator.sources.postgres.stream import ReplicationStream
+
+log = structlog.get_logger(__name__)
+
+_Item = tuple[list[bytes], int] | BaseException  # (payloads, WAL end after them) or the reader's error
+
+
+class ReadAhead:
+    """A reader thread in front of ``stream``; see the module docstring."""
+
+    def __init__(self, stream: ReplicationStream, *, max_bytes: int = 64 << 20) -> None:
+        self.stream = stream
+        self.max_bytes = max_bytes  # queued payload bytes at most (one run may go over)
+        self.batch_runs = 16  # runs handed over at once at most, when the reader is ahead
+        self._queue: deque[tuple[_Item, int]] = deque()  # (item, its payload bytes)
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._wal_end = 0  # the server's WAL end as of the last item the consumer took
+
+    @property
+    def server_wal_end(self) -> int:
+        """The server's sent position as of the last run (or keepalive) ``messages`` handed over."""
+        return self._wal_end
+
+    def messages(self) -> Iterator[list[bytes]]:
+        """``ReplicationStream.messages``, from the queue. A run is everything queued when it is taken (up to
+        ``batch_runs`` reads), so a run shorter than the stream's ``run_size`` still means caught up."""
+        self._ensure_reader()
+        stream = self.stream
+        idle_since = started = time.monotonic()
+        while True:
+            with self._cond:
+                if not self._queue:
+                    now = time.monotonic()
+                    wait = min(
+                        stream.idle_seconds - (now - idle_since), stream.max_read_seconds - (now - started)
+                    )
+                    if wait > 0:
+                        self._cond.wait(wait)
+                items = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_runs))]
+                self._bytes -= sum(size for _, size in items)
+                self._cond.notify_all()
+            run: list[bytes] = []
+            for item, _ in items:
+                if isinstance(item, BaseException):
+                    if run:
+                        yield run
+                    raise item
+                payloads, self._wal_end = item
+                run += payloads
+            now = time.monotonic()
+            if run:
+                yield run
+                idle_since = now = time.monotonic()
+                if now - started >= stream.max_read_seconds:
+                    return
+                continue
+            if now - idle_since >= stream.idle_seconds or now - started >= stream.max_read_seconds:
+                return
+
+    def close(self) -> None:
+        """Stop the reader (before the stream is closed). What is queued is dropped: it was never
+        acknowledged, so the server sends it again."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10.0)
+        self._thread = None
+        with self._cond:
+            self._queue.clear()
+            self._bytes = 0
+
+    # -- the reader thread ----------------------------------------------------------------------------
+
+    def _ensure_reader(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._read, args=(self._stop,), name=f"pg-read-{self.stream.slot}", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: _Item, size: int, stop: threading.Event) -> bool:
+        with self._cond:
+            while self._bytes >= self.max_bytes and not stop.is_set():
+                self._cond.wait(0.5)  # the consumer is busy (staging, merging): the stream waits
+            if stop.is_set():
+                return False
+            self._queue.append((item, size))
+            self._bytes += size
+            self._cond.notify_all()
+        return True
+
+    def _read(self, stop: threading.Event) -> None:
+        stream = self.stream
+        backoff = 0.5
+        wal_end = -1
+        try:
+            while not stop.is_set():
+                try:
+                    fresh = not stream._streaming
+                    run, end, fd = stream.read_run()
+                except psycopg2.DatabaseError as exc:
+                    backoff = stream.connection_lost(exc, backoff, stop.wait)
+                    continue
+                if fresh:
+                    backoff = 0.5
+                if run or end != wal_end:
+                    wal_end = end
+                    if not self._put((run, end), sum(map(len, run)), stop):
+                        return
+                if not run:
+                    # Drained: wait for news (a keepalive or data wakes this at once).
+                    select.select([fd], [], [], 0.05)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            log.debug("replication_reader_stopped", slot=stream.slot, error=str(exc).strip())
+            self._put(exc, 0, stop)
