@@ -15,6 +15,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from sys import getsizeof
 from typing import overload
 
 import pyarrow as pa
@@ -32,23 +33,41 @@ from replicator.model import (
     TableSchema,
 )
 
-# Per-change overhead on top of the value text, so many tiny rows still hit max_bytes sensibly. Byte cuts
-# are a memory bound: every change's values are counted (a sample once missed the few huge values among
-# many small ones: 1 MB rows were counted as the small rows around them), and a batch is cut before the
-# change or chunk row that would take it past max_bytes. Tiny rows cost more than this in Python objects;
-# max_rows bounds those.
+# Byte cuts are a memory bound, so a batch's bytes are what its values cost in memory. Every change's
+# values are counted (a sample once missed the few huge values among many small ones: 1 MB rows were
+# counted as the small rows around them), and a batch is cut before the change or chunk row that would take
+# it past max_bytes. A ``Change`` holds its values as Python strings (1, 2 or 4 bytes a character plus a
+# header: ``sys.getsizeof``), which staging copies into Arrow as UTF-8 (1 to 4 bytes a character): each
+# value counts the larger of the two (its characters alone made a 500k-character CJK value count 500 kB
+# where it holds 1 MB in Python and 1.5 MB in Arrow). A chunk's values are Arrow already, and staging does
+# not copy them: its buffers are counted. Staging a batch of changes holds both forms at once, about twice
+# its count (README, "Memory"). Per change or row, a fixed overhead on top, so many tiny rows still hit
+# max_bytes sensibly; tiny rows cost more than this in Python objects; max_rows bounds those.
 _ROW_OVERHEAD = 48
+_ASCII_HEADER = getsizeof("")  # an ASCII string's size beyond its length (what ``values_bytes`` tells by)
+_NULL = getsizeof(None)
 _TRUNCATE = Op.TRUNCATE  # a module constant: ``Op.TRUNCATE`` is an enum class lookup on every change
 
 Part = Change | ChangeChunk
 
 
+def values_bytes(values: Sequence[str | None]) -> int:
+    """What values cost in memory: as Python strings or as their UTF-8 copy in Arrow, the larger."""
+    held = sum(map(getsizeof, values))
+    text = sum(map(len, filter(None, values)))
+    nulls = values.count(None)
+    if held != text + _ASCII_HEADER * (len(values) - nulls) + _NULL * nulls:
+        # Some value is not ASCII (its length in characters is not its size in bytes): count its UTF-8.
+        text = sum(len(v.encode("utf-8", "surrogatepass")) for v in values if v)
+    return max(held, text)
+
+
 def change_bytes(change: Change) -> int:
-    """What a change holds in memory, for byte limits: its values' text (the prior image of a key change
-    too) plus a fixed overhead."""
-    size = _ROW_OVERHEAD + sum(map(len, filter(None, change.values)))
+    """What a change costs in memory, for byte limits: its values (the prior image of a key change too,
+    ``values_bytes``) plus a fixed overhead."""
+    size = _ROW_OVERHEAD + values_bytes(change.values)
     if change.prior is not None:
-        size += sum(map(len, filter(None, change.prior)))
+        size += values_bytes(change.prior)
     return size
 
 
@@ -168,9 +187,7 @@ class Buffer:
             alone = Batch(table, self.schemas[table], [change])
             self._cut_from[alone.id] = seen
             return [*done, alone]
-        size = _ROW_OVERHEAD + sum(map(len, filter(None, change.values)))  # change_bytes, inlined
-        if change.prior is not None:
-            size += sum(map(len, filter(None, change.prior)))
+        size = change_bytes(change)
         p = self._pending.get(table)
         if p is None or p.bytes + size > self.max_bytes:
             return self._start(table, change, size, seen)

@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 
 BATCHES = "batches/"
 _ROW_GROUP_BYTES = 8 << 20
+_SMALL_VALUES = 1024  # bytes per value on average, at most, for a column to be dictionary-encoded
 METADATA_FIELDS = [
     pa.field(OP_COLUMN, pa.string(), nullable=False),
     pa.field(SEQ_COLUMN, pa.int64(), nullable=False),
@@ -233,6 +234,8 @@ def _noted(
 ) -> tuple[pa.BooleanArray, pa.Array]:
     """The bad rows with ``mask``'s added, and per row the index of its first problem (null: none yet)."""
     mask = pc.fill_null(mask, False)
+    if isinstance(mask, pa.ChunkedArray):  # a key column staged as text
+        mask = mask.combine_chunks()
     here = pa.scalar(problem, pa.int32())
     if bad is None or first is None:
         return mask, pc.if_else(mask, here, pa.scalar(None, pa.int32()))
@@ -247,12 +250,16 @@ def _finish(
     Bad rows are tracked column-wise (a mask, and per row the index of its first problem), so a batch
     with many of them costs a few bulk operations more than a clean one, not work per row."""
     n = text.num_rows
-    typed: list[pa.Array] = []
+    typed: list[pa.Array | pa.ChunkedArray] = []
     bad: pa.BooleanArray | None = None
     first: pa.Array | None = None  # per row: index in ``problems`` of its first problem
     problems: list[_Problem] = []
     for col in schema.columns:
-        column = text.column(col.name).combine_chunks()
+        chunked = text.column(col.name)
+        if pa.types.is_string(col.type.arrow):
+            typed.append(chunked)  # staged as sent: nothing to parse, and no copy of (large) values made
+            continue
+        column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         array, mask = typed_column(column, col.type, suspect=col.name in suspect, as_mask=True)
         typed.append(array)
         if mask is not None:
@@ -346,7 +353,9 @@ def _kept_rows(rows: _Rows, keep: pa.Array) -> _Rows:
     return _Rows(change, origin, unchanged)
 
 
-def _assemble(schema: TableSchema, typed: list[pa.Array], text: pa.Table, rows: _Rows) -> pa.Table:
+def _assemble(
+    schema: TableSchema, typed: list[pa.Array | pa.ChunkedArray], text: pa.Table, rows: _Rows
+) -> pa.Table:
     n = text.num_rows
     arrays: list[pa.Array | pa.ChunkedArray] = [
         *typed,
@@ -415,6 +424,24 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
     return pa.concat_tables(tables)
 
 
+def _parquet(table: pa.Table) -> bytes:
+    """The staged file's bytes (zstd), in row groups of about 8 MB: one group for a batch of large values
+    makes the writer hold several copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB more
+    than 8 MB groups). Dictionary encoding only for columns of small values: for large ones the writer
+    fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at once)."""
+    n = table.num_rows
+    per_group = max(1, n * _ROW_GROUP_BYTES // max(1, table.nbytes))
+    small = [
+        f.name for f, c in zip(table.schema, table.columns, strict=True) if c.nbytes <= _SMALL_VALUES * n
+    ]
+    sink = io.BytesIO()
+    pq.write_table(
+        table, sink, compression="zstd", compression_level=1, write_statistics=False,
+        row_group_size=min(n or 1, per_group), use_dictionary=small,
+    )  # fmt: skip
+    return sink.getvalue()
+
+
 def _counts(ops: pa.ChunkedArray) -> dict[str, int]:
     return {str(v["values"]): int(v["counts"]) for v in pc.value_counts(ops).to_pylist()}
 
@@ -454,24 +481,18 @@ class Stager:
         self._suspect[batch.table] = rejected.bad_columns
         if rejected:
             self._set_aside(batch, rejected, keep)
-        sink = io.BytesIO()
-        # Row groups of about 8 MB: one group for a batch of large values makes the writer hold several
-        # copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB more than 8 MB groups).
-        per_group = max(1, table.num_rows * _ROW_GROUP_BYTES // max(1, table.nbytes))
-        pq.write_table(
-            table, sink, compression="zstd", compression_level=1, write_statistics=False,
-            row_group_size=min(table.num_rows or 1, per_group),
-        )  # fmt: skip
-        data = sink.getvalue()
-        base = f"{table_prefix(batch.table)}{batch.first.value.encode().hex()}-{batch.id}"
         ops = _counts(table.column(OP_COLUMN))
         times = pc.min_max(table.column(COMMIT_TIME_COLUMN)).as_py() if table.num_rows else {}
+        rows = table.num_rows
+        data = _parquet(table)
+        del table  # its values need not stay in memory while the file is written
+        base = f"{table_prefix(batch.table)}{batch.first.value.encode().hex()}-{batch.id}"
         manifest = Manifest(
             table=batch.table,
             batch_id=batch.id,
             first=batch.first,
             last=batch.last,
-            rows=table.num_rows,
+            rows=rows,
             inserts=ops.get("I", 0),
             updates=ops.get("U", 0),
             deletes=ops.get("D", 0),
