@@ -30,6 +30,7 @@ from typing import Any
 from replicator import app as app_mod
 from replicator.config import Config, resolve
 from replicator.model import TableId
+from replicator.ops import shares
 from replicator.ops import status as status_mod
 from replicator.ops.control import (
     ACTIVE,
@@ -159,7 +160,23 @@ def status(cfg: Config) -> dict[str, Any]:
             list(schemas), stager, off.warehouse, stops=stops, errors=errors, controls=controls
         )
         views = status_mod.collect_views(getattr(off.warehouse, "fetch", None))
-    return status_mod.document(rows, table_rows(list(schemas), controls, stager, stops, errors), views)
+        owned = _ownership(cfg, off.session)
+    doc = status_mod.document(rows, table_rows(list(schemas), controls, stager, stops, errors), views)
+    if owned is not None:
+        doc["ownership"] = owned
+    return doc
+
+
+def _ownership(cfg: Config, session: SqlSession) -> list[dict[str, Any]] | None:
+    """Scale-out (``lease.mode`` shared): which task owns what, from the claims; None otherwise."""
+    if not shares.shared(cfg):
+        return None
+    store = shares.ShareStore(session, scope=cfg.lease.scope, owner="", ttl_seconds=0, endpoint="")
+    try:
+        return shares.ownership(store, shares.config_units(cfg))
+    except Exception:  # no task ever ran: no claims table yet
+        return [{"unit": u.name, "tables": sorted(map(str, u.tables)), "owner": None, "endpoint": None,
+                 "token": None} for u in shares.config_units(cfg)]  # fmt: skip
 
 
 def tables(cfg: Config) -> list[dict[str, Any]]:

@@ -80,6 +80,11 @@ def status(cfg: Config, *, as_json: bool) -> int:
 
         print()
         print(status_mod.views_to_text([ViewStatus(**v) for v in doc["views"]]))
+    if doc.get("ownership"):
+        from replicator.ops.shares import ownership_text
+
+        print()
+        print(ownership_text(doc["ownership"]))
     return 0
 
 

@@ -346,8 +346,19 @@ def _overview(
     items = [
         ("Build", esc(__version__)),
         ("Task", f"{esc(detail.get('phase'))} ({'ready' if ready else 'not ready: ' + esc(reasons)})"),
-        ("Lease holder", f"{esc(holder)} (scope {esc(detail.get('lease_scope'))})"),
     ]
+    if detail.get("mode") == "shared":
+        units = ", ".join(map(str, detail.get("units", []))) or "none"
+        items.append(("This task", f"{esc(detail.get('owner'))} owns {esc(units)}"))
+    else:
+        items.append(("Lease holder", f"{esc(holder)} (scope {esc(detail.get('lease_scope'))})"))
+    if doc is not None and doc.get("ownership"):
+        tasks: dict[str, int] = {}
+        for u in doc["ownership"]:
+            who = str(u.get("owner") or "UNOWNED")
+            tasks[who] = tasks.get(who, 0) + 1
+        shown = "; ".join(f"{esc(t)}: {n}" for t, n in sorted(tasks.items()))
+        items.append((f"Units of scope {esc(detail.get('lease_scope'))}", shown))
     if doc is not None:
         states: dict[str, int] = {}
         for t in doc.get("tables", []):

@@ -52,7 +52,7 @@ from replicator.ops.http import NotActive, ObsServer
 from replicator.ops.httpserver import Limits
 from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
 from replicator.pipeline import RunStats
-from replicator.sources import Resyncable, table_groups
+from replicator.sources import Resyncable
 from replicator.warehouses import SqlWarehouse, Warehouse
 
 log = structlog.get_logger(__name__)
@@ -136,6 +136,7 @@ class Daemon:
         """Until ``stop`` (or, with ``once``, until a round finds nothing new). Exit code: 0, or 1 with
         ``once`` when a table could not be merged (``errors``)."""
         metrics.BUILD.info({"version": __version__})
+        metrics.TASK_INFO.info({"task": self.owner, "scope": self.cfg.lease.scope})
         server = None if once else self._start_server()
         backoff = Backoff()
         try:
@@ -237,14 +238,6 @@ class Daemon:
 
     # -- scale-out (lease.mode = shared; see replicator/ops/shares.py) ---------------------------------------
 
-    def _units(self) -> list[shares.Unit]:
-        every = app_mod.load_schemas(self.cfg)
-        groups = table_groups(every, app_mod.view_reads(self.cfg, every))
-        kind = self.cfg.source.kind
-        one_feed = kind == "dms" and self.cfg.source.dms.preserve_transactions
-        pg = app_mod.shards(self.cfg, every) if kind == "postgres" else None
-        return shares.plan_units(kind, every, groups, shards=pg, one_feed=one_feed)
-
     def _shared_term(self, *, once: bool) -> int:
         """A term over the units this task owns: claim them (waiting while their previous owners finish),
         build the pipeline over their tables, run rounds until stopped, a claim is lost, or the units to own
@@ -265,7 +258,7 @@ class Daemon:
             control, admin = ControlStore(sessions[1]), ControlStore(sessions[2])
             control.ensure()
             self.connected = True
-            units = self._units()
+            units = shares.config_units(self.cfg)
             names = [u.name for u in units]
             held = self._claim_units(store, names, once=once)
             if held is None:
@@ -541,7 +534,7 @@ class Daemon:
         if not self.connected:
             reasons.append("not connected to the warehouse")
         if not self.holding:
-            reasons.append("not holding the lease")
+            reasons.append("owns no tables" if self.phase == "standby" else "not holding the lease")
         progress = max(self.last_round, self.signal.last_check if self.signal else 0.0)
         idle = time.monotonic() - progress
         if self.phase == "active" and idle > self.cfg.http.ready_stall_seconds:
@@ -552,6 +545,7 @@ class Daemon:
             "phase": self.phase, "owner": self.owner, "lease_scope": self.cfg.lease.scope,
             "seconds_since_progress": round(idle, 1), "reasons": reasons,
             "stopped_tables": sorted(str(t) for t in self.stopped),
+            "mode": "shared" if shares.shared(self.cfg) else "single", "units": list(self.units_held),
         }  # fmt: skip
         return not reasons, detail
 
@@ -590,7 +584,16 @@ class Daemon:
         table_rows = actions.table_rows(
             sorted(pipeline.schemas), controls, pipeline.stager, self._source_stops, errors
         )
-        return status_mod.document(rows, table_rows, views)
+        doc = status_mod.document(rows, table_rows, views)
+        if term.shares is not None:
+            doc["ownership"] = self._ownership(term.shares)
+        return doc
+
+    def _ownership(self, store: shares.ShareStore) -> list[dict[str, Any]]:
+        """Scale-out: every unit of the config with its tables and its owner now (``status``, console)."""
+        with self._control_lock:
+            rows = shares.ownership(store, shares.config_units(self.cfg))
+        return [{**r, "this_task": r["owner"] == self.owner} for r in rows]
 
     def quarantined(self) -> list[dict[str, Any]]:
         """The quarantine's notes (one per file, row or group of rows set aside), for the console."""

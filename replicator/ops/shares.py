@@ -79,6 +79,49 @@ def plan_units(
     return [Unit(g, frozenset(ts)) for g, ts in sorted(by_group.items())]
 
 
+def config_units(cfg: Config) -> list[Unit]:
+    """The units of work of ``cfg``'s tables (see ``plan_units``)."""
+    from replicator import app as app_mod
+    from replicator.sources import table_groups
+
+    every = app_mod.load_schemas(cfg)
+    groups = table_groups(every, app_mod.view_reads(cfg, every))
+    kind = cfg.source.kind
+    one_feed = kind == "dms" and cfg.source.dms.preserve_transactions
+    pg = app_mod.shards(cfg, every) if kind == "postgres" else None
+    return plan_units(kind, every, groups, shards=pg, one_feed=one_feed)
+
+
+def ownership(store: ShareStore, units: Sequence[Unit]) -> list[dict[str, Any]]:
+    """Every unit with its tables and its live owner (None: unowned now), for ``status`` and the console."""
+    claims = store.claims()
+    out = []
+    for unit in units:
+        c = claims.get(unit.name)
+        live = c is not None and c.live
+        out.append(
+            {
+                "unit": unit.name, "tables": sorted(str(t) for t in unit.tables),
+                "owner": c.owner if c is not None and live else None,
+                "endpoint": c.endpoint if c is not None and live else None,
+                "token": c.token if c is not None else None,
+            }
+        )  # fmt: skip
+    return out
+
+
+def ownership_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``status``'s lines: how many units each task owns, and every unowned unit."""
+    tasks: dict[str, int] = {}
+    for r in rows:
+        if r["owner"]:
+            tasks[str(r["owner"])] = tasks.get(str(r["owner"]), 0) + 1
+    lines = [f"{len(rows)} units of work, {len(tasks)} tasks:"]
+    lines += [f"  {task}: {n} units" for task, n in sorted(tasks.items())]
+    lines += [f"  UNOWNED {r['unit']} ({', '.join(r['tables'])})" for r in rows if not r["owner"]]
+    return "\n".join(lines)
+
+
 def _score(unit: str, member: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{unit}\0{member}".encode(), digest_size=8).digest(), "big")
 

@@ -9,6 +9,7 @@ import re
 import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -181,13 +182,33 @@ def test_the_shutdown_grace_ends_before_every_stop_timeout_the_template_offers()
     assert image_config.pipeline.shutdown_grace_seconds == grace_default
 
 
-def test_the_service_never_runs_two_tasks_at_once() -> None:
+def test_the_service_scales_by_its_desired_count_and_rolls_without_a_gap() -> None:
+    """Scale-out (issue 18): the desired count is the knob; deployments overlap old and new tasks, which the
+    fenced claims make safe; shards reach the PostgreSQL source's config."""
     doc = template()
     props = doc["Resources"]["Service"]["Properties"]
-    assert props["DeploymentConfiguration"]["MinimumHealthyPercent"] == 0
-    assert props["DeploymentConfiguration"]["MaximumPercent"] == 100
-    assert doc["Parameters"]["DesiredCount"]["Default"] == 1
-    assert doc["Parameters"]["DesiredCount"]["AllowedValues"] == [0, 1]
+    assert props["DeploymentConfiguration"]["MinimumHealthyPercent"] == 100
+    assert props["DeploymentConfiguration"]["MaximumPercent"] == 200
+    assert props["DesiredCount"] == {"Ref": "DesiredCount"}
+    count = doc["Parameters"]["DesiredCount"]
+    assert count["Default"] == 1 and count["MinValue"] == 0 and count["MaxValue"] >= 3
+    env = {e["Name"] for e in _environment(container(doc)) if isinstance(e, dict) and "Name" in e}
+    assert "REPLICATOR__SOURCE__POSTGRES__SHARDS" in env
+    assert config.PostgresSourceConfig().shards == doc["Parameters"]["SourcePostgresShards"]["Default"]
+    # The default lease mode shares the work on the warehouses the stack offers.
+    assert set(doc["Parameters"]["WarehouseKind"]["AllowedValues"]) <= {"postgres", "redshift"}
+    assert config.LeaseConfig().mode == "auto"
+
+
+def _environment(spec: dict[str, Any]) -> list[Any]:
+    """The container's environment entries, with the !If branches that add one flattened."""
+    out: list[Any] = []
+    for e in spec["Environment"]:
+        if isinstance(e, dict) and "Fn::If" in e:
+            out.extend(x for x in e["Fn::If"][1:] if isinstance(x, dict))
+        else:
+            out.append(e)
+    return out
 
 
 def test_the_ecs_health_check_is_the_dockerfiles() -> None:

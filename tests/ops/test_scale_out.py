@@ -6,6 +6,7 @@ PostgreSQL target while tasks are killed, drained and added."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -19,9 +20,10 @@ from replicator.ops.control import PostgresSession
 from replicator.ops.lease import LeaseLost
 from replicator.ops.shares import ShareStore, UnitFence, assign, desired_units, plan_units
 from replicator.sources import shard_of, table_groups
-from tests.helpers.daemon import DaemonProcess, free_port, wait_for
+from tests.helpers.daemon import DaemonProcess, free_port, http, wait_for
 from tests.helpers.pg import fetch
 from tests.helpers.scale import ManyTables, ledger_duplicates, owners, shared_config, target_state
+from tests.helpers.support import run_cli
 
 # -- the assignment -------------------------------------------------------------------------------------
 
@@ -198,6 +200,16 @@ def test_three_tasks_share_twelve_tables_through_kills_drains_and_joins(tmp_path
         feed.release(2)
         wait_for(lambda: _converged(feed, pg_dsn), 90, lambda: _describe(feed, pg_dsn, daemons))
         assert live_owners() == {_member(c), _member(d)}
+        # The operator's view: status (read from the warehouse), the task's own /readyz, and its metrics.
+        doc = json.loads(run_cli("status", "--json", "-c", str(tmp_path / "c.toml")).stdout)
+        assert len(doc["ownership"]) == 12 and {u["owner"] for u in doc["ownership"]} == live_owners()
+        text = run_cli("status", "-c", str(tmp_path / "c.toml")).stdout
+        assert "12 units of work, 2 tasks:" in text and "UNOWNED" not in text, text
+        ready = http("GET", f"{c.url}/readyz")[1]
+        assert ready["mode"] == "shared" and len(ready["units"]) == 6, ready
+        metrics = str(http("GET", f"{c.url}/metrics")[1])
+        assert "replicator_units_owned 6.0" in metrics and "replicator_units_unowned 0.0" in metrics
+        assert f'replicator_task_info{{scope="fleet",task="{_member(c)}"}} 1.0' in metrics
         assert ledger_duplicates(pg_dsn) == []
         # Each batch once: the ledger's rows add up to every change the feed released (loads included).
         rows = fetch(pg_dsn, "SELECT sum(rows) FROM _replicator.batches")[0][0]
