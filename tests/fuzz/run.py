@@ -223,11 +223,13 @@ def fuzz_case(
     if shrink_seconds > 0:
         named = {m for p in outcome.problems for m in re.findall(r"^(t\d+)\b", p)}
         small, spec = shrink(w, still_fails, shrink_seconds, tables=named)
+        # The workload depends on the profile's types: name them when they are not all of them.
+        types = f" --types {','.join(profile.types)}" if profile.types != Profile().types else ""
         if keep:  # the spec indexes the full workload of the seed only when nothing was kept before
             spec = f"(of the workload kept by --keep {keep}) {spec}"
         lines += [
             f"shrunk in {tries} tries to {small.operations()} operations "
-            f"(reproduce: scripts/fuzz.sh --seed {seed} --target {env.target} --keep {spec}):",
+            f"(reproduce: scripts/fuzz.sh --seed {seed} --target {env.target}{types} --keep {spec}):",
             small.describe(),
         ]
     else:
