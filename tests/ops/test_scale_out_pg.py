@@ -135,6 +135,12 @@ def test_three_tasks_share_three_shards_and_a_killed_tasks_shard_moves(
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(timeout=10)
         wait_for(lambda: spread(2), 40, lambda: f"the killed task's shard stayed: {owners(target, 'shards')}")
+        assert daemons[1].terminate() == 0  # drains mid-stream: its shards move at once
+        wait_for(lambda: spread(1), 20, lambda: f"the drained task's shards: {owners(target, 'shards')}")
+        port = free_port()
+        cfg = _config(tmp_path / "d.toml", source, target, port, slot)
+        daemons.append(DaemonProcess(cfg, port, name="d"))
+        wait_for(lambda: spread(2), 40, lambda: f"the new task got no shard: {owners(target, 'shards')}")
         load.stop.set()
         load.join(timeout=10)
 
