@@ -44,6 +44,7 @@ from replicator.ops.control import (
     TableControl,
     default_control,
 )
+from replicator.ops.lease import clock_for
 from replicator.ops.stops import MERGE, Stop, persisted
 from replicator.stage import Stager
 from replicator.storage import Quarantine
@@ -171,7 +172,8 @@ def _ownership(cfg: Config, session: SqlSession) -> list[dict[str, Any]] | None:
     """Scale-out (``lease.mode`` shared): which task owns what, from the claims; None otherwise."""
     if not shares.shared(cfg):
         return None
-    store = shares.ShareStore(session, scope=cfg.lease.scope, owner="", ttl_seconds=0, endpoint="")
+    clock = clock_for(cfg.warehouse.kind)
+    store = shares.ShareStore(session, scope=cfg.lease.scope, owner="", ttl_seconds=0, endpoint="", now=clock)
     try:
         return shares.ownership(store, shares.config_units(cfg))
     except Exception:  # no task ever ran: no claims table yet

@@ -50,7 +50,7 @@ from replicator.ops.control import (
 )
 from replicator.ops.http import NotActive, ObsServer
 from replicator.ops.httpserver import Limits
-from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore
+from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore, clock_for, lock_for
 from replicator.pipeline import RunStats
 from replicator.sources import Resyncable
 from replicator.warehouses import SqlWarehouse, Warehouse
@@ -204,6 +204,8 @@ class Daemon:
                 owner=self.owner,
                 ttl_seconds=self.cfg.lease.ttl_seconds,
                 endpoint=f"{socket.gethostname()}:{self.http_port or 0}",
+                now=clock_for(self.cfg.warehouse.kind),
+                lock=lock_for(self.cfg.warehouse.kind),
             )
             lease.ensure()
             control, admin = ControlStore(sessions[1]), ControlStore(sessions[2])
@@ -248,11 +250,13 @@ class Daemon:
         store: shares.ShareStore | None = None
         built = False
         endpoint = f"{socket.gethostname()}:{self.http_port or 0}"
+        clock = clock_for(self.cfg.warehouse.kind)
         try:
             sessions = [self._session(warehouse) for _ in range(4)]
             store = shares.ShareStore(
                 sessions[0], scope=self.cfg.lease.scope, owner=self.owner,
-                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint,
+                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint, now=clock,
+                lock=lock_for(self.cfg.warehouse.kind),
             )  # fmt: skip
             store.ensure()
             control, admin = ControlStore(sessions[1]), ControlStore(sessions[2])
@@ -265,7 +269,8 @@ class Daemon:
                 return 0
             renewer = shares.ShareStore(
                 sessions[3], scope=self.cfg.lease.scope, owner=self.owner,
-                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint,
+                ttl_seconds=self.cfg.lease.ttl_seconds, endpoint=endpoint, now=clock,
+                lock=lock_for(self.cfg.warehouse.kind),
             )  # fmt: skip
             keeper = shares.ShareKeeper(
                 renewer, names, held, interval=self.cfg.lease.renew_interval_seconds, gone=self._gone

@@ -4,7 +4,8 @@ Two tasks on the same config (an ECS deployment overlapping old and new tasks) m
 one holding the lease works; the other waits, not ready, and takes the lease over once the holder releases
 it (clean stop) or stops renewing it (killed, partitioned) and it expires.
 
-- Times are the warehouse's clock (``CURRENT_TIMESTAMP``), so tasks with skewed clocks still agree.
+- Times are the warehouse's clock (``clock_for``: PostgreSQL's ``clock_timestamp()``, the time the statement
+  runs, not its transaction's start), so tasks with skewed clocks still agree.
 - Taking and renewing is one UPDATE guarded by ``owner = me OR expires_at < now``; concurrent takers are
   serialised by the row lock (PostgreSQL re-checks the guard after the first commits), so exactly one wins.
 - The renewal runs in a thread on its own connection (``LeaseKeeper``), so a long merge does not let the
@@ -46,6 +47,33 @@ class LeaseHolder:
     live: bool  # not yet expired by the warehouse's clock
 
 
+def clock_for(kind: str) -> str:
+    """The warehouse's current time as the lease statements read it. PostgreSQL: ``clock_timestamp()``
+    (``CURRENT_TIMESTAMP`` is the transaction's start: a renewal that waited behind a fenced merge would
+    write an expiry already past). Redshift: ``SYSDATE`` (``CURRENT_TIMESTAMP`` is leader-node only there;
+    its renewals take no row lock to wait behind). DuckDB: one process, ``CURRENT_TIMESTAMP``."""
+    return {"postgres": "clock_timestamp()", "redshift": "SYSDATE"}.get(kind, "CURRENT_TIMESTAMP")
+
+
+def lock_for(kind: str) -> str:
+    """The row lock lease statements take before computing an expiry (PostgreSQL); none elsewhere
+    (Redshift has no row locks and its fence takes none; DuckDB is one process)."""
+    return " FOR UPDATE" if kind == "postgres" else ""
+
+
+def seconds_between(expires: Any, now: Any) -> float:
+    """``expires - now`` in seconds, from the warehouse's values (timestamps, or text from some drivers)."""
+    from datetime import datetime
+
+    if isinstance(expires, str):
+        expires, now = datetime.fromisoformat(expires), datetime.fromisoformat(str(now))
+    if getattr(expires, "tzinfo", None) is not None and getattr(now, "tzinfo", None) is None:
+        now = now.replace(tzinfo=expires.tzinfo)
+    elif getattr(now, "tzinfo", None) is not None and getattr(expires, "tzinfo", None) is None:
+        expires = expires.replace(tzinfo=now.tzinfo)
+    return float((expires - now).total_seconds())
+
+
 def _ms(seconds: float) -> str:
     return f"INTERVAL '{int(seconds * 1000)} milliseconds'"
 
@@ -54,8 +82,15 @@ class LeaseStore:
     """Compare-and-set operations on one scope's lease row."""
 
     def __init__(
-        self, session: SqlSession, *, scope: str, owner: str, ttl_seconds: float, endpoint: str = ""
-    ):
+        self, session: SqlSession, *, scope: str, owner: str, ttl_seconds: float, endpoint: str = "",
+        now: str = "CURRENT_TIMESTAMP", lock: str = "",
+    ):  # fmt: skip
+        """``now``: the warehouse's clock (``clock_for``); ``lock``: the row lock a renewal or takeover takes
+        *before* it computes the new expiry (``lock_for``): PostgreSQL computes an UPDATE's new values before
+        it waits for a row lock, so an UPDATE that waited behind a fenced merge (``FOR SHARE``) would write
+        an expiry counted from before the wait, possibly already past."""
+        self.now, self.lock = now, lock
+        self.remaining: float | None = None  # seconds the lease is valid for, as of the last renewal
         self.session = session
         self.scope = scope
         self.owner = owner
@@ -84,19 +119,22 @@ class LeaseStore:
         t = quote_table(LEASES)
         insert = (
             f"INSERT INTO {t} (scope, owner, endpoint, acquired_at, heartbeat_at, expires_at)"
-            f" SELECT {quote_literal(self.scope)}, {me}, {quote_literal(self.endpoint)}, CURRENT_TIMESTAMP,"
-            f" CURRENT_TIMESTAMP, CURRENT_TIMESTAMP + {_ms(self.ttl)}"
+            f" SELECT {quote_literal(self.scope)}, {me}, {quote_literal(self.endpoint)}, {self.now},"
+            f" {self.now}, {self.now} + {_ms(self.ttl)}"
             f" WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {self._where})"
         )
         take = (
             f"UPDATE {t} SET acquired_at ="
-            f" CASE WHEN owner = {me} THEN acquired_at ELSE CURRENT_TIMESTAMP END,"
-            f" owner = {me}, endpoint = {quote_literal(self.endpoint)}, heartbeat_at = CURRENT_TIMESTAMP,"
-            f" expires_at = CURRENT_TIMESTAMP + {_ms(self.ttl)}"
-            f" WHERE {self._where} AND (owner = {me} OR expires_at < CURRENT_TIMESTAMP{dead})"
+            f" CASE WHEN owner = {me} THEN acquired_at ELSE {self.now} END,"
+            f" owner = {me}, endpoint = {quote_literal(self.endpoint)}, heartbeat_at = {self.now},"
+            f" expires_at = {self.now} + {_ms(self.ttl)}"
+            f" WHERE {self._where} AND (owner = {me} OR expires_at < {self.now}{dead})"
         )
+        lock = f"SELECT 1 FROM {t} WHERE {self._where}{self.lock}"
         try:
-            rows = self.session.transact([insert, take], check=f"SELECT owner FROM {t} WHERE {self._where}")
+            rows = self.session.transact(
+                [insert, lock, take], check=f"SELECT owner FROM {t} WHERE {self._where}"
+            )
         except Exception as exc:
             # Two first-time takers racing on the INSERT: one gets a unique violation. Not ours this time.
             log.info("lease_attempt_failed", scope=self.scope, error=f"{type(exc).__name__}: {exc}")
@@ -108,26 +146,31 @@ class LeaseStore:
         me = quote_literal(self.owner)
         t = quote_table(LEASES)
         update = (
-            f"UPDATE {t} SET heartbeat_at = CURRENT_TIMESTAMP,"
-            f" expires_at = CURRENT_TIMESTAMP + {_ms(self.ttl)}"
+            f"UPDATE {t} SET heartbeat_at = {self.now},"
+            f" expires_at = {self.now} + {_ms(self.ttl)}"
             f" WHERE {self._where} AND owner = {me}"
         )
-        rows = self.session.transact([update], check=f"SELECT owner FROM {t} WHERE {self._where}")
-        return bool(rows) and rows[0][0] == self.owner
+        lock = f"SELECT 1 FROM {t} WHERE {self._where}{self.lock}"
+        rows = self.session.transact(
+            [lock, update], check=f"SELECT owner, expires_at, {self.now} FROM {t} WHERE {self._where}"
+        )
+        held = bool(rows) and rows[0][0] == self.owner
+        self.remaining = seconds_between(rows[0][1], rows[0][2]) if held else None
+        return held
 
     def release(self) -> None:
         """Let a waiting task take over at once (a clean stop); a no-op when not the holder."""
         t = quote_table(LEASES)
         self.session.transact(
             [
-                f"UPDATE {t} SET expires_at = CURRENT_TIMESTAMP - {_ms(1)}"
+                f"UPDATE {t} SET expires_at = {self.now} - {_ms(1)}"
                 f" WHERE {self._where} AND owner = {quote_literal(self.owner)}"
             ]
         )
 
     def holder(self) -> LeaseHolder | None:
         rows = self.session.query(
-            f"SELECT owner, endpoint, heartbeat_at, expires_at, expires_at > CURRENT_TIMESTAMP"
+            f"SELECT owner, endpoint, heartbeat_at, expires_at, expires_at > {self.now}"
             f" FROM {quote_table(LEASES)} WHERE {self._where}"
         )
         if not rows:
@@ -166,7 +209,6 @@ class LeaseKeeper:
     def _run(self) -> None:
         bound = log.bind(scope=self.store.scope, owner=self.store.owner)
         while not self._stop.wait(self.interval):
-            sent = time.monotonic()
             try:
                 held = self.store.renew()
             except Exception as exc:
@@ -179,7 +221,9 @@ class LeaseKeeper:
             if not held:
                 self._lose(bound, "another task holds the lease")
                 return
-            self._valid_until = sent + self.store.ttl - self.interval
+            # From the expiry the warehouse wrote (after any wait for a merge's row lock), not from ``sent``.
+            left = self.store.remaining if self.store.remaining is not None else self.store.ttl
+            self._valid_until = time.monotonic() + min(left, self.store.ttl) - self.interval
 
     def _lose(self, bound: Any, why: str) -> None:
         metrics.LEASE_HELD.labels(scope=self.store.scope).set(0)
@@ -193,7 +237,7 @@ class LeaseFence:
     def __init__(self, store: LeaseStore, *, row_lock: str = "") -> None:
         self.sql = (
             f"SELECT 1 FROM {quote_table(LEASES)} WHERE {quote_ident('scope')} = {quote_literal(store.scope)}"
-            f" AND owner = {quote_literal(store.owner)} AND expires_at > CURRENT_TIMESTAMP{row_lock}"
+            f" AND owner = {quote_literal(store.owner)} AND expires_at > {store.now}{row_lock}"
         )
 
     def before_merge(self, ctx: Any) -> None:

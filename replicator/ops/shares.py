@@ -40,7 +40,7 @@ from replicator.config import Config
 from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops.control import SqlSession
-from replicator.ops.lease import LeaseLost
+from replicator.ops.lease import LeaseLost, seconds_between
 from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.warehouses import STATE_SCHEMA
 
@@ -161,10 +161,16 @@ def _ms(seconds: float) -> str:
 class ShareStore:
     """The ``members`` and ``claims`` rows of one scope, for one task (``owner``)."""
 
-    def __init__(self, session: SqlSession, *, scope: str, owner: str, ttl_seconds: float, endpoint: str):
-        self.session, self.scope, self.owner, self.ttl, self.endpoint = (
-            session, scope, owner, ttl_seconds, endpoint,
+    def __init__(
+        self, session: SqlSession, *, scope: str, owner: str, ttl_seconds: float, endpoint: str,
+        now: str = "CURRENT_TIMESTAMP", lock: str = "",
+    ):  # fmt: skip
+        """``now``, ``lock``: the warehouse's clock and the row lock taken before an expiry is computed
+        (``lease.clock_for``, ``lease.lock_for``; see ``LeaseStore``)."""
+        self.session, self.scope, self.owner, self.ttl, self.endpoint, self.now, self.lock = (
+            session, scope, owner, ttl_seconds, endpoint, now, lock,
         )  # fmt: skip
+        self.remaining: float | None = None  # seconds the claims are valid for, as of the last renewal
         self._scope = f"{quote_ident('scope')} = {quote_literal(scope)}"
         self._me = quote_literal(owner)
 
@@ -189,7 +195,7 @@ class ShareStore:
     # -- members -----------------------------------------------------------------------------------------
 
     def heartbeat(self) -> None:
-        t, now = quote_table(MEMBERS), "CURRENT_TIMESTAMP"
+        t, now = quote_table(MEMBERS), self.now
         where = f"{self._scope} AND task = {self._me}"
         self.session.transact(
             [
@@ -204,7 +210,7 @@ class ShareStore:
 
     def members(self) -> list[str]:
         rows = self.session.query(
-            f"SELECT task FROM {quote_table(MEMBERS)} WHERE {self._scope} AND expires_at > CURRENT_TIMESTAMP"
+            f"SELECT task FROM {quote_table(MEMBERS)} WHERE {self._scope} AND expires_at > {self.now}"
         )
         return sorted(str(r[0]) for r in rows)
 
@@ -212,7 +218,7 @@ class ShareStore:
         """Drain: release every unit of this task and remove it from the members (the others rebalance)."""
         self.session.transact(
             [
-                f"UPDATE {quote_table(CLAIMS)} SET expires_at = CURRENT_TIMESTAMP - {_ms(1)}"
+                f"UPDATE {quote_table(CLAIMS)} SET expires_at = {self.now} - {_ms(1)}"
                 f" WHERE {self._scope} AND owner = {self._me}",
                 f"DELETE FROM {quote_table(MEMBERS)} WHERE {self._scope} AND task = {self._me}",
             ]
@@ -223,7 +229,7 @@ class ShareStore:
     def claim(self, unit: str, *, dead: Collection[str] = ()) -> int | None:
         """Take ``unit`` when it is free, expired, released, ours, or held by one of ``dead`` (owners known
         to be gone: a process of this host that no longer exists); its fencing token, or None."""
-        t, now, u = quote_table(CLAIMS), "CURRENT_TIMESTAMP", quote_literal(unit)
+        t, now, u = quote_table(CLAIMS), self.now, quote_literal(unit)
         where = f"{self._scope} AND unit = {u}"
         gone = f" OR owner IN ({', '.join(quote_literal(d) for d in sorted(dead))})" if dead else ""
         insert = (
@@ -238,8 +244,11 @@ class ShareStore:
             f" expires_at = {now} + {_ms(self.ttl)}"
             f" WHERE {where} AND (owner = {self._me} OR expires_at < {now}{gone})"
         )
+        lock = f"SELECT 1 FROM {t} WHERE {where}{self.lock}"
         try:
-            rows = self.session.transact([insert, take], check=f"SELECT owner, token FROM {t} WHERE {where}")
+            rows = self.session.transact(
+                [insert, lock, take], check=f"SELECT owner, token FROM {t} WHERE {where}"
+            )
         except Exception as exc:  # two first claimers racing on the INSERT: not ours this time
             log.info("claim_attempt_failed", unit=unit, error=f"{type(exc).__name__}: {exc}")
             return None
@@ -251,14 +260,19 @@ class ShareStore:
         """Extend the claims in ``held`` (unit -> token); returns the units no longer held with that token."""
         if not held:
             return set()
-        t, now = quote_table(CLAIMS), "CURRENT_TIMESTAMP"
+        t, now = quote_table(CLAIMS), self.now
         units = ", ".join(quote_literal(u) for u in sorted(held))
         mine = f"{self._scope} AND owner = {self._me} AND unit IN ({units})"
         rows = self.session.transact(
-            [f"UPDATE {t} SET heartbeat_at = {now}, expires_at = {now} + {_ms(self.ttl)} WHERE {mine}"],
-            check=f"SELECT unit, token FROM {t} WHERE {mine}",
+            [
+                f"SELECT 1 FROM {t} WHERE {mine}{self.lock}",
+                f"UPDATE {t} SET heartbeat_at = {now}, expires_at = {now} + {_ms(self.ttl)} WHERE {mine}",
+            ],
+            check=f"SELECT unit, token, expires_at, {now} FROM {t} WHERE {mine}",
         )
-        still = {str(u): int(tok) for u, tok in rows}
+        still = {str(u): int(tok) for u, tok, _, _ in rows}
+        left = [seconds_between(e, n) for u, tok, e, n in rows if held.get(str(u)) == int(tok)]
+        self.remaining = min(left) if left else None
         return {u for u, tok in held.items() if still.get(u) != tok}
 
     def release(self, units: Collection[str]) -> None:
@@ -267,14 +281,14 @@ class ShareStore:
         names = ", ".join(quote_literal(u) for u in sorted(units))
         self.session.transact(
             [
-                f"UPDATE {quote_table(CLAIMS)} SET expires_at = CURRENT_TIMESTAMP - {_ms(1)}"
+                f"UPDATE {quote_table(CLAIMS)} SET expires_at = {self.now} - {_ms(1)}"
                 f" WHERE {self._scope} AND owner = {self._me} AND unit IN ({names})"
             ]
         )
 
     def claims(self) -> dict[str, Claim]:
         rows = self.session.query(
-            f"SELECT unit, owner, token, expires_at > CURRENT_TIMESTAMP, endpoint FROM {quote_table(CLAIMS)}"
+            f"SELECT unit, owner, token, expires_at > {self.now}, endpoint FROM {quote_table(CLAIMS)}"
             f" WHERE {self._scope}"
         )
         return {
@@ -323,7 +337,6 @@ class ShareKeeper:
     def _run(self) -> None:
         bound = log.bind(owner=self.store.owner)
         while not self._stop.wait(self.interval):
-            sent = time.monotonic()
             try:
                 self.store.heartbeat()
                 gone = self.store.renew(self.held)
@@ -342,7 +355,9 @@ class ShareKeeper:
                 bound.error("claims_lost", units=sorted(gone), reason="another task holds them now")
                 self.lost.set()
                 return
-            self._valid_until = sent + self.store.ttl - self.interval
+            # From the expiry the warehouse wrote (after any wait for a merge's row lock), not from ``sent``.
+            left = self.store.remaining if self.store.remaining is not None else self.store.ttl
+            self._valid_until = time.monotonic() + min(left, self.store.ttl) - self.interval
             if desired != set(self.held) and not self.rebalance.is_set():
                 bound.info("rebalance_needed", holding=sorted(self.held), desired=sorted(desired))
                 self.rebalance.set()
@@ -372,7 +387,7 @@ class UnitFence:
             f"SELECT 1 FROM {quote_table(CLAIMS)}"
             f" WHERE {quote_ident('scope')} = {quote_literal(self.store.scope)}"
             f" AND unit = {quote_literal(unit)} AND owner = {quote_literal(self.store.owner)}"
-            f" AND token = {int(self.tokens[unit])} AND expires_at > CURRENT_TIMESTAMP{self.row_lock}"
+            f" AND token = {int(self.tokens[unit])} AND expires_at > {self.store.now}{self.row_lock}"
         )
 
     def before_merge(self, ctx: Any) -> None:

@@ -10,14 +10,18 @@ import json
 import os
 import random
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg2
 import pytest
 
 from replicator.model import TableId
 from replicator.ops.control import PostgresSession
-from replicator.ops.lease import LeaseLost
+from replicator.ops.lease import LeaseFence, LeaseLost, LeaseStore, clock_for, lock_for
 from replicator.ops.shares import ShareStore, UnitFence, assign, desired_units, plan_units
 from replicator.sources import shard_of, table_groups
 from tests.helpers.daemon import DaemonProcess, free_port, http, wait_for
@@ -76,7 +80,10 @@ def test_tables_a_view_reads_together_are_one_unit_and_one_shard() -> None:
 
 
 def _store(dsn: str, owner: str, scope: str, ttl: float = 2.0) -> ShareStore:
-    return ShareStore(PostgresSession(dsn), scope=scope, owner=owner, ttl_seconds=ttl, endpoint="test:0")
+    return ShareStore(
+        PostgresSession(dsn), scope=scope, owner=owner, ttl_seconds=ttl, endpoint="test:0",
+        now=clock_for("postgres"), lock=lock_for("postgres"),
+    )  # fmt: skip
 
 
 def test_a_claim_is_taken_once_renewed_by_its_owner_and_taken_over_with_a_new_token(pg_dsn: str) -> None:
@@ -135,6 +142,44 @@ def test_the_fence_refuses_a_merge_once_the_claim_moved_on(pg_dsn: str) -> None:
         fence.before_merge(_Ctx(pg_dsn, table))
     with pytest.raises(LeaseLost):  # a table of no unit of ours
         fence.before_merge(_Ctx(pg_dsn, TableId("fleet", "t01")))
+
+
+@pytest.mark.parametrize("kind", ["claims", "single lease"])
+def test_a_renewal_that_waited_behind_a_long_fenced_merge_still_extends_the_lease(
+    pg_dsn: str, kind: str
+) -> None:
+    """The fence holds the claim's row FOR SHARE for the whole merge; a renewal waits for it. Its expiry must
+    count from when it was written, not from when its transaction began (then a merge longer than the lease
+    made every next merge fail: LeaseLost, found by the fuzzer)."""
+    table, ttl = TableId("fleet", "t00"), 1.5
+    merge = psycopg2.connect(pg_dsn)
+    try:
+        if kind == "claims":
+            store = _store(pg_dsn, "a", "s4", ttl=ttl)
+            store.ensure()
+            token = store.claim("fleet.t00")
+            assert token is not None
+            fence: Any = UnitFence(store, {table: "fleet.t00"}, {"fleet.t00": token}, row_lock=" FOR SHARE")
+            renew: Callable[[], object] = lambda: store.renew({"fleet.t00": token})  # noqa: E731
+        else:
+            lease = LeaseStore(PostgresSession(pg_dsn), scope="s4", owner="a", ttl_seconds=ttl,
+                               now=clock_for("postgres"), lock=lock_for("postgres"))  # fmt: skip
+            lease.ensure()
+            assert lease.try_acquire()
+            fence = LeaseFence(lease, row_lock=" FOR SHARE")
+            renew = lease.renew
+        with merge.cursor() as cur:  # a merge transaction, fenced, that lasts longer than the lease
+            ctx = _Ctx(pg_dsn, table)
+            ctx.query = lambda sql: (cur.execute(sql), cur.fetchall())[1]  # type: ignore[method-assign]
+            fence.before_merge(ctx)
+            renewal = threading.Thread(target=renew)
+            renewal.start()
+            time.sleep(ttl + 1.0)
+            merge.commit()
+            renewal.join(timeout=10)
+        fence.before_merge(_Ctx(pg_dsn, table))  # the renewal, written after the wait, holds
+    finally:
+        merge.close()
 
 
 # -- daemons sharing one config -------------------------------------------------------------------------
