@@ -28,6 +28,42 @@ ROWS = int(os.environ.get("REPLICATOR_BENCH_LARGE_VALUES_ROWS", "300"))
 TXN = 25  # rows per transaction
 LIMIT_MB = 400
 
+# Run before ``CHILD``: samples the replicator's RSS every 10 ms and, at exit, prints (stderr, one JSON line
+# tagged "phases") per phase its peak RSS and the most RSS one call of it added: staging a batch, merging
+# one (DuckDB), and the rest (reading the slot and buffering).
+PHASES = """
+import atexit, json, os, sys, threading, time
+from replicator.stage import Stager
+from replicator.warehouses.duckdb import DuckDBWarehouse
+
+_phase, _peak, _rise = ["read"], {}, {}
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+def _sample():
+    while True:
+        r, p = _rss(), _phase[0]
+        _peak[p] = max(_peak.get(p, 0.0), r)
+        time.sleep(0.01)
+
+def _tagged(name, f):
+    def call(*a, **k):
+        before, _phase[0] = _rss(), name
+        try:
+            return f(*a, **k)
+        finally:
+            _phase[0] = "read"
+            _rise[name] = max(_rise.get(name, 0.0), _peak.get(name, 0.0) - before)
+    return call
+
+Stager.stage = _tagged("stage", Stager.stage)
+DuckDBWarehouse.apply_round = _tagged("merge", DuckDBWarehouse.apply_round)
+threading.Thread(target=_sample, daemon=True).start()
+atexit.register(lambda: print("phases", json.dumps({"peak": _peak, "rise": _rise}), file=sys.stderr))
+"""
+
 TABLE_TOML = """schema = "public"
 name = "big"
 primary_key = ["id"]
@@ -81,16 +117,23 @@ def test_large_values_stream_with_peak_rss_under_400_mb(pg_dsn: str, tmp_path: P
         load(pg_dsn, ROWS)
         [(end, mb)] = execute(pg_dsn, "SELECT pg_current_wal_lsn()::text, sum(length(body)) / 1e6 FROM big")
         run = subprocess.run(
-            [sys.executable, "-c", CHILD, pg_dsn, str(tmp_path), slot, str(end)],
+            [sys.executable, "-c", PHASES + CHILD, pg_dsn, str(tmp_path), slot, str(end)],
             capture_output=True, text=True, timeout=1500, check=False,
         )  # fmt: skip
     finally:
         execute(pg_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    [phases] = [json.loads(line[7:]) for line in run.stderr.splitlines() if line.startswith("phases ")]
+    peak, rise = phases["peak"], phases["rise"]
+    shown = f"reading {peak.get('read', 0):.0f} MB, " + ", ".join(
+        f"{name} {peak.get(key, 0):.0f} MB (one call added at most {rise.get(key, 0):.0f})"
+        for name, key in (("staging", "stage"), ("merging", "merge"))
+    )
     print(
         f"\n{ROWS} rows of 300 kB-1 MB ({float(mb):.0f} MB of values per pass, 3 passes): replicated in "
-        f"{result['seconds']:.1f} s, replicator peak RSS {result['rss_mb']:.0f} MB (bound {LIMIT_MB} MB)"
+        f"{result['seconds']:.1f} s, replicator peak RSS {result['rss_mb']:.0f} MB (bound {LIMIT_MB} MB);"
+        f" peak RSS while {shown}"
     )
     assert (result["rows"], result["distinct"]) == (ROWS, ROWS)
     digest = "SELECT md5(string_agg(n || ':' || md5(body) || md5(note), ',' ORDER BY id)) FROM {}"
