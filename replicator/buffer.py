@@ -40,9 +40,10 @@ from replicator.model import (
 # header: ``sys.getsizeof``), which staging copies into Arrow as UTF-8 (1 to 4 bytes a character): each
 # value counts the larger of the two (its characters alone made a 500k-character CJK value count 500 kB
 # where it holds 1 MB in Python and 1.5 MB in Arrow). A chunk's values are Arrow already, and staging does
-# not copy them: its buffers are counted. Staging a batch of changes holds both forms at once, about twice
-# its count (README, "Memory"). Per change or row, a fixed overhead on top, so many tiny rows still hit
-# max_bytes sensibly; tiny rows cost more than this in Python objects; max_rows bounds those.
+# not copy them: its buffers are counted. Staging a batch of changes holds both forms at once, up to three
+# times its count (a value a later change of its row left unsent is staged twice: ``resolve_unchanged``),
+# plus the Parquet writer's 8 MB row groups. Per change or row, a fixed overhead on top, so many tiny rows
+# still hit max_bytes sensibly; tiny rows cost more than this in Python objects; max_rows bounds those.
 _ROW_OVERHEAD = 48
 _ASCII_HEADER = getsizeof("")  # an ASCII string's size beyond its length (what ``values_bytes`` tells by)
 _NULL = getsizeof(None)
