@@ -50,7 +50,15 @@ from replicator.ops.control import (
 )
 from replicator.ops.http import NotActive, ObsServer
 from replicator.ops.httpserver import Limits
-from replicator.ops.lease import LeaseFence, LeaseKeeper, LeaseLost, LeaseStore, clock_for, lock_for
+from replicator.ops.lease import (
+    LeaseFence,
+    LeaseKeeper,
+    LeaseLost,
+    LeaseStore,
+    clock_for,
+    fence_clock_for,
+    lock_for,
+)
 from replicator.pipeline import RunStats
 from replicator.sources import Resyncable
 from replicator.warehouses import SqlWarehouse, Warehouse
@@ -218,7 +226,8 @@ class Daemon:
             self.holding = True
             if isinstance(warehouse, SqlWarehouse):
                 row_lock = " FOR SHARE" if self.cfg.warehouse.kind == "postgres" else ""
-                warehouse.add_hook(LeaseFence(lease, row_lock=row_lock))
+                fence = LeaseFence(lease, row_lock=row_lock, now=fence_clock_for(self.cfg.warehouse.kind))
+                warehouse.add_hook(fence)
             built = True
             with app_mod.build(self.cfg, warehouse=warehouse) as app:
                 term = _Term(app, control, admin, keeper.lost)
@@ -286,7 +295,8 @@ class Daemon:
                 shares.take_over_slots(app_mod.postgres_source_dsn(self.cfg), slots)
             if isinstance(warehouse, SqlWarehouse):
                 row_lock = " FOR SHARE" if self.cfg.warehouse.kind == "postgres" else ""
-                warehouse.add_hook(shares.UnitFence(store, owned, held, row_lock=row_lock))
+                fence_now = fence_clock_for(self.cfg.warehouse.kind)
+                warehouse.add_hook(shares.UnitFence(store, owned, held, row_lock=row_lock, now=fence_now))
             built = True
             log.info("units_claimed", owner=self.owner, units=sorted(held), tables=len(owned))
             with app_mod.build(self.cfg, warehouse=warehouse, tables=set(owned)) as app:

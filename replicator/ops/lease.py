@@ -55,6 +55,14 @@ def clock_for(kind: str) -> str:
     return {"postgres": "clock_timestamp()", "redshift": "SYSDATE"}.get(kind, "CURRENT_TIMESTAMP")
 
 
+def fence_clock_for(kind: str) -> str:
+    """The clock a fence compares an expiry with, inside the merge transaction: its *start*. On PostgreSQL the
+    fence holds the lease row ``FOR SHARE`` until the merge commits, so no takeover can commit meanwhile;
+    comparing with the time of each check instead would fail a long round by its own hand (its renewal
+    waits for the same lock)."""
+    return "SYSDATE" if kind == "redshift" else "CURRENT_TIMESTAMP"
+
+
 def lock_for(kind: str) -> str:
     """The row lock lease statements take before computing an expiry (PostgreSQL); none elsewhere
     (Redshift has no row locks and its fence takes none; DuckDB is one process)."""
@@ -234,10 +242,11 @@ class LeaseKeeper:
 class LeaseFence:
     """A merge hook: the merge commits only while this process holds a live lease (see module docstring)."""
 
-    def __init__(self, store: LeaseStore, *, row_lock: str = "") -> None:
+    def __init__(self, store: LeaseStore, *, row_lock: str = "", now: str = "CURRENT_TIMESTAMP") -> None:
+        """``now``: ``fence_clock_for`` the warehouse."""
         self.sql = (
             f"SELECT 1 FROM {quote_table(LEASES)} WHERE {quote_ident('scope')} = {quote_literal(store.scope)}"
-            f" AND owner = {quote_literal(store.owner)} AND expires_at > {store.now}{row_lock}"
+            f" AND owner = {quote_literal(store.owner)} AND expires_at > {now}{row_lock}"
         )
 
     def before_merge(self, ctx: Any) -> None:

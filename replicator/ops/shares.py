@@ -315,6 +315,8 @@ class ShareKeeper:
         self.lost, self.rebalance = threading.Event(), threading.Event()
         self._stop = threading.Event()
         self._valid_until = time.monotonic() + store.ttl - interval
+        self._turns = 0  # renewal attempts finished (under ``_turn``)
+        self._turn = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="share-keeper", daemon=True)
 
     def valid(self) -> bool:
@@ -330,11 +332,31 @@ class ShareKeeper:
             self._thread.join(timeout=self.interval + 5)
 
     def check(self) -> None:
-        """Raise ``LeaseLost`` when this task may no longer write for its units (before staging, acking)."""
+        """Raise ``LeaseLost`` when this task may no longer write for its units (before staging, acking).
+
+        Past the local deadline, the next renewal decides: after a merge longer than the lease, the renewal
+        waited for that merge's row lock and now completes (its expiry written after the wait); after a stall
+        (SIGSTOP), it finds the claims taken. Only when it does not come in time is the task stopped."""
+        if self.valid():
+            return
+        with self._turn:
+            seen = self._turns
+            self._turn.wait_for(lambda: self._turns > seen, timeout=self.store.ttl + self.interval)
         if not self.valid():
             raise LeaseLost("this task's claims may have expired (it stalled or cannot renew); stopping")
 
+    def _finished(self) -> None:
+        with self._turn:
+            self._turns += 1
+            self._turn.notify_all()
+
     def _run(self) -> None:
+        try:
+            self._renew_until_stopped()
+        finally:
+            self._finished()  # nobody waits in ``check`` for a keeper that has ended
+
+    def _renew_until_stopped(self) -> None:
         bound = log.bind(owner=self.store.owner)
         while not self._stop.wait(self.interval):
             try:
@@ -350,6 +372,7 @@ class ShareKeeper:
                     bound.error("claims_lost", reason="renewals failed until the claims could expire")
                     self.lost.set()
                     return
+                self._finished()
                 continue
             if gone:
                 bound.error("claims_lost", units=sorted(gone), reason="another task holds them now")
@@ -358,6 +381,7 @@ class ShareKeeper:
             # From the expiry the warehouse wrote (after any wait for a merge's row lock), not from ``sent``.
             left = self.store.remaining if self.store.remaining is not None else self.store.ttl
             self._valid_until = time.monotonic() + min(left, self.store.ttl) - self.interval
+            self._finished()
             if desired != set(self.held) and not self.rebalance.is_set():
                 bound.info("rebalance_needed", holding=sorted(self.held), desired=sorted(desired))
                 self.rebalance.set()
@@ -378,8 +402,10 @@ class UnitFence:
     """A merge hook: a batch commits only while this task holds its table's unit with the same token."""
 
     def __init__(self, store: ShareStore, unit_of: Mapping[TableId, str], tokens: Mapping[str, int], *,
-                 row_lock: str = "") -> None:  # fmt: skip
+                 row_lock: str = "", now: str = "CURRENT_TIMESTAMP") -> None:  # fmt: skip
+        """``now``: ``lease.fence_clock_for`` the warehouse (the merge transaction's start)."""
         self.store, self.unit_of, self.tokens, self.row_lock = store, dict(unit_of), dict(tokens), row_lock
+        self.now = now
 
     def sql(self, table: TableId) -> str:
         unit = self.unit_of[table]
@@ -387,7 +413,7 @@ class UnitFence:
             f"SELECT 1 FROM {quote_table(CLAIMS)}"
             f" WHERE {quote_ident('scope')} = {quote_literal(self.store.scope)}"
             f" AND unit = {quote_literal(unit)} AND owner = {quote_literal(self.store.owner)}"
-            f" AND token = {int(self.tokens[unit])} AND expires_at > {self.store.now}{self.row_lock}"
+            f" AND token = {int(self.tokens[unit])} AND expires_at > {self.now}{self.row_lock}"
         )
 
     def before_merge(self, ctx: Any) -> None:

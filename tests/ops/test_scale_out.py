@@ -175,6 +175,9 @@ def test_a_renewal_that_waited_behind_a_long_fenced_merge_still_extends_the_leas
             renewal = threading.Thread(target=renew)
             renewal.start()
             time.sleep(ttl + 1.0)
+            # Later batches of the same round: the lease was ours when it began, and no takeover can commit
+            # while the round holds the row (its own renewal waits for it too).
+            fence.before_merge(ctx)
             merge.commit()
             renewal.join(timeout=10)
         fence.before_merge(_Ctx(pg_dsn, table))  # the renewal, written after the wait, holds
