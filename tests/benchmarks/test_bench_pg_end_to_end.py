@@ -3,15 +3,18 @@ transactions, then ``replicator run --once`` (default settings, DuckDB target) t
 exit, with the target checked equal to the source; ``pg_recvlogical`` (pgoutput, to /dev/null) reads the
 same WAL from its own slot in the same run. Prints both rates and the ratio.
 
-``REPLICATOR_BENCH_ROWS`` (default 250,000: 500k changes), ``REPLICATOR_BENCH_E2E_EXTRA`` (TOML appended to
-the config), ``REPLICATOR_BENCH_CODE`` (another checkout's folder to run instead of this one, for
-before/after figures in the same minute), ``REPLICATOR_BENCH_NEIGHBOUR=1`` (a CPU-bound process runs beside
-both readers, as on a shared host).
+``REPLICATOR_BENCH_ROWS`` (default 250,000: 500k changes; issue 16 measures 500,000),
+``REPLICATOR_BENCH_E2E_EXTRA`` (TOML appended to the config), ``REPLICATOR_BENCH_CODE`` (another checkout's
+folder to run instead of this one, for before/after figures in the same minute: the replicator then runs in
+that folder, since ``python -m`` puts the working directory before ``PYTHONPATH``),
+``REPLICATOR_BENCH_NEIGHBOUR=1`` (a CPU-bound process runs beside both readers, as on a shared host).
+``REPLICATOR_PURE_PYTHON=1`` measures the pure-Python row scanner.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -34,6 +37,12 @@ TABLE_TOML = (
     'schema = "public"\nname = "bench"\nprimary_key = ["id"]\n[columns]\nid = "bigint not null"\n'
     'a = "integer"\nb = "text"\nc = "timestamptz"\nd = "numeric(20,6)"\n'
 )
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user and system, all threads) of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _recv(params: dict[str, str], slot: str, end_lsn: int) -> float:
@@ -67,8 +76,10 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
         f'path = "{tmp_path / "w.duckdb"}"\n[http]\nport = 0\n[log]\nlevel = "warning"\n{EXTRA}\n'
     )
     env = {**os.environ, "PYTHONPATH": CODE} if CODE else dict(os.environ)
+    cwd = CODE or None  # ``python -m`` imports from the working directory first
     command = [sys.executable, "-m", "replicator", "run", "--once", "-c", str(config)]
-    subprocess.run(command, check=True, env=env, timeout=300, capture_output=True)  # slot + empty copy
+    # The slot and the (empty) copy:
+    subprocess.run(command, check=True, env=env, cwd=cwd, timeout=300, capture_output=True)
     execute(pg_dsn, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
     for lo in range(1, ROWS + 1, TXN):
         execute(
@@ -85,9 +96,11 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
         neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core kept busy
     try:
         recv_seconds = _recv(params, "bench_recv", parse_lsn(str(end)))
-        started = time.perf_counter()
-        done = subprocess.run(command, check=False, env=env, timeout=900, capture_output=True, text=True)
-        repl_seconds = time.perf_counter() - started
+        started, cpu = time.perf_counter(), _children_cpu()
+        done = subprocess.run(
+            command, check=False, env=env, cwd=cwd, timeout=900, capture_output=True, text=True
+        )
+        repl_seconds, repl_cpu = time.perf_counter() - started, _children_cpu() - cpu
     finally:
         if neighbour is not None:
             neighbour.kill()
@@ -105,7 +118,8 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
     recv_rate, repl_rate = total / recv_seconds, total / repl_seconds
     print(
         f"\n{total:,} changes end to end: pg_recvlogical {recv_rate:,.0f} rows/s ({recv_seconds:.1f} s); "
-        f"replicator run --once {repl_rate:,.0f} rows/s ({repl_seconds:.1f} s, from process start); "
+        f"replicator run --once {repl_rate:,.0f} rows/s ({repl_seconds:.1f} s, from process start; "
+        f"{repl_cpu:.1f} s CPU); "
         f"ratio {repl_rate / recv_rate:.2f}; load {os.getloadavg()[0]:.1f}; code {CODE or 'this checkout'}"
         f"{'; with a CPU-bound neighbour' if neighbour is not None else ''}"
     )

@@ -44,7 +44,10 @@ class ReadAhead:
     def __init__(self, stream: ReplicationStream, *, max_bytes: int = 64 << 20) -> None:
         self.stream = stream
         self.max_bytes = max_bytes  # queued payload bytes at most (one run may go over)
-        self.batch_runs = 16  # runs handed over at once at most, when the reader is ahead
+        self.batch_runs = 16  # reads handed over as one run at most
+        self.gather_seconds = 0.01  # what a short run waits for more (latency added at most)
+        self.nap_seconds = 0.001  # the reader's pause when drained while changes flow ...
+        self.naps = 5  # ... at most this many times in a row; then it waits on the socket
         self._queue: deque[tuple[_Item, int]] = deque()  # (item, its payload bytes)
         self._bytes = 0
         self._cond = threading.Condition()
@@ -58,8 +61,11 @@ class ReadAhead:
         return self._wal_end
 
     def messages(self) -> Iterator[list[bytes]]:
-        """``ReplicationStream.messages``, from the queue. A run is everything queued when it is taken (up to
-        ``batch_runs`` reads), so a run shorter than the stream's ``run_size`` still means caught up."""
+        """``ReplicationStream.messages``, from the queue. A run is what is queued when it is taken (up to
+        ``batch_runs`` reads); when that is less than the stream's ``run_size``, it waits up to
+        ``gather_seconds`` for more first. So a run shorter than ``run_size`` still means caught up (the
+        source then hands on what it collected), and a backlog the walsender sends a little slower than it
+        is read still comes in long runs (short ones would cut it into many small chunks)."""
         self._ensure_reader()
         stream = self.stream
         idle_since = started = time.monotonic()
@@ -72,11 +78,22 @@ class ReadAhead:
                     )
                     if wait > 0:
                         self._cond.wait(wait)
-                items = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_runs))]
-                self._bytes -= sum(size for _, size in items)
-                self._cond.notify_all()
+                items = self._take(self.batch_runs)
+                count = sum(len(item[0]) for item in items if not isinstance(item, BaseException))
+                until = time.monotonic() + self.gather_seconds
+                while (
+                    items
+                    and count < stream.run_size
+                    and len(items) < self.batch_runs
+                    and not isinstance(items[-1], BaseException)
+                    and (left := until - time.monotonic()) > 0
+                ):
+                    self._cond.wait(left)
+                    more = self._take(self.batch_runs - len(items))
+                    items += more
+                    count += sum(len(item[0]) for item in more if not isinstance(item, BaseException))
             run: list[bytes] = []
-            for item, _ in items:
+            for item in items:
                 if isinstance(item, BaseException):
                     if run:
                         yield run
@@ -92,6 +109,14 @@ class ReadAhead:
                 continue
             if now - idle_since >= stream.idle_seconds or now - started >= stream.max_read_seconds:
                 return
+
+    def _take(self, n: int) -> list[_Item]:
+        """Up to ``n`` queued items (``_cond`` held)."""
+        taken = [self._queue.popleft() for _ in range(min(len(self._queue), n))]
+        if taken:
+            self._bytes -= sum(size for _, size in taken)
+            self._cond.notify_all()
+        return [item for item, _ in taken]
 
     def close(self) -> None:
         """Stop the reader (before the stream is closed). What is queued is dropped: it was never
@@ -133,6 +158,7 @@ class ReadAhead:
         stream = self.stream
         backoff = 0.5
         wal_end = -1
+        quiet = 0  # reads in a row that found nothing
         try:
             while not stop.is_set():
                 try:
@@ -147,9 +173,15 @@ class ReadAhead:
                     wal_end = end
                     if not self._put((run, end), sum(map(len, run)), stop):
                         return
-                if not run:
-                    # Drained: wait for news (a keepalive or data wakes this at once).
-                    select.select([fd], [], [], 0.05)
+                if run:
+                    quiet = 0
+                elif quiet < self.naps:
+                    # Drained while changes flow: nap instead of waiting on the socket, so the walsender can
+                    # send without waking us for every message (that wakeup costs it more than the message).
+                    quiet += 1
+                    stop.wait(self.nap_seconds)
+                else:
+                    select.select([fd], [], [], 0.05)  # quiet: wait for news (data or a keepalive)
         except BaseException as exc:  # handed to the consumer, which raises it
             log.debug("replication_reader_stopped", slot=stream.slot, error=str(exc).strip())
             self._put(exc, 0, stop)

@@ -91,7 +91,7 @@ class PureSink:
     def _append(self, payload: bytes, values: list[bytes | None], prefix: str, ordinal: int) -> None:
         index = self._index
         self._values.append(values if index is None else [values[j] if j >= 0 else None for j in index])
-        self._ops.append(chr(payload[0]))
+        self._ops.append(_OPS[payload[0]])
         self._positions.append(f"{prefix}{ordinal:012X}")
         self.nbytes += len(payload)
 
@@ -114,7 +114,10 @@ class PureSink:
 
 
 def _plain(data: bytes, width: int) -> list[bytes | None] | None:
-    """A plain row message's values (raw bytes, None for NULL), or None if it is not plain or malformed."""
+    """A plain row message's values (raw bytes, None for NULL), or None if it is not plain or malformed.
+
+    The hot path of the fallback: a value running past the end shows as a position past it at the end (a
+    slice never raises), a kind byte past it as an IndexError."""
     n = len(data)
     if n < 8:
         return None
@@ -126,25 +129,25 @@ def _plain(data: bytes, width: int) -> list[bytes | None] | None:
     pos = 8
     out: list[bytes | None] = []
     append = out.append
-    for _ in range(width):
-        if pos >= n:
-            return None
-        kind = data[pos]
-        if kind == 116:  # 't'
-            if pos + 5 > n:
+    from_bytes = int.from_bytes
+    try:
+        for _ in range(width):
+            kind = data[pos]
+            if kind == 116:  # 't'
+                end = pos + 5 + from_bytes(data[pos + 1 : pos + 5])
+                append(data[pos + 5 : end])
+                pos = end
+            elif kind == 110:  # 'n'
+                append(None)
+                pos += 1
+            else:  # 'u' unchanged TOAST, 'b' binary, or garbage: the full decoder's business
                 return None
-            length = int.from_bytes(data[pos + 1 : pos + 5])
-            end = pos + 5 + length
-            if length > 0x7FFFFFFF or end > n:
-                return None
-            append(data[pos + 5 : end])
-            pos = end
-        elif kind == 110:  # 'n'
-            append(None)
-            pos += 1
-        else:  # 'u' unchanged TOAST, 'b' binary, or garbage: the full decoder's business
-            return None
-    return out
+    except IndexError:
+        return None
+    return out if pos <= n else None
+
+
+_OPS = {73: "I", 85: "U", 68: "D"}
 
 
 def pure_scan(  # noqa: PLR0917 - positional, as the compiled twin's
@@ -161,25 +164,30 @@ def pure_scan(  # noqa: PLR0917 - positional, as the compiled twin's
     the sink a row filled or None)."""
     n = len(run)
     i = max(i, 0)
+    plain, ops, from_bytes = _plain, _OPS, int.from_bytes
     while i < n:
         data = run[i]
-        if type(data) is not bytes or len(data) < 6 or data[0] not in (73, 85, 68):
+        if type(data) is not bytes or len(data) < 6 or (op := ops.get(data[0])) is None:
             break
-        sink = sinks.get(int.from_bytes(data[1:5]))
+        sink = sinks.get(from_bytes(data[1:5]))
         if sink is None or sink.serial != serial or (prefix := sink._prefix) is None:
             break
-        values = _plain(data, sink.width)
+        values = plain(data, sink.width)
         if values is None:
             break
-        if ordinal + 1 > _MAX_ORDINAL:
+        if ordinal >= _MAX_ORDINAL:
             raise OverflowError("ordinal does not fit 12 hex digits")
         ordinal += 1
-        was_empty = not sink._positions
-        sink._append(data, values, prefix, ordinal)
-        if was_empty:
+        positions = sink._positions
+        if not positions:
             touched.append(sink)
+        index = sink._index
+        sink._values.append(values if index is None else [values[j] if j >= 0 else None for j in index])
+        sink._ops.append(op)
+        positions.append(f"{prefix}{ordinal:012X}")
+        sink.nbytes += len(data)
         i += 1
-        if len(sink._positions) >= limit or sink.nbytes >= cap:
+        if len(positions) >= limit or sink.nbytes >= cap:
             return i, ordinal, sink
     return i, ordinal, None
 
