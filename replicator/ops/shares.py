@@ -364,7 +364,8 @@ class ShareKeeper:
                 gone = self.store.renew(self.held)
                 members = [m for m in self.store.members() if m == self.store.owner or not self.gone(m)]
                 desired = desired_units(self.units, members, self.store.owner)
-                observe(self.store.claims(), self.units)
+                claims = self.store.claims()
+                observe(claims, self.units)
             except Exception as exc:
                 metrics.ERRORS.labels(stage="lease", kind=type(exc).__name__).inc()
                 bound.warning("claims_renew_failed", error=f"{type(exc).__name__}: {exc}")
@@ -382,7 +383,11 @@ class ShareKeeper:
             left = self.store.remaining if self.store.remaining is not None else self.store.ttl
             self._valid_until = time.monotonic() + min(left, self.store.ttl) - self.interval
             self._finished()
-            if desired != set(self.held) and not self.rebalance.is_set():
+            # A new term when there is something to release, or a unit to take that is free now (one still
+            # held by a live task waits for it: its owner releases it at the end of its round).
+            extra = set(self.held) - desired
+            free = {u for u in desired - set(self.held) if not (u in claims and claims[u].live)}
+            if (extra or free) and not self.rebalance.is_set():
                 bound.info("rebalance_needed", holding=sorted(self.held), desired=sorted(desired))
                 self.rebalance.set()
 
