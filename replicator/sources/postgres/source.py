@@ -75,7 +75,7 @@ from replicator.sources.postgres.rows import (
     relation_shape,
     row_changes,
 )
-from replicator.sources.postgres.rowscan import Rows, SinkLike, scan
+from replicator.sources.postgres.rowscan import COMPILED, Rows, SinkLike, scan
 from replicator.sources.postgres.setup import (
     SourceSetupError,
     drop_slot,
@@ -154,7 +154,7 @@ class PostgresSource:
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
-        self._reader = ReadAhead(self.stream)  # reads on while the pipeline stages and merges
+        self._reader = ReadAhead(self.stream, threaded=COMPILED)  # reads on while the pipeline stages, merges
         self._decoder = pg.Decoder()
         self._rels: dict[int, Rel | None] = {}
         self._txns: deque[Txn] = deque()
