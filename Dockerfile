@@ -18,6 +18,10 @@ COPY requirements.lock ./
 RUN pip wheel --wheel-dir /wheels --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY replicator ./replicator
+# A C compiler for the optional compiled row scanner (issue 16), in this stage only: the runtime gets the wheel.
+# Not pinned: the compiler of the base image's Debian release builds it, and nothing of it reaches the image.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime: no compiler, no pip in the venv, no pip cache -----------------------------------------------

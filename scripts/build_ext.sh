@@ -12,22 +12,28 @@ if [[ -z "$py" ]]; then
 fi
 build="$(mktemp -d)"
 trap 'rm -rf "$build"' EXIT
-if PYTHONWARNINGS=ignore "$py" - "$build" <<'PY'
+repo="$(pwd)"
+if [[ "$py" == */* ]]; then py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"; fi  # we change folder
+# Run from the scratch folder: setuptools must not read the project's pyproject.toml here (its ext-modules
+# table is for wheels and editable installs, and older setuptools refuse it).
+if (cd "$build" && PYTHONWARNINGS=ignore "$py" - "$build" "$repo" <<'PY'
 import sys
 from setuptools import Extension, setup
 
+build, repo = sys.argv[1], sys.argv[2]
 setup(
     name="replicator-ext",
     ext_modules=[
         Extension(
             "replicator.sources.postgres._rowscan",
-            ["replicator/sources/postgres/_rowscan.c"],
+            [f"{repo}/replicator/sources/postgres/_rowscan.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Werror"],
         )
     ],
-    script_args=["-q", "build_ext", "--inplace", "--build-temp", sys.argv[1]],
+    script_args=["-q", "build_ext", "--build-lib", repo, "--build-temp", f"{build}/tmp"],
 )
 PY
+)
 then
     "$py" -c "from replicator.sources.postgres import rowscan; assert rowscan.COMPILED; print('compiled row scanner: built')"
 else

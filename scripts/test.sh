@@ -16,6 +16,8 @@ export CI="${CI:-true}"
 t_start=$SECONDS
 ensure_system_packages
 ensure_venv dev
+# The PostgreSQL source's compiled row scanner, built in place; its tests compare it with the pure-Python twin.
+REPLICATOR_EXT_REQUIRED=1 bash scripts/build_ext.sh "$VENV/bin/python" || die "the compiled row scanner did not build"
 ensure_checkov
 
 run_lint
