@@ -41,7 +41,7 @@ from replicator.model import (
 )
 from replicator.obs import metrics
 from replicator.sources import Drainable, Notifying, Source, Stoppable, Streaming
-from replicator.stage import BatchRejected, RejectedRow, Stager, table_prefix
+from replicator.stage import BatchRejected, RejectedRow, Stager
 from replicator.storage import LocalStore, crash_point
 from replicator.warehouses import ApplyResult, RoundFailed, Warehouse
 
@@ -105,13 +105,9 @@ class Pipeline:
     def start(self) -> None:
         """Prepare the warehouse and work out, per table, how far changes are already staged."""
         self.warehouse.setup()
-        if self.guard is None:
-            self.stager.remove_orphans()
-        else:
-            # Scale-out: other tasks stage their tables into the same store right now, so a data file without
-            # its manifest may be one being written: only this task's tables are looked at.
-            for table in self.schemas:
-                self._remove_orphans_of(table)
+        # Scale-out (a guard is set): other tasks stage their tables into the same store right now, so a data
+        # file without its manifest may be one being written: only this task's tables are looked at.
+        self.stager.remove_orphans(None if self.guard is None else list(self.schemas))
         for schema in self.schemas.values():
             self.warehouse.ensure_table(schema)
         if self.views is not None:
@@ -302,17 +298,6 @@ class Pipeline:
             first=str(batch.first),
             last=str(batch.last),
         )
-
-    def _remove_orphans_of(self, table: TableId) -> None:
-        """``Stager.remove_orphans`` for one table's staged files."""
-        store = self.stager.store
-        keys = [info.key for info in store.list(table_prefix(table))]
-        manifests = {k.removesuffix(".json") for k in keys if k.endswith(".json")}
-        orphans = [k for k in keys if k.endswith(".parquet") and k.removesuffix(".parquet") not in manifests]
-        for key in orphans:
-            store.delete(key)
-        if orphans:
-            log.info("staged_orphans_removed", table=str(table), files=len(orphans))
 
     def _guard(self) -> None:
         if self.guard is not None:

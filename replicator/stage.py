@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -553,12 +553,14 @@ class Stager:
             tables.add(TableId.parse(name))
         return tables
 
-    def remove_orphans(self) -> int:
+    def remove_orphans(self, tables: Iterable[TableId] | None = None) -> int:
         """Delete staged data files without a manifest: a crash between removing an applied batch's manifest
         and its data (or between writing a batch's data and its manifest, which staging the batch again
         rewrites anyway) leaves them, and nothing else would ever reclaim the space. Call only while
-        nothing stages (start-up, under the lease). Returns how many were deleted."""
-        keys = [info.key for info in self.store.list(BATCHES)]
+        nothing stages them (start-up, under the lease): ``tables``, only these tables' files (scale-out:
+        other tasks stage theirs meanwhile). Returns how many were deleted."""
+        prefixes = [BATCHES] if tables is None else [table_prefix(t) for t in tables]
+        keys = [info.key for prefix in prefixes for info in self.store.list(prefix)]
         manifests = {k.removesuffix(".json") for k in keys if k.endswith(".json")}
         orphans = [k for k in keys if k.endswith(".parquet") and k.removesuffix(".parquet") not in manifests]
         for key in orphans:

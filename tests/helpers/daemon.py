@@ -255,6 +255,15 @@ def state(dsn: str, tables: tuple[str, ...] = TABLES) -> dict[str, list[tuple[An
     return {t: fetch(dsn, f"SELECT id, v, note FROM public.{t} ORDER BY id") for t in tables}
 
 
+def pg_connection(dsn: str) -> str:
+    """The ``host``..``sslmode`` lines of a ``[source.postgres]`` or ``[warehouse]`` section for ``dsn``."""
+    p = dsn_params(dsn)
+    return (
+        f'host = "{p["host"]}"\nport = {p["port"]}\ndatabase = "{p["dbname"]}"\nuser = "{p["user"]}"\n'
+        'sslmode = "disable"'
+    )
+
+
 def pg_source_config(tmp: Path, source: str, target: str, port: int) -> tuple[Path, str]:
     """``tmp/r.toml`` replicating the three tables from ``source`` to the PostgreSQL ``target`` with its
     admin API on ``port``, and the name of its fresh slot (also its publication's)."""
@@ -265,7 +274,6 @@ def pg_source_config(tmp: Path, source: str, target: str, port: int) -> tuple[Pa
             f'schema = "public"\nname = "{t}"\nprimary_key = ["id"]\n'
             '[columns]\nid = "bigint not null"\nv = "integer"\nnote = "text"\n'
         )
-    src, dst = dsn_params(source), dsn_params(target)
     slot = f"op_{uuid.uuid4().hex[:10]}"
     path = tmp / "r.toml"
     path.write_text(
@@ -273,22 +281,14 @@ def pg_source_config(tmp: Path, source: str, target: str, port: int) -> tuple[Pa
 [source]
 kind = "postgres"
 [source.postgres]
-host = "{src["host"]}"
-port = {src["port"]}
-database = "{src["dbname"]}"
-user = "{src["user"]}"
-sslmode = "disable"
+{pg_connection(source)}
 slot_name = "{slot}"
 publication_name = "{slot}"
 [staging]
 path = "{tmp / "stage"}"
 [warehouse]
 kind = "postgres"
-host = "{dst["host"]}"
-port = {dst["port"]}
-database = "{dst["dbname"]}"
-user = "{dst["user"]}"
-sslmode = "disable"
+{pg_connection(target)}
 {_daemon_settings(port, 200)}"""
     )
     return path, slot

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.daemon import _daemon_settings
-from tests.helpers.pg import dsn_params, fetch
+from tests.helpers.daemon import _daemon_settings, pg_connection
+from tests.helpers.pg import fetch
 
 COLUMNS = ("id", "v", "note")
 
@@ -87,7 +87,6 @@ def target_state(dsn: str, names: list[str]) -> dict[str, set[tuple[Any, ...]]]:
 
 def shared_config(path: Path, *, source: Path, target: str, port: int, scope: str, extra: str = "") -> Path:
     """A daemon of the shared scope ``scope``: the DMS feed in ``source`` to the PostgreSQL ``target``."""
-    dst = dsn_params(target)
     lease = f'[lease]\nscope = "{scope}"\nmode = "shared"'
     path.write_text(
         f"""schemas = "{path.parent / "schemas"}"
@@ -99,11 +98,7 @@ timestamp_column_name = "dms_commit_ts"
 path = "{path.parent / "stage"}"
 [warehouse]
 kind = "postgres"
-host = "{dst["host"]}"
-port = {dst["port"]}
-database = "{dst["dbname"]}"
-user = "{dst["user"]}"
-sslmode = "disable"
+{pg_connection(target)}
 {_daemon_settings(port, 50).replace("[lease]", lease)}{extra}"""
     )
     return path

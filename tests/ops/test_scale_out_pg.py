@@ -14,8 +14,8 @@ import psycopg2
 import pytest
 
 from replicator.sources import shard_of
-from tests.helpers.daemon import DaemonProcess, _daemon_settings, free_port, wait_for
-from tests.helpers.pg import Databases, dsn_params, execute, fetch
+from tests.helpers.daemon import DaemonProcess, _daemon_settings, free_port, pg_connection, wait_for
+from tests.helpers.pg import Databases, execute, fetch
 from tests.helpers.scale import ledger_duplicates, owners
 
 
@@ -41,18 +41,13 @@ def _config(path: Path, source: str, target: str, port: int, slot: str) -> Path:
             f'schema = "public"\nname = "{n}"\nprimary_key = ["id"]\n'
             '[columns]\nid = "bigint not null"\nv = "integer"\nnote = "text"\n'
         )
-    src, dst = dsn_params(source), dsn_params(target)
     lease = '[lease]\nscope = "shards"\nmode = "shared"'
     path.write_text(
         f"""schemas = "{path.parent / "schemas"}"
 [source]
 kind = "postgres"
 [source.postgres]
-host = "{src["host"]}"
-port = {src["port"]}
-database = "{src["dbname"]}"
-user = "{src["user"]}"
-sslmode = "disable"
+{pg_connection(source)}
 slot_name = "{slot}"
 publication_name = "{slot}"
 shards = 3
@@ -60,11 +55,7 @@ shards = 3
 path = "{path.parent / "stage"}"
 [warehouse]
 kind = "postgres"
-host = "{dst["host"]}"
-port = {dst["port"]}
-database = "{dst["dbname"]}"
-user = "{dst["user"]}"
-sslmode = "disable"
+{pg_connection(target)}
 {_daemon_settings(port, 200).replace("[lease]", lease)}"""
     )
     return path
