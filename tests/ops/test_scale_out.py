@@ -238,14 +238,20 @@ def test_three_tasks_share_twelve_tables_through_kills_drains_and_joins(tmp_path
         os.kill(a.proc.pid, signal.SIGKILL)  # dies mid-stream: its units expire after the lease (4 s)
         a.proc.wait(timeout=10)
         # Within the lease (4 s) plus a renewal and a term's start: 20 s even on a busy machine.
+        killed = time.monotonic()
         wait_for(lambda: spread(2), 20, lambda: f"a's units not taken over: {owners(pg_dsn, 'fleet')}")
+        print(f"a killed task's units owned again after {time.monotonic() - killed:.1f} s (lease 4 s)")
         wait_for(lambda: _converged(feed, pg_dsn), 90, lambda: _describe(feed, pg_dsn, daemons))
 
         feed.release(2)
+        drained = time.monotonic()
         assert b.terminate() == 0  # drains: releases its units at once
         wait_for(lambda: spread(1), 10, lambda: f"b's units not taken over: {owners(pg_dsn, 'fleet')}")
+        print(f"a drained task's units owned again {time.monotonic() - drained:.1f} s after SIGTERM")
+        joined = time.monotonic()
         d = start("d")  # joins: takes half
         wait_for(lambda: spread(2), 30, lambda: f"d got no share: {owners(pg_dsn, 'fleet')}")
+        print(f"a new task owned its share {time.monotonic() - joined:.1f} s after it started")
         feed.release(2)
         wait_for(lambda: _converged(feed, pg_dsn), 90, lambda: _describe(feed, pg_dsn, daemons))
         assert live_owners() == {_member(c), _member(d)}
