@@ -1,5 +1,6 @@
 """Operations: what each command-line command does (``commands``), the daemon's loop (``daemon``: lease,
-control table of pause/resume/resync, HTTP server for health, metrics and the admin API), and status.
+control table of pause/resume/resync, HTTP server for health, metrics and the admin API), status, and
+scale-out (``shares``: the tasks of one config share its tables under fenced claims).
 
 Exports: the ``commands`` and ``status`` modules, ``check`` (``replicator check``), ``Daemon``, ``ObsServer``,
 ``ControlStore`` and its table ``CONTROL``.

@@ -448,7 +448,7 @@ class Daemon:
         pipeline = term.app.pipeline
         self.errors = dict(pipeline.errors)
         if any(e.startswith(LeaseLost.__name__) for e in pipeline.errors.values()):
-            raise LeaseLost("a merge found the lease held by another task")
+            raise LeaseLost("a merge found its lease or claim held by another task")
         if pipeline.errors:
             # Merge errors may be a lost connection: probe it, and start the term over if it is gone.
             term.app.warehouse.table_states()
