@@ -55,6 +55,15 @@ def clock_for(kind: str) -> str:
     return {"postgres": "clock_timestamp()", "redshift": "SYSDATE"}.get(kind, "CURRENT_TIMESTAMP")
 
 
+def create_tables(session: SqlSession, ddl: list[str]) -> None:
+    """Run ``CREATE ... IF NOT EXISTS`` statements; again once if they fail: tasks starting together race in
+    the catalog, and the loser finds the tables there on its second try."""
+    try:
+        session.transact(ddl)
+    except Exception:
+        session.transact(ddl)
+
+
 def fence_clock_for(kind: str) -> str:
     """The clock a fence compares an expiry with, inside the merge transaction: its *start*. On PostgreSQL the
     fence holds the lease row ``FOR SHARE`` until the merge commits, so no takeover can commit meanwhile;
@@ -114,10 +123,7 @@ class LeaseStore:
             ' "acquired_at" timestamptz NOT NULL, "heartbeat_at" timestamptz NOT NULL,'
             ' "expires_at" timestamptz NOT NULL)',
         ]
-        try:
-            self.session.transact(ddl)
-        except Exception:  # a concurrent creator won the catalog race; the table exists now
-            self.session.transact(ddl)
+        create_tables(self.session, ddl)
 
     def try_acquire(self, *, force_from: str | None = None) -> bool:
         """Take the lease if it is free, expired or already ours (or held by ``force_from``, an owner known

@@ -40,7 +40,7 @@ from replicator.config import Config
 from replicator.model import TableId
 from replicator.obs import metrics
 from replicator.ops.control import SqlSession
-from replicator.ops.lease import LeaseLost, seconds_between
+from replicator.ops.lease import LeaseLost, create_tables, seconds_between
 from replicator.sql import quote_ident, quote_literal, quote_table
 from replicator.warehouses import STATE_SCHEMA
 
@@ -187,10 +187,7 @@ class ShareStore:
             ' "heartbeat_at" timestamptz NOT NULL, "expires_at" timestamptz NOT NULL,'
             ' PRIMARY KEY ("scope", "unit"))',
         ]
-        try:
-            self.session.transact(ddl)
-        except Exception:  # a concurrent creator won the catalog race; the tables exist now
-            self.session.transact(ddl)
+        create_tables(self.session, ddl)
 
     # -- members -----------------------------------------------------------------------------------------
 
