@@ -8,12 +8,20 @@ Order of durable effects, which the guarantees rest on:
    ledger row in one transaction;
 4. only then is the staged batch removed.
 
+While the source streams, merges of what is already staged run on a second thread (``_Merger``), so reading
+and staging the next batches overlap them (both mostly release the GIL: Arrow, Parquet, the warehouse's
+driver). Steps 1-2 stay on the loop thread and 3-4 on the merge thread, each in its order; a merge only
+ever reads batches already staged, and ``capture`` returns only once its merge job has finished, so between
+rounds the warehouse has one user again.
+
 A crash between any two steps is repaired by the next run: 1-2 by dropping re-read changes already staged
 (the buffer's ``seen_through``), 3-4 by the ledger, which makes re-applying a batch a no-op.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import tempfile
 import threading
 import time
@@ -90,6 +98,7 @@ class Pipeline:
         self._halted: set[TableId] = set()  # tables the source stopped during this capture round
         self._fresh: set[TableId] = set()  # tables with batches staged since their last merge
         self._full_merge_at = 0.0  # when ``merge_round`` last looked at every table
+        self._merger = _Merger()  # merges during ``capture``, on their own thread
         self._drain_said = time.monotonic()  # when ``--once`` last said it waits for the source
         # Tables whose merge is held back (paused, or waiting for a resync); capture and staging go on.
         # Changed by the daemon and its admin API under ``merge_gate``, which each apply holds, so once a
@@ -196,7 +205,14 @@ class Pipeline:
         return False
 
     def capture(self, stop: threading.Event) -> int:
-        """Read what the source has now, staging batches as they fill; merge on the way if it takes long."""
+        """Read what the source has now, staging batches as they fill; what is staged meanwhile is merged on
+        the merge thread, overlapping the reading. Returns once that thread is idle again."""
+        try:
+            return self._capture(stop)
+        finally:
+            self._merger.join()
+
+    def _capture(self, stop: threading.Event) -> int:
         buffer = self._buffer
         assert buffer is not None, "start() first"
         n = 0
@@ -239,7 +255,8 @@ class Pipeline:
                 # that waits for every yielded change (PostgreSQL's flush position) would wait forever. A
                 # re-yielded change that is only buffered is acknowledged when its batch is staged.
                 already_staged[change.table] = buffer.dropped_through
-            if n >= check_at or time.monotonic() >= check_time:
+            checkpoint = n >= check_at or time.monotonic() >= check_time
+            if checkpoint:
                 check_at, check_time = n + 1024, time.monotonic() + every
                 if already_staged:
                     self._guard()
@@ -251,12 +268,18 @@ class Pipeline:
                     # Unstaged changes are simply abandoned: they were never acknowledged, so the source
                     # yields them again after the restart.
                     return n
-                if self._fresh and time.monotonic() - last_merge >= self.settings.merge_interval:
-                    # Only the tables that staged something: listing every table's staging each time
-                    # would cost a LIST per table on S3. The round's ``merge_all`` looks at all of them.
-                    self.merge_all(stop, tables=self._fresh)
-                    self.refresh_views()
-                    last_merge = time.monotonic()
+            if (
+                (checkpoint or batches)
+                and self._fresh
+                and not self._merger.busy()
+                and time.monotonic() - last_merge >= self.settings.merge_interval
+            ):
+                # Only the tables that staged something: listing every table's staging each time would
+                # cost a LIST per table on S3. The round's ``merge_all`` looks at all of them.
+                fresh, self._fresh = self._fresh, set()
+                todo = sorted(fresh & self.schemas.keys())
+                self._merger.start(functools.partial(self._merge_and_refresh, todo, stop))
+                last_merge = time.monotonic()
         if already_staged:
             self._guard()
             self.source.ack(already_staged)
@@ -333,6 +356,14 @@ class Pipeline:
             self._fresh = set()
         else:
             self._fresh -= tables
+        self._merge(todo, stop)
+
+    def _merge_and_refresh(self, todo: list[TableId], stop: threading.Event) -> None:
+        """The merge thread's job during ``capture``: ``todo``'s staged batches, then the views."""
+        self._merge(todo, stop)
+        self.refresh_views()
+
+    def _merge(self, todo: list[TableId], stop: threading.Event | None) -> None:
         active = []
         for table in todo:
             if table in self.paused:
@@ -524,6 +555,40 @@ class Pipeline:
             self.stats.skipped_batches += 1
             metrics.BATCHES_MERGED.labels(table=name, result="skipped").inc()
             bound.info("batch_already_applied", last=str(manifest.last))
+
+
+class _Merger:
+    """One merge job at a time on a worker thread. An exception the job lets out (merges and view refreshes
+    catch their own: a failing table is recorded and the others go on) is raised again by ``join``."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, job: Callable[[], None]) -> None:
+        assert not self.busy(), "one merge job at a time"
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # handed to the loop thread by join()
+                self._error = exc
+
+        # The loop thread's context (structlog's bound context variables) goes with the job.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(run,), name="merge", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def _count_chunk(chunk: ChangeChunk) -> None:
