@@ -77,6 +77,9 @@ class Dialect:
     alter_type: str | None = "ALTER TABLE {table} ALTER COLUMN {column} TYPE {type}"  # None: cannot
     alter_commits: bool = False  # ALTER ... TYPE commits implicitly: run it outside the merge transaction
     widen_kinds: frozenset[str] = field(default_factory=frozenset)  # kinds alter_type may widen
+    # The engine reads the staged Parquet file itself (DuckDB): a batch is merged from a view over the file
+    # (``staging_view``) instead of being copied into a staging table first, which cost as much as the MERGE.
+    reads_parquet: bool = False
 
     # -- types ---------------------------------------------------------------------------------------
 
@@ -130,6 +133,9 @@ class Dialect:
         name = quote_table(table) if isinstance(table, TableId) else quote_ident(table)
         return f"DROP TABLE IF EXISTS {name}"
 
+    def drop_view(self, name: str) -> str:
+        return f"DROP VIEW IF EXISTS {quote_ident(name)}"
+
     # -- target and staging tables -------------------------------------------------------------------
 
     def create_table(
@@ -165,20 +171,34 @@ class Dialect:
     def create_staging(self, schema: TableSchema, name: str, *, moves: bool = False) -> str:
         """Staging table for one batch: the table's columns, all nullable (deletes carry only the key),
         then ``_op``, ``_seq``, ``_unchanged`` (and ``_from_seq`` for a batch with key ``moves``)."""
+        cols = ", ".join(f"{quote_ident(c)} {t}" for c, t in self._staging_types(schema, moves=moves))
+        return f"{self.staging_create} {quote_ident(name)} ({cols}){self.staging_suffix}"
+
+    def staging_view(self, schema: TableSchema, name: str, path: str, *, moves: bool = False) -> str:
+        """For ``reads_parquet`` engines: the staging table's columns and types (the same casts an INSERT
+        into it would make) as a view over the staged file ``path``."""
+        cols = ", ".join(
+            f"CAST({quote_ident(c)} AS {t}) AS {quote_ident(c)}"
+            for c, t in self._staging_types(schema, moves=moves)
+        )
+        return (
+            f"CREATE TEMP VIEW {quote_ident(name)} AS SELECT {cols} FROM read_parquet({quote_literal(path)})"
+        )
+
+    def _staging_types(self, schema: TableSchema, *, moves: bool) -> list[tuple[str, str]]:
         meta = [
-            f"{quote_ident(OP_COLUMN)} {self.types['text']}",
-            f"{quote_ident(SEQ_COLUMN)} {self.types['bigint']}",
-            f"{quote_ident(UNCHANGED_COLUMN)} {self.text_array}",
+            (OP_COLUMN, self.types["text"]),
+            (SEQ_COLUMN, self.types["bigint"]),
+            (UNCHANGED_COLUMN, self.text_array),
         ]
         if self.staging_all_metadata:  # the staged file's order: _op, _seq, _pos, _commit_time, _unchanged
             meta[2:2] = [
-                f"{quote_ident(POSITION_COLUMN)} {self.types['text']}",
-                f"{quote_ident(COMMIT_TIME_COLUMN)} {self.types['timestamptz']}",
+                (POSITION_COLUMN, self.types["text"]),
+                (COMMIT_TIME_COLUMN, self.types["timestamptz"]),
             ]
         if moves:
-            meta.append(f"{quote_ident(FROM_SEQ_COLUMN)} {self.types['bigint']}")
-        cols = ", ".join([*self._column_defs(schema.columns, constraints=False), *meta])
-        return f"{self.staging_create} {quote_ident(name)} ({cols}){self.staging_suffix}"
+            meta.append((FROM_SEQ_COLUMN, self.types["bigint"]))
+        return [*((c.name, self.column_type(c.type)) for c in schema.columns), *meta]
 
     def staging_columns(self, schema: TableSchema, *, moves: bool = False) -> tuple[str, ...]:
         """Columns of the staging table in order: what a loader must deliver. ``moves``: the batch has

@@ -54,6 +54,7 @@ DUCKDB = Dialect(
     unchanged_test="list_contains({list}, {name})",
     # Temp tables vanish with the connection, so a crash cannot leave staging behind.
     staging_create="CREATE TEMP TABLE",
+    reads_parquet=True,
     # VARCHAR has no length here; numbers widen with ALTER COLUMN TYPE
     widen_kinds=frozenset({"smallint", "integer", "bigint", "numeric", "real", "double"}),
 )

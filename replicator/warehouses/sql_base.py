@@ -297,9 +297,14 @@ class SqlWarehouse(abc.ABC):
             for statement in d.ledger_record(manifest):
                 self._execute(statement)
             return ApplyResult(manifest.batch_id, applied=True, seconds=time.monotonic() - started)
-        self._execute(d.create_staging(schema, staging, moves=info.moves))
-        self._batch = manifest
-        self._load(schema, staging, parquet, moves=info.moves)
+        # A view over the file where the engine reads it, unless unsent values are filled in (an UPDATE).
+        view = staging if d.reads_parquet and not (info.moves and info.unchanged) else None
+        if view:
+            self._execute(d.staging_view(schema, staging, str(parquet), moves=info.moves))
+        else:
+            self._execute(d.create_staging(schema, staging, moves=info.moves))
+            self._batch = manifest
+            self._load(schema, staging, parquet, moves=info.moves)
         if info.moves and info.unchanged:
             # Before the target changes: values a moved row did not send come from its old key's row.
             self._execute(d.fill_moved(schema, staging, info.unchanged))
@@ -333,7 +338,7 @@ class SqlWarehouse(abc.ABC):
             self._execute(statement)
         temps = {staging, source, *([ctx.old_images] if ctx.old_images else [])}
         for table in temps:  # temp tables, but a long-lived session should not keep them
-            self._execute(d.drop_table(table))
+            self._execute(d.drop_view(table) if table == view else d.drop_table(table))
         keys, deletes = int(keys or 0), int(deletes or 0)
         return ApplyResult(
             manifest.batch_id,

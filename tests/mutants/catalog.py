@@ -72,8 +72,9 @@ MUTANTS: tuple[Mutant, ...] = (
             ),
             Edit(
                 "replicator/warehouses/sql_base.py",
-                "            self._execute(d.drop_table(table))\n",
-                "            self._execute(d.drop_table(table))\n        self._commit()\n"
+                "            self._execute(d.drop_view(table) if table == view else d.drop_table(table))\n",
+                "            self._execute(d.drop_view(table) if table == view else d.drop_table(table))\n"
+                "        self._commit()\n"
                 "        self._in_transaction(d.ledger_record(manifest))\n        self._begin()\n",
             ),
         ),
