@@ -138,11 +138,14 @@ def open_views(
     """The refresher of the views in ``<schemas>/views/*.sql``, beside ``tables/``; None if there are none.
     ``every``: all tables of the config when ``schemas`` is the share of one task: it keeps the views
     whose tables it owns (a view's tables are owned together, see ``replicator.sources.sharded``)."""
+    folder = Path(resolve(cfg, cfg.schemas)) / "views"
+    if not any(folder.glob("*.sql")):  # no views: the views package (SQL parser and all) is not even loaded
+        return None
     from replicator.views import ViewCatalog, ViewError, ViewRefresher, load_views
     from replicator.warehouses import SqlWarehouse
 
     try:
-        views = load_views(Path(resolve(cfg, cfg.schemas)) / "views", set(every or schemas))
+        views = load_views(folder, set(every or schemas))
     except ViewError as exc:
         raise ConfigError(f"views: {exc}") from None
     if every is not None and set(every) != set(schemas):
