@@ -73,18 +73,19 @@ def logical_type(t: pa.DataType) -> str:
 def to_text(array: pa.Array) -> list[Any]:
     """A column as wire text (None for NULL), as DMS would have written it to CSV."""
     t = array.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        out: list[Any] = array.to_pylist()
-        return out
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return [None if v is None else "\\x" + v.hex() for v in array.to_pylist()]
+    values: list[Any] = text_array(array).to_pylist()
+    return values
+
+
+def text_array(array: pa.Array) -> pa.Array:
+    """``to_text`` of a non-binary column, kept in Arrow (a string array) for the columnar path."""
+    t = array.type
     if pa.types.is_timestamp(t) and t.tz:
         text = pc.cast(pc.cast(array, pa.timestamp(t.unit, tz="UTC")), pa.string())
-        text = pc.replace_substring_regex(text, pattern="Z$", replacement="+00:00")
-    else:
-        text = pc.cast(array, pa.string())
-    values: list[Any] = text.to_pylist()
-    return values
+        return pc.replace_substring_regex(text, pattern="Z$", replacement="+00:00")
+    return pc.cast(array, pa.string())
 
 
 def decode_parquet(
@@ -199,10 +200,7 @@ def _chunk(  # noqa: PLR0917 - one private call site
         )
     else:
         return None
-    values = [
-        pa.array(to_text(part.column(i)), pa.string()) if i is not None else pa.nulls(n, pa.string())
-        for i in wanted
-    ]
+    values = [text_array(part.column(i)) if i is not None else pa.nulls(n, pa.string()) for i in wanted]
     data = pa.Table.from_arrays(
         [*values, ops, positions(prefix, row + cut + 1, n), times],
         names=[*schema.column_names, OP_COLUMN, POSITION_COLUMN, COMMIT_TIME_COLUMN],
