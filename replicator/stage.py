@@ -427,12 +427,14 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
 def _parquet(table: pa.Table) -> bytes:
     """The staged file's bytes (zstd), in row groups of about 8 MB: one group for a batch of large values
     makes the writer hold several copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB more
-    than 8 MB groups). Dictionary encoding only for columns of small values: for large ones the writer
-    fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at once)."""
+    than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large ones the
+    writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at once)."""
     n = table.num_rows
     per_group = max(1, n * _ROW_GROUP_BYTES // max(1, table.nbytes))
     small = [
-        f.name for f, c in zip(table.schema, table.columns, strict=True) if c.nbytes <= _SMALL_VALUES * n
+        f.name
+        for f, c in zip(table.schema, table.columns, strict=True)
+        if _dictionary_kind(f.type) and c.nbytes <= _SMALL_VALUES * n
     ]
     sink = io.BytesIO()
     pq.write_table(
@@ -440,6 +442,13 @@ def _parquet(table: pa.Table) -> bytes:
         row_group_size=min(n or 1, per_group), use_dictionary=small,
     )  # fmt: skip
     return sink.getvalue()
+
+
+def _dictionary_kind(t: pa.DataType) -> bool:
+    """Texts and bytes gain from a dictionary; numbers and times do not (zstd takes their repeats), and
+    hashing them cost a third of writing a batch of unique keys."""
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t))  # fmt: skip
 
 
 def _counts(ops: pa.ChunkedArray) -> dict[str, int]:

@@ -147,7 +147,8 @@ def _chunk(  # noqa: PLR0917 - one private call site
 
 def positions(prefix: str, first_row: int, n: int) -> pa.Array:
     """``prefix`` + zero-padded row numbers from ``first_row``, ``n`` of them (``dms.encode_position``)."""
-    numbers = pc.cast(pa.array(range(first_row, first_row + n), pa.int64()), pa.string())
+    rows = pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), n), start=first_row - 1)  # no Python loop
+    numbers = pc.cast(rows, pa.string())
     padded = pc.utf8_lpad(numbers, width=ROW_DIGITS, padding="0")
     joined: pa.Array = pc.binary_join_element_wise(pa.scalar(prefix), padded, "")
     return joined
