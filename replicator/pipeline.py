@@ -208,9 +208,12 @@ class Pipeline:
         """Read what the source has now, staging batches as they fill; what is staged meanwhile is merged on
         the merge thread, overlapping the reading. Returns once that thread is idle again."""
         try:
-            return self._capture(stop)
-        finally:
-            self._merger.join()
+            n = self._capture(stop)
+        except BaseException:
+            self._merger.join(quiet=True)  # the read's own error is the one to raise
+            raise
+        self._merger.join()
+        return n
 
     def _capture(self, stop: threading.Event) -> int:
         buffer = self._buffer
@@ -582,13 +585,17 @@ class _Merger:
         self._thread = threading.Thread(target=context.run, args=(run,), name="merge", daemon=True)
         self._thread.start()
 
-    def join(self) -> None:
+    def join(self, *, quiet: bool = False) -> None:
+        """Wait for the job; raise what it let out (``quiet``: log it instead)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         error, self._error = self._error, None
-        if error is not None:
+        if error is None:
+            return
+        if not quiet:
             raise error
+        log.error("merge_thread_failed", error=f"{type(error).__name__}: {error}")
 
 
 def _count_chunk(chunk: ChangeChunk) -> None:

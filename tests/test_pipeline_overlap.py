@@ -123,3 +123,38 @@ def test_an_error_the_merge_thread_lets_out_is_raised_by_capture(
         assert not [t for t in threading.enumerate() if t.name == "merge"]
     finally:
         warehouse.close()
+
+
+class FailingSource(WaitingSource):
+    """Yields one full batch, then its read fails once the merge thread has started."""
+
+    def __init__(self, started: threading.Event) -> None:
+        super().__init__(lambda: 0)
+        self.started = started
+
+    def read(self) -> Iterator[Change | SchemaChange]:
+        for i in range(1, FIRST + 2):
+            yield Change(T, Op.INSERT, (str(i), f"v{i}"), Position(f"{i:08d}"))
+        assert self.started.wait(30)
+        raise ConnectionError("the source went away")
+
+
+def test_when_the_read_fails_its_error_is_raised_not_the_merge_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    try:
+        started = threading.Event()
+        pipeline = _pipeline(tmp_path, FailingSource(started), warehouse)
+        pipeline.start()
+
+        def explode(todo: list[TableId], stop: threading.Event | None) -> None:
+            started.set()
+            raise Boom("from the merge thread")
+
+        monkeypatch.setattr(pipeline, "_merge", explode)
+        with pytest.raises(ConnectionError, match="the source went away"):
+            pipeline.capture(threading.Event())
+        assert not [t for t in threading.enumerate() if t.name == "merge"]
+    finally:
+        warehouse.close()
