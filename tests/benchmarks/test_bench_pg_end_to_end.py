@@ -8,7 +8,8 @@ same WAL from its own slot in the same run. Prints both rates and the ratio.
 folder to run instead of this one, for before/after figures in the same minute: the replicator then runs in
 that folder, since ``python -m`` puts the working directory before ``PYTHONPATH``),
 ``REPLICATOR_BENCH_NEIGHBOUR=1`` (a CPU-bound process runs beside both readers, as on a shared host).
-``REPLICATOR_PURE_PYTHON=1`` measures the pure-Python row scanner.
+``REPLICATOR_PURE_PYTHON=1`` measures the pure-Python row scanner. The package's bytecode is compiled first,
+as ``pip install`` does for the image (``PYTHONDONTWRITEBYTECODE=1`` here would make the run compile it).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def test_backlog_end_to_end_against_pg_recvlogical(pg_dsn: str, tmp_path: Path) 
     env = {**os.environ, "PYTHONPATH": CODE} if CODE else dict(os.environ)
     cwd = CODE or None  # ``python -m`` imports from the working directory first
     command = [sys.executable, "-m", "replicator", "run", "--once", "-c", str(config)]
+    package = Path(CODE or Path(__file__).parents[2]) / "replicator"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True, env=env)
     # The slot and the (empty) copy:
     subprocess.run(command, check=True, env=env, cwd=cwd, timeout=300, capture_output=True)
     execute(pg_dsn, "SELECT pg_create_logical_replication_slot('bench_recv', 'pgoutput')")
