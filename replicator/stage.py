@@ -427,8 +427,9 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
 def _parquet(table: pa.Table) -> bytes:
     """The staged file's bytes (zstd), in row groups of about 8 MB: one group for a batch of large values
     makes the writer hold several copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB more
-    than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large ones the
-    writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at once)."""
+    than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large ones
+    the writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at
+    once)."""
     n = table.num_rows
     per_group = max(1, n * _ROW_GROUP_BYTES // max(1, table.nbytes))
     small = [

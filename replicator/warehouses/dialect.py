@@ -80,6 +80,8 @@ class Dialect:
     # The engine reads the staged Parquet file itself (DuckDB): a batch is merged from a view over the file
     # (``staging_view``) instead of being copied into a staging table first, which cost as much as the MERGE.
     reads_parquet: bool = False
+    # ``reduce`` as a join with each key's highest ``_seq`` (DuckDB: 2-3x faster than DISTINCT ON's sort)
+    reduce_by_join: bool = False
 
     # -- types ---------------------------------------------------------------------------------------
 
@@ -242,6 +244,13 @@ class Dialect:
         keys = _idents(schema.primary_key)
         seq = quote_ident(SEQ_COLUMN)
         head = f"{self.staging_create} {quote_ident(reduced)}{self.staging_suffix} AS SELECT"
+        if self.reduce_by_join:
+            last = f"max({seq})"  # the key's last change: its highest position in the batch
+            on = " AND ".join(f"s.{quote_ident(k)} = m.{quote_ident(k)}" for k in schema.primary_key)
+            return (
+                f"{head} s.* FROM {quote_ident(staging)} AS s JOIN (SELECT {keys}, {last} AS {seq}"
+                f" FROM {quote_ident(staging)} GROUP BY {keys}) AS m ON {on} AND s.{seq} = m.{seq}"
+            )
         if self.distinct_on:
             return f"{head} DISTINCT ON ({keys}) * FROM {quote_ident(staging)} ORDER BY {keys}, {seq} DESC"
         cols = _idents(self.staging_columns(schema, moves=moves))

@@ -55,6 +55,7 @@ DUCKDB = Dialect(
     # Temp tables vanish with the connection, so a crash cannot leave staging behind.
     staging_create="CREATE TEMP TABLE",
     reads_parquet=True,
+    reduce_by_join=True,
     # VARCHAR has no length here; numbers widen with ALTER COLUMN TYPE
     widen_kinds=frozenset({"smallint", "integer", "bigint", "numeric", "real", "double"}),
 )

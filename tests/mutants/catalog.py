@@ -168,6 +168,7 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit("replicator/warehouses/dialect.py", "ORDER BY {keys}, {seq} DESC", "ORDER BY {keys}, {seq}"),
             Edit("replicator/warehouses/dialect.py", "ORDER BY {seq} DESC)", "ORDER BY {seq})"),
+            Edit("replicator/warehouses/dialect.py", 'last = f"max({seq})"', 'last = f"min({seq})"'),
         ),
         (
             CONFORMANCE + "test_the_last_change_per_key_wins_within_a_batch[duckdb]",
@@ -189,6 +190,11 @@ MUTANTS: tuple[Mutant, ...] = (
                 "replicator/warehouses/dialect.py",
                 "ORDER BY {seq} DESC)",
                 "ORDER BY ({quote_ident(OP_COLUMN)} = 'D') DESC, {seq} DESC)",
+            ),
+            Edit(
+                "replicator/warehouses/dialect.py",
+                'last = f"max({seq})"',
+                "last = f\"arg_max({seq}, ({quote_ident(OP_COLUMN)} = 'D', {seq}))\"",
             ),
         ),
         (

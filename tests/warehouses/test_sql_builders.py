@@ -145,7 +145,12 @@ def test_reduce_keeps_the_highest_seq_per_key() -> None:
         'CREATE TEMP TABLE "_stg_x_r" ON COMMIT DROP AS SELECT DISTINCT ON ("a", "b") * FROM "_stg_x"'
         ' ORDER BY "a", "b", "_seq" DESC'
     )
-    windowed = dataclasses.replace(DUCKDB, distinct_on=False)
+    assert DUCKDB.reduce(LINKS, "_stg_x", "_stg_x_r") == (
+        'CREATE TEMP TABLE "_stg_x_r" AS SELECT s.* FROM "_stg_x" AS s JOIN (SELECT "a", "b", max("_seq") AS'
+        ' "_seq" FROM "_stg_x" GROUP BY "a", "b") AS m ON s."a" = m."a" AND s."b" = m."b"'
+        ' AND s."_seq" = m."_seq"'
+    )
+    windowed = dataclasses.replace(DUCKDB, distinct_on=False, reduce_by_join=False)
     assert windowed.reduce(LINKS, "_stg_x", "_stg_x_r") == (
         'CREATE TEMP TABLE "_stg_x_r" AS SELECT "a", "b", "_op", "_seq", "_unchanged" FROM (SELECT *,'
         ' row_number() OVER (PARTITION BY "a", "b" ORDER BY "_seq" DESC) AS "_replicator_rn" FROM "_stg_x")'
