@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,23 +18,22 @@ from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
 from replicator.warehouses import DuckDBWarehouse
+from tests.helpers.scripted import ScriptedSource
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(T, (Column("id", parse_type("bigint"), False), Column("v", parse_type("text"))), ("id",))
 FIRST = 1_000  # one full batch (max_rows), then the read waits
 
 
-class WaitingSource:
+class WaitingSource(ScriptedSource):
     """Yields one full batch of inserts, then waits inside the read (up to 30 s) until the target holds them
     (possible only if something merges while the read is suspended), then yields as many again."""
 
     def __init__(self, rows_in_target: Callable[[], int]) -> None:
+        super().__init__([SCHEMA])
         self.count = rows_in_target
         self.waited: float | None = None  # how long the read waited for the first batch to be merged
         self.done = False
-
-    def schemas(self) -> Sequence[TableSchema]:
-        return [SCHEMA]
 
     def read(self) -> Iterator[Change | SchemaChange]:
         if self.done:
@@ -48,12 +47,6 @@ class WaitingSource:
                     time.sleep(0.01)
                 if self.count() >= FIRST:
                     self.waited = time.monotonic() - started
-
-    def ack(self, positions: Mapping[TableId, Position]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _pipeline(tmp_path: Path, source: WaitingSource, warehouse: DuckDBWarehouse) -> Pipeline:
@@ -105,6 +98,20 @@ class Boom(BaseException):
     pass
 
 
+def _exploding(
+    started: threading.Event | None = None,
+) -> Callable[[list[TableId], threading.Event | None], None]:
+    """A stand-in for ``Pipeline._merge`` that lets an error out of the merge thread (after setting
+    ``started``)."""
+
+    def explode(todo: list[TableId], stop: threading.Event | None) -> None:
+        if started is not None:
+            started.set()
+        raise Boom("from the merge thread")
+
+    return explode
+
+
 def test_an_error_the_merge_thread_lets_out_is_raised_by_capture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,11 +120,7 @@ def test_an_error_the_merge_thread_lets_out_is_raised_by_capture(
         source = WaitingSource(lambda: FIRST)  # does not wait
         pipeline = _pipeline(tmp_path, source, warehouse)
         pipeline.start()
-
-        def explode(todo: list[TableId], stop: threading.Event | None) -> None:
-            raise Boom("from the merge thread")
-
-        monkeypatch.setattr(pipeline, "_merge", explode)
+        monkeypatch.setattr(pipeline, "_merge", _exploding())
         with pytest.raises(Boom, match="from the merge thread"):
             pipeline.capture(threading.Event())
         assert not [t for t in threading.enumerate() if t.name == "merge"]
@@ -147,12 +150,7 @@ def test_when_the_read_fails_its_error_is_raised_not_the_merge_threads(
         started = threading.Event()
         pipeline = _pipeline(tmp_path, FailingSource(started), warehouse)
         pipeline.start()
-
-        def explode(todo: list[TableId], stop: threading.Event | None) -> None:
-            started.set()
-            raise Boom("from the merge thread")
-
-        monkeypatch.setattr(pipeline, "_merge", explode)
+        monkeypatch.setattr(pipeline, "_merge", _exploding(started))
         with pytest.raises(ConnectionError, match="the source went away"):
             pipeline.capture(threading.Event())
         assert not [t for t in threading.enumerate() if t.name == "merge"]
