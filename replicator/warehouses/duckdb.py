@@ -6,15 +6,19 @@ connection side.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from replicator.config import Config, resolve
-from replicator.model import TableSchema
+from replicator.model import Manifest, TableSchema
 from replicator.sql import quote_ident, quote_literal
 from replicator.values import SCALAR_KINDS, TEXT_KINDS
+from replicator.warehouses.base import ApplyResult
 from replicator.warehouses.dialect import Dialect
 from replicator.warehouses.sql_base import SqlWarehouse
 
@@ -63,6 +67,59 @@ DUCKDB = Dialect(
 
 CATALOG = "_replicator_target"
 
+# DuckDB's Linux builds allocate through their own jemalloc, which keeps the pages a statement frees for
+# reuse (purging them over seconds, and only while it allocates). A merge of large values frees hundreds
+# of megabytes at once (DuckDB materialises a table's large column whole when it updates or checkpoints
+# it), and that stayed resident through the reading and staging that followed. Handed back after each
+# round, the merges of tests/benchmarks/test_bench_pg_large_values.py run alone left 550 MB resident between
+# them instead of 977-1152 MB, and the benchmark's peak fell from 1170-1206 MB to 1057-1134 MB. Only past
+# RELEASE_BYTES of them: merges of 100k small rows leave 20-77 MB freed (jemalloc reuses or decays it),
+# and handing that back each round cost them 4-14% of their time. The switch is jemalloc's own control
+# call, which the DuckDB module exports; where it does not (macOS, Windows, musl), nothing is done.
+RELEASE_BYTES = 128 << 20
+_DIRTY_PAGES = b"stats.arenas.4096.pdirty"  # 4096: MALLCTL_ARENAS_ALL, every arena
+_PURGE = b"arena.4096.purge"
+
+
+def _mallctl() -> Callable[..., int] | None:
+    library = getattr(sys.modules.get(duckdb.DuckDBPyConnection.__module__), "__file__", None)
+    try:
+        fn = ctypes.CDLL(library).duckdb_je_mallctl if library else None
+    except (OSError, AttributeError):
+        return None
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MALLCTL = _mallctl()
+
+
+def allocator_free_bytes() -> int | None:
+    """Bytes DuckDB's allocator holds freed but not yet handed back to the system (None: no jemalloc)."""
+    if _MALLCTL is None:
+        return None
+    epoch, pages, page = ctypes.c_uint64(1), ctypes.c_size_t(0), ctypes.c_size_t(0)
+    size = ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+    _MALLCTL(b"epoch", None, None, ctypes.byref(epoch), ctypes.sizeof(epoch))  # refresh the statistics
+    if _MALLCTL(_DIRTY_PAGES, ctypes.byref(pages), ctypes.byref(size), None, 0):
+        return None
+    if _MALLCTL(b"arenas.page", ctypes.byref(page), ctypes.byref(size), None, 0):
+        return None
+    return pages.value * page.value
+
+
+def release_allocator_memory(at_least: int = RELEASE_BYTES) -> int:
+    """Hand DuckDB's freed pages back to the system when there are ``at_least`` bytes of them; returns
+    the bytes handed back (0: too few, or no jemalloc)."""
+    free = allocator_free_bytes()
+    if _MALLCTL is None or free is None or free < at_least:
+        return 0
+    _MALLCTL(_PURGE, None, None, None, 0)
+    return free
+
 
 class DuckDBWarehouse(SqlWarehouse):
     """Loads staging with ``read_parquet`` straight from the local file and merges with ``MERGE INTO``.
@@ -101,6 +158,15 @@ class DuckDBWarehouse(SqlWarehouse):
 
     def _rollback(self) -> None:
         self._con.rollback()
+
+    release_bytes = RELEASE_BYTES  # freed allocator memory handed back after a merge round beyond this
+
+    def apply_round(self, batches: list[tuple[Manifest, TableSchema, Path]]) -> list[ApplyResult]:
+        """``SqlWarehouse.apply_round``, then what it freed is handed back (``release_allocator_memory``)."""
+        try:
+            return super().apply_round(batches)
+        finally:
+            release_allocator_memory(self.release_bytes)
 
     def _load(self, schema: TableSchema, staging: str, parquet: Path, *, moves: bool) -> None:
         self._con.execute(self.dialect.insert_from_parquet(schema, staging, str(parquet), moves=moves))
