@@ -7,11 +7,21 @@ byte count sampled on one change in 64 never saw the large ones). The replicator
 as in ``test_bench_pg_large_txn``, so its own peak RSS is measured. ``REPLICATOR_BENCH_LARGE_VALUES_ROWS``
 scales it (default 300 rows: about 200 MB of values per pass).
 
-Measured (2026-12, 2 shared cores): 1.15-1.4 GB before and after the stage and buffer work of issue 13
-point 8, which only moves the replicator's own part: with DuckDB's merges stubbed out (same load, same
-source), 674-754 MB -> 666-681 MB at the default 64 MB ``batch.max_bytes``, 388-478 MB at 32 MB. A single
-DuckDB merge call adds up to ~580 MB (the phase figures printed here); the bound is not met until the
-DuckDB warehouse's own memory is bounded."""
+Measured (2026-12, 2 shared cores, runs vary by +-150 MB with how merges overlap staging): 1.19-1.41 GB;
+1.01-1.16 GB since DuckDB hands back what a merge round freed (``warehouses/duckdb.py``). The replicator's
+own part (reading, buffering, staging; DuckDB's merges stubbed out) is 666-681 MB at the default 64 MB
+``batch.max_bytes``, 388-478 MB at 32 MB. The rest is DuckDB, and it grows with the table, not the batch:
+DuckDB works on vectors of 2,048 rows, so a statement that reads or rewrites a large column holds all of
+it for a table of a few hundred such rows. On this table (300 rows, 200 MB of values), measured alone:
+a one-row INSERT then CHECKPOINT adds 474 MB (the row group is rewritten whole; any force_compression,
+threads=1 alike), a one-row UPDATE of ``body`` 283 MB, the MERGE of a 64 MB batch 470-590 MB (DELETE plus
+INSERT of the same rows: 125 MB). Tried without gain: glibc's mmap/trim thresholds and arena count (1175-1405
+MB), DuckDB's allocator_flush_threshold, allocator_bulk_deallocation_flush_threshold, background threads,
+threads=1 (no change), memory_limit 150 MB with a temp_directory (the MERGE fails: out of memory),
+checkpoint_threshold 10 GB (1.7 GB: versions pile up), a 16 MB read-ahead queue (no change);
+``batch.max_bytes`` at 32 MB gave 948-1091 MB but 31-32 s against 22 s (one checkpoint of the whole table
+per batch), at 16 MB 843-867 MB in 61-65 s. The bound is not met while DuckDB holds a table's large column
+whole to update or checkpoint it."""
 
 from __future__ import annotations
 
