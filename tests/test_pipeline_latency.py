@@ -15,6 +15,7 @@ from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
 from replicator.warehouses import DuckDBWarehouse
+from tests.helpers.warehouse import row_counter
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(T, (Column("id", parse_type("bigint"), False), Column("v", parse_type("text"))), ("id",))
@@ -54,15 +55,7 @@ class Trickle:
 
 def test_a_trickle_is_queryable_within_about_the_batch_age_while_the_read_goes_on(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
-    cursor = warehouse.cursor()
-
-    def rows_in_target() -> int:
-        try:
-            row = cursor.execute('SELECT count(*) FROM "dbo"."t"').fetchone()
-        except Exception:  # not created yet
-            return 0
-        return int(row[0]) if row else 0
-
+    rows_in_target = row_counter(warehouse, '"dbo"."t"')
     source = Trickle(3.0, rows_in_target)
     store = LocalStore(tmp_path / "staging")
     try:

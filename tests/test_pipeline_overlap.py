@@ -19,6 +19,7 @@ from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
 from replicator.warehouses import DuckDBWarehouse
 from tests.helpers.scripted import ScriptedSource
+from tests.helpers.warehouse import row_counter
 
 T = TableId("dbo", "t")
 SCHEMA = TableSchema(T, (Column("id", parse_type("bigint"), False), Column("v", parse_type("text"))), ("id",))
@@ -61,23 +62,10 @@ def _pipeline(tmp_path: Path, source: WaitingSource, warehouse: DuckDBWarehouse)
     )
 
 
-def _counter(warehouse: DuckDBWarehouse) -> Callable[[], int]:
-    cursor = warehouse.cursor()  # its own connection: the merge thread uses the warehouse's
-
-    def rows_in_target() -> int:
-        try:
-            row = cursor.execute('SELECT count(*) FROM "dbo"."t"').fetchone()
-        except Exception:  # not created yet
-            return 0
-        return int(row[0]) if row else 0
-
-    return rows_in_target
-
-
 def test_a_staged_batch_is_merged_while_the_read_is_still_going_on(tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     try:
-        rows_in_target = _counter(warehouse)
+        rows_in_target = row_counter(warehouse, '"dbo"."t"')
         source = WaitingSource(rows_in_target)
         pipeline = _pipeline(tmp_path, source, warehouse)
         pipeline.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -246,3 +246,18 @@ KINDS = ["duckdb", "postgres", "redshift"]
 # A conformance test that merges through ``wh`` and also runs on PostgreSQL's merge form that copies old
 # images aside (used when an incremental view reads the table), checked by ``OldImageCheck``.
 also_with_old_images = pytest.mark.parametrize("target", [*KINDS, "postgres-old-images"], indirect=True)
+
+
+def row_counter(warehouse: DuckDBWarehouse, table: str) -> Callable[[], int]:
+    """How many rows ``table`` (quoted SQL name) of a DuckDB warehouse holds, 0 before it exists, read
+    through a connection of its own (so a test's thread can count while the pipeline's threads merge)."""
+    cursor = warehouse.cursor()
+
+    def count() -> int:
+        try:
+            row = cursor.execute(f"SELECT count(*) FROM {table}").fetchone()
+        except Exception:  # not created yet
+            return 0
+        return int(row[0]) if row else 0
+
+    return count
