@@ -204,35 +204,6 @@ def decode_tuple(data: bytes, pos: int) -> tuple[TupleData, int]:
     return TupleData(tuple(values), tuple(unchanged)), pos
 
 
-_from_bytes = int.from_bytes
-
-
-def raw_tuple(data: bytes, pos: int) -> list[bytes | None] | None:
-    """TupleData at ``pos`` as each value's raw UTF-8 bytes (``None`` for NULL), or ``None`` when a value is
-    neither text nor NULL (unchanged TOAST, binary): the caller then decodes the message fully instead.
-
-    The columnar hot path: no objects per row but the list, no ``str`` per value (Arrow checks UTF-8 in
-    bulk later). ``int.from_bytes`` on a 4-byte slice is faster here than ``struct.unpack_from``.
-    """
-    n = (data[pos] << 8) | data[pos + 1]
-    pos += 2
-    out: list[bytes | None] = []
-    append = out.append
-    from_bytes = _from_bytes
-    for _ in range(n):
-        kind = data[pos]
-        if kind == 116:  # 't'
-            end = pos + 5 + from_bytes(data[pos + 1 : pos + 5])
-            append(data[pos + 5 : end])
-            pos = end
-        elif kind == 110:  # 'n'
-            append(None)
-            pos += 1
-        else:
-            return None
-    return out
-
-
 @dataclass(slots=True)
 class Decoder:
     """Decodes one pgoutput message at a time; remembers only whether it is inside a streamed block."""

@@ -11,6 +11,7 @@ import pytest
 
 from replicator.sources.postgres import pgoutput as pg
 from replicator.sources.postgres.source import column_type, decode_position, encode_position
+from tests.helpers.pgoutput import raw_values
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pgoutput"
 
@@ -183,7 +184,7 @@ def test_the_raw_tuple_fast_path_gives_the_decoders_values_as_bytes_or_defers_un
     for payload in _payloads("v1"):
         msg = decoder.decode(payload)
         if isinstance(msg, pg.Insert) or (isinstance(msg, pg.Update) and msg.old is None):
-            raw = pg.raw_tuple(payload, 6)
+            raw = raw_values(payload, 6)
             if msg.new.unchanged:
                 assert raw is None  # the caller takes the full decoder's way
                 deferred += 1

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from replicator.sources.postgres import pgoutput as pg
 from replicator.sources.postgres import rowscan
+from tests.helpers.pgoutput import raw_values
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pgoutput"
 PREFIX = "00000000016B3748."
@@ -203,7 +204,7 @@ def test_a_row_the_scanners_take_holds_exactly_the_values_the_full_decoder_gives
             continue
         got = take(fast)
         assert got == take(pure)
-        raw = pg.raw_tuple(payload, 6)  # the tuple's values as bytes (the old fast path)
+        raw = raw_values(payload, 6)  # the tuple's values as bytes (the old fast path)
         assert raw is not None
         mapped = raw if index is None else [raw[j] if j >= 0 else None for j in index]
         if any(v is not None and not _utf8(v) for v in mapped):
