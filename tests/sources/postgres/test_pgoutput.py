@@ -178,7 +178,7 @@ def _payloads(name: str) -> list[bytes]:
     return out
 
 
-def test_the_raw_tuple_fast_path_gives_the_decoders_values_as_bytes_or_defers_unchanged_toast() -> None:
+def test_the_decoder_reads_each_tuple_as_an_independent_reading_does_and_marks_unchanged_toast() -> None:
     decoder = pg.Decoder()
     compared = deferred = 0
     for payload in _payloads("v1"):
