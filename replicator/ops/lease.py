@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -80,8 +81,6 @@ def lock_for(kind: str) -> str:
 
 def seconds_between(expires: Any, now: Any) -> float:
     """``expires - now`` in seconds, from the warehouse's values (timestamps, or text from some drivers)."""
-    from datetime import datetime
-
     if isinstance(expires, str):
         expires, now = datetime.fromisoformat(expires), datetime.fromisoformat(str(now))
     if getattr(expires, "tzinfo", None) is not None and getattr(now, "tzinfo", None) is None:
