@@ -168,8 +168,8 @@ def http(method: str, url: str, *, token: str | None = None, body: Any = None) -
             code: int = r.status
     except urllib.error.HTTPError as exc:
         raw, code = exc.read(), exc.code
-    except OSError:
-        return 0, None
+    except OSError as exc:  # no answer: the reason (refused, timed out) is the document
+        return 0, f"{type(exc).__name__}: {exc}"
     try:
         return code, json.loads(raw)
     except ValueError:

@@ -69,7 +69,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProce
     cfg.write_text(cfg.read_text().replace(f'schemas = "{ROOT / "schemas"}"', f'schemas = "{schemas}"'))
     d = DaemonProcess(cfg, port)
     d.wait_ready(timeout=90)
-    wait_for(lambda: caught_up(d.url), 90, "caught up")
+    try:
+        wait_for(lambda: caught_up(d.url), 90, "caught up")
+    except AssertionError as exc:  # CI once had no answer here: say whether the daemon lived, and its log
+        alive = "running" if d.proc.poll() is None else f"exited {d.proc.returncode}"
+        raise AssertionError(f"{exc}; the daemon is {alive}; log:\n{d.log.read_text()[-4000:]}") from exc
     yield d, feed
     assert d.terminate() == 0
     assert TOKEN not in d.log.read_text(), "the admin token leaked into the log"
