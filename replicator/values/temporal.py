@@ -89,14 +89,25 @@ def parse_timestamp(text: pa.Array, *, zoned: bool) -> pa.Array:
     target = pa.timestamp("us", tz="UTC") if zoned else pa.timestamp("us")
 
     def bulk(t: pa.Array) -> pa.Array:
-        # SQL Server writes 7 fractional digits; PostgreSQL writes "+00" offsets. Arrow wants us, "+00:00".
-        t = pc.replace_substring_regex(t, pattern=r"(\.\d{6})\d+", replacement=r"\1")
-        if zoned:
-            t = pc.replace_substring_regex(t, pattern=r"([+-]\d\d)$", replacement=r"\1:00")
-            t = pc.replace_substring_regex(t, pattern=r" ?Z$", replacement="+00:00")
-        return pc.cast(t, target)
+        # Most columns cast as they are; the regular expressions cost more than the cast (a third of a DMS
+        # batch's timestamp column), so they run only when the plain cast fails. Where the plain cast
+        # succeeds it gives what the normalised text gives (tests/values/test_temporal_fast.py).
+        try:
+            return pc.cast(t, target)
+        except pa.ArrowInvalid:
+            return pc.cast(normalised_timestamps(t, zoned=zoned), target)
 
     return _with_specials(text, target, bulk, lambda v: _timestamp_value(v, zoned=zoned))
+
+
+def normalised_timestamps(text: pa.Array, *, zoned: bool) -> pa.Array:
+    """Timestamp text in the forms Arrow's cast reads: SQL Server writes 7 fractional digits, PostgreSQL
+    "+00" offsets; Arrow wants at most 6 digits for microseconds and "+00:00"."""
+    text = pc.replace_substring_regex(text, pattern=r"(\.\d{6})\d+", replacement=r"\1")
+    if zoned:
+        text = pc.replace_substring_regex(text, pattern=r"([+-]\d\d)$", replacement=r"\1:00")
+        text = pc.replace_substring_regex(text, pattern=r" ?Z$", replacement="+00:00")
+    return text
 
 
 def _with_specials(text: pa.Array, target: pa.DataType, bulk: object, one: object) -> pa.Array:
