@@ -77,7 +77,7 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
         raise ValueError(f"{parquet}: {OP_COLUMN} holds values other than I, U, D")
     if any(t[k].null_count for k in schema.primary_key):
         raise ValueError(f"{parquet}: a primary key column of {schema.table} is null")
-    unique = t.group_by(list(schema.primary_key)).aggregate([]).num_rows == t.num_rows
+    unique = _unique_keys(t, schema.primary_key)
     deletes = pc.sum(pc.equal(ops, "D")).as_py() or 0
     lists = t[UNCHANGED_COLUMN]
     names = set(pc.unique(pc.list_flatten(lists)).to_pylist()) if lists.null_count < len(lists) else set()
@@ -87,6 +87,19 @@ def inspect_batch(parquet: Path, schema: TableSchema) -> BatchInfo:
     return BatchInfo(
         rows=t.num_rows, unique_keys=unique, deletes=int(deletes), unchanged=unchanged, moves=moves
     )
+
+
+def _unique_keys(t: pa.Table, key: tuple[str, ...]) -> bool:
+    """Every key appears once. A single key column in strictly increasing order (a load, inserts of a
+    serial key) proves it by one comparison of neighbours; otherwise the keys are grouped (hashing 100k
+    keys costs 5-14 ms on the merge thread, the comparison 0.3 ms)."""
+    if len(key) == 1 and t.num_rows > 1:
+        column = t[key[0]].combine_chunks()
+        if not pa.types.is_floating(column.type):  # NaN compares false: let grouping decide
+            with contextlib.suppress(pa.ArrowNotImplementedError):  # a type without an order
+                if pc.all(pc.greater(column.slice(1), column.slice(0, len(column) - 1))).as_py():
+                    return True
+    return bool(t.group_by(list(key)).aggregate([]).num_rows == t.num_rows)
 
 
 @dataclass(frozen=True, slots=True)
