@@ -12,13 +12,13 @@ manifest does: a crash between the two writes leaves an orphan Parquet file that
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -424,12 +424,13 @@ def _text_table(schema: TableSchema, parts: Sequence[Change | ChangeChunk]) -> p
     return pa.concat_tables(tables)
 
 
-def _parquet(table: pa.Table) -> bytes:
-    """The staged file's bytes (zstd), in row groups of about 8 MB: one group for a batch of large values
-    makes the writer hold several copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB more
-    than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large ones
-    the writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size at
-    once)."""
+def _parquet(table: pa.Table, sink: BinaryIO) -> None:
+    """Write the staged file (zstd) to ``sink``, in row groups of about 8 MB: one group for a batch of large
+    values makes the writer hold several copies of it at once (a 60 MB batch of 1 MB values cost ~230 MB
+    more than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large
+    ones the writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size
+    at once). Streamed to the store's file, never whole in memory (its bytes in memory added half a batch
+    of incompressible values to staging's peak)."""
     n = table.num_rows
     per_group = max(1, n * _ROW_GROUP_BYTES // max(1, table.nbytes))
     small = [
@@ -437,12 +438,10 @@ def _parquet(table: pa.Table) -> bytes:
         for f, c in zip(table.schema, table.columns, strict=True)
         if _dictionary_kind(f.type) and c.nbytes <= _SMALL_VALUES * n
     ]
-    sink = io.BytesIO()
     pq.write_table(
         table, sink, compression="zstd", compression_level=1, write_statistics=False,
         row_group_size=min(n or 1, per_group), use_dictionary=small,
     )  # fmt: skip
-    return sink.getvalue()
 
 
 def _dictionary_kind(t: pa.DataType) -> bool:
@@ -494,9 +493,10 @@ class Stager:
         ops = _counts(table.column(OP_COLUMN))
         times = pc.min_max(table.column(COMMIT_TIME_COLUMN)).as_py() if table.num_rows else {}
         rows = table.num_rows
-        data = _parquet(table)
-        del table  # its values need not stay in memory while the file is written
         base = f"{table_prefix(batch.table)}{batch.first.value.encode().hex()}-{batch.id}"
+        size = self.store.put_written(base + ".parquet", functools.partial(_parquet, table))
+        del table
+        crash_point("mid_stage")
         manifest = Manifest(
             table=batch.table,
             batch_id=batch.id,
@@ -506,7 +506,7 @@ class Stager:
             inserts=ops.get("I", 0),
             updates=ops.get("U", 0),
             deletes=ops.get("D", 0),
-            bytes=len(data),
+            bytes=size,
             data_key=base + ".parquet",
             columns=tuple((c.name, str(c.type)) for c in batch.schema.columns),
             primary_key=batch.schema.primary_key,
@@ -514,8 +514,6 @@ class Stager:
             max_commit_time=times.get("max"),
             staged_at=datetime.now(UTC),
         )
-        self.store.put(manifest.data_key, data)
-        crash_point("mid_stage")
         self.store.put(base + ".json", encode_manifest(manifest))
         name = str(batch.table)
         metrics.BATCHES_STAGED.labels(table=name).inc()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +55,11 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
 
     def put_file(self, key: str, src: Path) -> None: ...
+
+    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> int:
+        """Store what ``write`` writes to the file it is given (atomic and durable like ``put``), without
+        holding it in memory; returns its size in bytes."""
+        ...
 
     def delete(self, key: str) -> None: ...
 
@@ -179,22 +185,28 @@ class LocalStore:
         dest.write_bytes(self.get(key))
 
     def put(self, key: str, data: bytes) -> None:
+        self.put_written(key, lambda f: f.write(data))
+
+    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> int:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
+                size = f.tell()
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+        return size
 
     def put_file(self, key: str, src: Path) -> None:
-        self.put(key, src.read_bytes())
+        with src.open("rb") as f:
+            self.put_written(key, lambda out: shutil.copyfileobj(f, out, 1 << 20))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -287,6 +299,15 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self._sse, **self._owner)
+
+    def put_written(self, key: str, write: Callable[[BinaryIO], object]) -> int:
+        # Written to a temporary file first (S3 needs the length up front); one PUT sends it from there.
+        with tempfile.TemporaryFile() as f:
+            write(f)
+            size = f.tell()
+            f.seek(0)
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=f, **self._sse, **self._owner)
+        return size
 
     def put_file(self, key: str, src: Path) -> None:
         extra = {**self._sse, **self._owner}
