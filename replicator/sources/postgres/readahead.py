@@ -42,15 +42,19 @@ class ReadAhead:
     """A reader thread in front of ``stream``; see the module docstring."""
 
     def __init__(
-        self, stream: ReplicationStream, *, threaded: bool = True, max_bytes: int = 64 << 20
+        self, stream: ReplicationStream, *, threaded: bool = True, max_bytes: int = 16 << 20
     ) -> None:
         self.stream = stream
         # False: no thread, ``messages`` and ``server_wal_end`` are the stream's own. For the pure-Python row
         # scanner: its main thread holds the GIL per row, and the reader's fight for it costs more than the
         # overlap gains (measured: 89-113k rows/s without the reader against 76-89k with it).
         self.threaded = threaded
-        self.max_bytes = max_bytes  # queued payload bytes at most (one run may go over)
-        self.batch_runs = 16  # reads handed over as one run at most
+        # Queued payload bytes at most (one read may go over). The consumer holds a run it took while it
+        # decodes it, and the reader refills the queue meanwhile: this much twice, beside the buffer's
+        # batches (64 MB measured ~80 MB queued at the peak of a load of 1 MB values, at no gain).
+        self.max_bytes = max_bytes
+        self.batch_runs = 16  # reads handed over as one run at most ...
+        self.run_bytes = 4 << 20  # ... and payload bytes (one read may go over)
         self.gather_seconds = 0.01  # what a short run waits for more (latency added at most)
         self.nap_seconds = 0.001  # the reader's pause when drained while changes flow ...
         self.naps = 5  # ... at most this many times in a row; then it waits on the socket
@@ -87,19 +91,21 @@ class ReadAhead:
                     )
                     if wait > 0:
                         self._cond.wait(wait)
-                items = self._take(self.batch_runs)
+                items, size = self._take(self.batch_runs, self.run_bytes)
                 count = sum(len(item[0]) for item in items if not isinstance(item, BaseException))
                 until = time.monotonic() + self.gather_seconds
                 while (
                     items
                     and count < stream.run_size
                     and len(items) < self.batch_runs
+                    and size < self.run_bytes
                     and not isinstance(items[-1], BaseException)
                     and (left := until - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
-                    more = self._take(self.batch_runs - len(items))
+                    more, more_size = self._take(self.batch_runs - len(items), self.run_bytes - size)
                     items += more
+                    size += more_size
                     count += sum(len(item[0]) for item in more if not isinstance(item, BaseException))
             run: list[bytes] = []
             for item in items:
@@ -119,13 +125,20 @@ class ReadAhead:
             if now - idle_since >= stream.idle_seconds or now - started >= stream.max_read_seconds:
                 return
 
-    def _take(self, n: int) -> list[_Item]:
-        """Up to ``n`` queued items (``_cond`` held)."""
-        taken = [self._queue.popleft() for _ in range(min(len(self._queue), n))]
+    def _take(self, n: int, budget: int) -> tuple[list[_Item], int]:
+        """Up to ``n`` queued items, and no more once they hold ``budget`` payload bytes (the first is
+        taken whatever its size), with their bytes (``_cond`` held)."""
+        taken: list[_Item] = []
+        size = 0
+        queue = self._queue
+        while queue and len(taken) < n and (not taken or size < budget):
+            item, bytes_ = queue.popleft()
+            taken.append(item)
+            size += bytes_
         if taken:
-            self._bytes -= sum(size for _, size in taken)
+            self._bytes -= size
             self._cond.notify_all()
-        return [item for item, _ in taken]
+        return taken, size
 
     def close(self) -> None:
         """Stop the reader (before the stream is closed). What is queued is dropped: it was never

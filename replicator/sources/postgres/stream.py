@@ -76,7 +76,10 @@ class ReplicationStream:
         self.max_read_seconds = max_read_seconds  # return now and then under endless load: the caller's turn
         self.flush_lsn = 0  # what we confirm; only ever moves forward
         self.received_lsn = 0
-        self.run_size = 512  # messages read per step of ``messages`` at most
+        self.run_size = 512  # messages read per step of ``messages`` at most ...
+        # ... or payload bytes (the message that reaches it included): 512 rows of 1 MB values read at once
+        # would hold half a GB. Small rows end a run by count long before.
+        self.run_bytes = 4 << 20
         self.reconnects = 0
         self.thread_updates = 0  # status updates the thread sent (the pipeline was busy elsewhere)
         self._lock = threading.Lock()
@@ -179,24 +182,28 @@ class ReplicationStream:
                     return
 
     def read_run(self) -> tuple[list[bytes], int, int]:
-        """One run: the payloads that can be read without waiting (at most ``run_size``, maybe none), the
-        server's WAL end after them, and the socket (to wait on). Starts streaming first if needed; sends a
-        status update when one is due. Raises psycopg2's errors (``connection_lost`` sorts them)."""
+        """One run: the payloads that can be read without waiting (at most ``run_size`` of them, or until
+        ``run_bytes``; maybe none), the server's WAL end after them, and the socket (to wait on). Starts
+        streaming first if needed; sends a status update when one is due. Raises psycopg2's errors
+        (``connection_lost`` sorts them)."""
         if not self._streaming:
             self.start()
         run: list[bytes] = []
         last = None
-        run_size = self.run_size
+        run_size, run_bytes = self.run_size, self.run_bytes
+        size = 0
         with self._lock:
             cur = self._cur
             if cur is None or self._broken:
                 raise psycopg2.OperationalError("a status update on the replication connection failed")
             read = cur.read_message
-            while len(run) < run_size:
+            while len(run) < run_size and size < run_bytes:
                 msg = read()
                 if msg is None:
                     break
-                run.append(msg.payload)
+                payload = msg.payload
+                run.append(payload)
+                size += len(payload)
                 last = msg
             # Under endless load the socket never drains: keep the status updates on time anyway.
             if time.monotonic() - self._last_status >= self._interval:
