@@ -42,12 +42,17 @@ from replicator.model import (
 # where it holds 1 MB in Python and 1.5 MB in Arrow). A chunk's values are Arrow already, and staging does
 # not copy them: its buffers are counted. Staging a batch of changes holds both forms at once, up to three
 # times its count (a value a later change of its row left unsent is staged twice: ``resolve_unchanged``),
-# plus the Parquet writer's 8 MB row groups. Per change or row, a fixed overhead on top, so many tiny rows
+# plus the Parquet writer's 8 MB row groups. A batch that mixes chunks with changes the stage must resolve
+# (unchanged columns, key changes) is staged row by row: its chunks' rows become ``Change`` objects (a Python
+# copy of their values) and then Arrow text again, so there a chunk counts three times its buffers (measured:
+# such batches at the turn from full-row updates to updates leaving TOASTed values unsent held ~230 MB of
+# Arrow memory at once for a 64 MB limit). Per change or row, a fixed overhead on top, so many tiny rows
 # still hit max_bytes sensibly; tiny rows cost more than this in Python objects; max_rows bounds those.
 _ROW_OVERHEAD = 48
 _ASCII_HEADER = getsizeof("")  # an ASCII string's size beyond its length (what ``values_bytes`` tells by)
 _NULL = getsizeof(None)
 _TRUNCATE = Op.TRUNCATE  # a module constant: ``Op.TRUNCATE`` is an enum class lookup on every change
+_ROWWISE_CHUNK = 3  # what a chunk's bytes count in a batch staged row by row (see above)
 
 Part = Change | ChangeChunk
 
@@ -143,6 +148,17 @@ class _Pending:
     started: float = 0.0
     before: Position | None = None  # seen_through when the first change arrived
     chunked: bool = False
+    rowwise: bool = False  # holds a change the stage must resolve (``_resolved``): staged row by row
+    chunk_bytes: int = 0  # what its chunks' buffers hold (counted once each so far)
+
+    def chunk_factor(self) -> int:
+        """What a chunk's bytes count in this batch (``_ROWWISE_CHUNK`` when staged row by row)."""
+        return _ROWWISE_CHUNK if self.rowwise else 1
+
+
+def _resolved(change: Change) -> bool:
+    """The stage resolves this change row by row (its unchanged columns, or a key change's prior image)."""
+    return bool(change.unchanged) or change.prior is not None
 
 
 class Buffer:
@@ -190,11 +206,17 @@ class Buffer:
             return [*done, alone]
         size = change_bytes(change)
         p = self._pending.get(table)
-        if p is None or p.bytes + size > self.max_bytes:
+        extra = 0
+        if p is not None and p.chunked and not p.rowwise and _resolved(change):
+            # The batch turns row by row: its chunks now cost what ``_ROWWISE_CHUNK`` says.
+            extra = p.chunk_bytes * (_ROWWISE_CHUNK - 1)
+        if p is None or p.bytes + size + extra > self.max_bytes:
             return self._start(table, change, size, seen)
+        if extra:
+            p.rowwise = True
         p.parts.append(change)
         p.rows += 1
-        p.bytes += size
+        p.bytes += size + extra
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
             return [self._cut(table)]
         return []
@@ -237,14 +259,18 @@ class Buffer:
             if p is None:
                 before = seen if offset == 0 else Position(data.column(POSITION_COLUMN)[offset - 1].as_py())
                 p = self._pending[table] = _Pending(started=self.clock(), before=before)
-            fits = p.rows + n <= self.max_rows and p.bytes + total <= self.max_bytes
+            if not p.chunked and p.parts:  # its first chunk: does the batch hold changes to resolve?
+                p.rowwise = any(isinstance(c, Change) and _resolved(c) for c in p.parts)
+            factor = p.chunk_factor()
+            fits = p.rows + n <= self.max_rows and p.bytes + total * factor <= self.max_bytes
             if offset == 0 and fits:
                 take, size = n, total  # the common case: the whole chunk fits
             else:
                 ends = ends if ends is not None else _row_ends(data)
                 base = ends[offset - 1] if offset else 0
                 most = offset + min(n - offset, self.max_rows - p.rows)
-                take = bisect.bisect_right(ends, base + self.max_bytes - p.bytes, offset, most) - offset
+                room = (self.max_bytes - p.bytes) // factor
+                take = bisect.bisect_right(ends, base + room, offset, most) - offset
                 if take == 0 and p.rows:
                     done.append(self._cut(table))  # its next row would not fit: the batch so far is full
                     continue
@@ -253,7 +279,8 @@ class Buffer:
             p.parts.append(ChangeChunk(table, chunk.schema, data if take == n else data.slice(offset, take)))
             p.chunked = True
             p.rows += take
-            p.bytes += size
+            p.chunk_bytes += size
+            p.bytes += size * factor
             offset += take
             if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
                 done.append(self._cut(table))
