@@ -107,20 +107,57 @@ def _role_exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
 def ensure_publication(
     conn: psycopg2.extensions.connection, name: str, tables: Sequence[TableId], *, create: bool
 ) -> None:
-    """The publication exists and publishes every table; created or extended only when ``create``."""
+    """The publication exists and publishes every table; created or extended only when ``create``.
+
+    A partitioned table's changes must be published as its own (``publish_via_partition_root``, PostgreSQL
+    13 and later): without it each change names the partition it happened in, a table the schema files do
+    not list, and the changes would pass the replicator by. PostgreSQL then does not publish a TRUNCATE of
+    one partition at all (README: PostgreSQL types and tables)."""
     with conn.cursor() as cur:
-        cur.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (name,))
+        partitioned = _partitioned(cur, tables)
+        if partitioned and conn.server_version < 130000:
+            raise SourceSetupError(
+                f"{', '.join(map(str, partitioned))}: partitioned tables need PostgreSQL 13 or later "
+                "(publish_via_partition_root)"
+            )
+        via_root = ", pubviaroot" if conn.server_version >= 130000 else ", TRUE"
+        cur.execute(f"SELECT puballtables{via_root} FROM pg_publication WHERE pubname = %s", (name,))
         row = cur.fetchone()
         if row is None:
             if not create:
                 raise SourceSetupError(f"publication {name!r} does not exist: CREATE PUBLICATION {name} ...")
             listed = ", ".join(quote_table(t) for t in tables)
-            cur.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {listed}")
+            options = " WITH (publish_via_partition_root = true)" if partitioned else ""
+            cur.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {listed}{options}")
             log.info("publication_created", publication=name, tables=[str(t) for t in tables])
             return
-        if row[0]:
+        all_tables, by_root = row
+        if partitioned and not by_root:
+            fix = f"ALTER PUBLICATION {quote_ident(name)} SET (publish_via_partition_root = true)"
+            if not create:
+                raise SourceSetupError(
+                    f"publication {name!r} publishes the changes of partitioned table(s) "
+                    f"{', '.join(map(str, partitioned))} under each partition's name, which the replicator "
+                    f"would not see: {fix}"
+                )
+            cur.execute(fix)
+            log.warning(
+                "publication_altered", publication=name, publish_via_partition_root=True,
+                tables=[str(t) for t in partitioned],
+                detail="changes already in the slot from before were published per partition and are not "
+                "replicated: resync these tables if the slot held any",
+            )  # fmt: skip
+        if all_tables:
             return
-        cur.execute("SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", (name,))
+        # Members as PostgreSQL publishes them (partitions, when not via the root), and as listed.
+        cur.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s UNION "
+            "SELECT n.nspname, c.relname FROM pg_publication_rel r "
+            "JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE p.pubname = %s",
+            (name, name),
+        )
         have = {TableId(s, n) for s, n in cur.fetchall()}
         missing = [t for t in tables if t not in have]
         if not missing:
@@ -134,6 +171,21 @@ def ensure_publication(
             f"ALTER PUBLICATION {quote_ident(name)} ADD TABLE {', '.join(quote_table(t) for t in missing)}"
         )
         log.info("publication_extended", publication=name, tables=[str(t) for t in missing])
+
+
+def _partitioned(cur: psycopg2.extensions.cursor, tables: Sequence[TableId]) -> list[TableId]:
+    """Those of ``tables`` that are partitioned (relkind ``p``)."""
+    found = []
+    for t in tables:
+        cur.execute(
+            "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (t.schema, t.name),
+        )
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            found.append(t)
+    return found
 
 
 def slot_exists(conn: psycopg2.extensions.connection, slot: str) -> bool:
