@@ -79,6 +79,18 @@ def test_a_partitioned_table_replicates_through_its_root(
     want = source_rows(source_db, "events", COLS)
     assert len(want) > 70 and ("again",) in {(r[2],) for r in want}
     assert target_rows(tmp_path / "wh.duckdb", "public.events", COLS) == want
+    # A TRUNCATE of the whole table is published (through the root too), then new rows.
+    rig = Rig(source_db, tmp_path)
+    execute(
+        source_db,
+        "TRUNCATE events",
+        "INSERT INTO events VALUES (1, '2026-02-01', 'a'), (2, '2026-08-01', 'b')",
+    )
+    rig.run_once()
+    rig.close()
+    want = source_rows(source_db, "events", COLS)
+    assert len(want) == 2
+    assert target_rows(tmp_path / "wh.duckdb", "public.events", COLS) == want
 
 
 def test_without_leave_to_alter_the_publication_the_start_says_what_to_run(
