@@ -140,7 +140,7 @@ class PostgresSource:
         self.create_slot = create_slot
         self._conn = psycopg2.connect(dsn)
         self._conn.autocommit = True
-        self.checks = preflight(self._conn, list(self._schemas))
+        self.checks = preflight(self._conn, list(self._schemas.values()))
         policy = keyless or {}
         refused = [str(c.table) for c in self.checks if c.insert_only and policy.get(c.table) == "refuse"]
         if refused:
