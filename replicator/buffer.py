@@ -33,26 +33,33 @@ from replicator.model import (
     TableSchema,
 )
 
-# Byte cuts are a memory bound, so a batch's bytes are what its values cost in memory. Every change's
-# values are counted (a sample once missed the few huge values among many small ones: 1 MB rows were
-# counted as the small rows around them), and a batch is cut before the change or chunk row that would take
-# it past max_bytes. A ``Change`` holds its values as Python strings (1, 2 or 4 bytes a character plus a
-# header: ``sys.getsizeof``), which staging copies into Arrow as UTF-8 (1 to 4 bytes a character): each
-# value counts the larger of the two (its characters alone made a 500k-character CJK value count 500 kB
-# where it holds 1 MB in Python and 1.5 MB in Arrow). A chunk's values are Arrow already, and staging does
-# not copy them: its buffers are counted. Staging a batch of changes holds both forms at once, up to three
-# times its count (a value a later change of its row left unsent is staged twice: ``resolve_unchanged``),
-# plus the Parquet writer's 8 MB row groups. A batch that mixes chunks with changes the stage must resolve
-# (unchanged columns, key changes) is staged row by row: its chunks' rows become ``Change`` objects (a Python
-# copy of their values) and then Arrow text again, so there a chunk counts three times its buffers (measured:
-# such batches at the turn from full-row updates to updates leaving TOASTed values unsent held ~230 MB of
-# Arrow memory at once for a 64 MB limit). Per change or row, a fixed overhead on top, so many tiny rows
-# still hit max_bytes sensibly; tiny rows cost more than this in Python objects; max_rows bounds those.
+# Byte cuts are a memory bound, so a batch's bytes are what its values cost in memory, staging included.
+# Every change's values are counted (a sample once missed the few huge values among many small ones: 1 MB
+# rows were counted as the small rows around them), and a batch is cut before the change or chunk row that
+# would take it past max_bytes. A ``Change`` holds its values as Python strings (1, 2 or 4 bytes a character
+# plus a header: ``sys.getsizeof``), which staging copies into Arrow as UTF-8 (1 to 4 bytes a character):
+# each value counts the larger of the two (its characters alone made a 500k-character CJK value count 500 kB
+# where it holds 1 MB in Python and 1.5 MB in Arrow), so staging a batch of changes holds up to twice its
+# count at once, plus the Parquet writer's 8 MB row groups. A chunk's values are Arrow already, and staging
+# does not copy them: its buffers are counted. Two cases cost more, and count it:
+# - A change that leaves columns unsent gets their values from an earlier change of its key in the batch
+#   (``resolve_unchanged``): those values are staged twice, so it counts the earlier change's bytes again
+#   (once per key: only a key's last row keeps them). Changes of at least ``_FILL_SOURCE`` bytes are kept
+#   by key for this; a key per smaller change would cost more than it bounds. (Updates leaving a TOASTed
+#   300 kB-1 MB value unsent after an update of their row that carried it made 64 MB batches stage ~190 MB
+#   of Arrow text.)
+# - A batch that mixes chunks with changes the stage must resolve (unchanged columns, key changes) is staged
+#   row by row: its chunks' rows become ``Change`` objects (a Python copy of their values), then Arrow text
+#   again, so there a chunk counts three times its buffers (such batches, at the turn from full-row updates
+#   to updates leaving TOASTed values unsent, held ~230 MB of Arrow memory at once for a 64 MB limit).
+# Per change or row, a fixed overhead on top, so many tiny rows still hit max_bytes sensibly; tiny rows
+# cost more than this in Python objects; max_rows bounds those.
 _ROW_OVERHEAD = 48
 _ASCII_HEADER = getsizeof("")  # an ASCII string's size beyond its length (what ``values_bytes`` tells by)
 _NULL = getsizeof(None)
 _TRUNCATE = Op.TRUNCATE  # a module constant: ``Op.TRUNCATE`` is an enum class lookup on every change
 _ROWWISE_CHUNK = 3  # what a chunk's bytes count in a batch staged row by row (see above)
+_FILL_SOURCE = 16 * 1024  # a change this large is kept by key, as what a later change may be filled with
 
 Part = Change | ChangeChunk
 
@@ -150,6 +157,9 @@ class _Pending:
     chunked: bool = False
     rowwise: bool = False  # holds a change the stage must resolve (``_resolved``): staged row by row
     chunk_bytes: int = 0  # what its chunks' buffers hold (counted once each so far)
+    # Per key, the bytes of its last change of at least ``_FILL_SOURCE`` bytes: what a later change of the
+    # key that leaves columns unsent is filled with (0 once counted). None until there is one.
+    large: dict[tuple[str | None, ...], int] | None = None
 
     def chunk_factor(self) -> int:
         """What a chunk's bytes count in this batch (``_ROWWISE_CHUNK`` when staged row by row)."""
@@ -206,17 +216,30 @@ class Buffer:
             return [*done, alone]
         size = change_bytes(change)
         p = self._pending.get(table)
-        extra = 0
-        if p is not None and p.chunked and not p.rowwise and _resolved(change):
-            # The batch turns row by row: its chunks now cost what ``_ROWWISE_CHUNK`` says.
-            extra = p.chunk_bytes * (_ROWWISE_CHUNK - 1)
-        if p is None or p.bytes + size + extra > self.max_bytes:
+        extra = fill = 0
+        if p is not None:
+            if p.chunked and not p.rowwise and _resolved(change):
+                # The batch turns row by row: its chunks now cost what ``_ROWWISE_CHUNK`` says.
+                extra = p.chunk_bytes * (_ROWWISE_CHUNK - 1)
+            if p.large is not None and (change.unchanged or change.op is Op.DELETE):
+                key = self._key(table, change.prior or change.values)
+                if key is None:
+                    pass
+                elif change.op is Op.DELETE:
+                    p.large.pop(key, None)  # nothing is filled from before a delete
+                else:
+                    fill = p.large.get(key, 0)
+        if p is None or p.bytes + size + extra + fill > self.max_bytes:
             return self._start(table, change, size, seen)
         if extra:
             p.rowwise = True
+        if fill:
+            p.large[key] = 0  # type: ignore[index]  # counted: it is staged twice, not once per change
         p.parts.append(change)
         p.rows += 1
-        p.bytes += size + extra
+        p.bytes += size + extra + fill
+        if size >= _FILL_SOURCE:
+            self._keep_large(p, table, change, size)
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
             return [self._cut(table)]
         return []
@@ -227,9 +250,29 @@ class Buffer:
         p = self._pending[table] = _Pending(started=self.clock(), before=seen)
         p.parts.append(change)
         p.rows, p.bytes = 1, size
+        if size >= _FILL_SOURCE:
+            self._keep_large(p, table, change, size)
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
             done.append(self._cut(table))
         return done
+
+    def _key(self, table: TableId, values: Sequence[str | None]) -> tuple[str | None, ...] | None:
+        """The primary key in ``values`` (a row of ``table``'s width; None otherwise)."""
+        schema = self.schemas[table]
+        names = schema.column_names
+        if len(values) != len(names):
+            return None
+        return tuple(values[names.index(k)] for k in schema.primary_key)
+
+    def _keep_large(self, p: _Pending, table: TableId, change: Change, size: int) -> None:
+        """Keep a large change's bytes by key: a later change of the key may be filled with its values."""
+        if change.op is Op.DELETE:
+            return
+        key = self._key(table, change.values)
+        if key is not None:
+            if p.large is None:
+                p.large = {}
+            p.large[key] = size
 
     def add_chunk(self, chunk: ChangeChunk) -> list[Batch]:
         """Take a chunk of changes; return the batches it completes. Rows already seen are dropped and the

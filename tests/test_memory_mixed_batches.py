@@ -101,3 +101,36 @@ def test_staging_a_mixed_batch_copies_its_chunks_values_twice_more() -> None:
     assert python_peak >= size  # the chunk row's body as a Python string
     assert pa.total_allocated_bytes() - arrow_before >= size  # and in Arrow again: not the chunk's buffers
     assert table.column("body").to_pylist() == ["x" * size, None]
+
+
+def full(i: int, size: int) -> Change:
+    return Change(T, Op.UPDATE, (str(i), "x" * size, "n"), Position(f"{i:08d}"))
+
+
+def test_a_change_filled_from_an_earlier_change_of_its_key_counts_the_value_again() -> None:
+    buf = Buffer({T: SCHEMA}, max_rows=1000, max_bytes=4 * MB, max_age_seconds=60)
+    big = full(1, MB)
+    assert buf.add(big) == []
+    later = Change(T, Op.UPDATE, ("1", None, "m"), Position("00000002"), unchanged=frozenset({"body"}))
+    assert buf.add(later) == []  # filled with row 1's body: 2 MB so far
+    again = Change(T, Op.UPDATE, ("1", None, "o"), Position("00000003"), unchanged=frozenset({"body"}))
+    assert buf.add(again) == []  # the same key again: only its last row keeps the value (still 2 MB)
+    assert buf.add(full(4, MB)) == []  # 3 MB
+    filled = Change(T, Op.UPDATE, ("4", None, "m"), Position("00000005"), unchanged=frozenset({"body"}))
+    [batch] = buf.add(filled)  # 4 MB with it: the batch so far is cut
+    assert positions(batch) == ["00000001", "00000002", "00000003", "00000004"]
+    # What the count stands for: the filled row's body is in the staged table again.
+    arrow_before = pa.total_allocated_bytes()
+    table, _ = batch_to_arrow(Batch(T, SCHEMA, [big, later]))
+    assert pa.total_allocated_bytes() - arrow_before >= 2 * MB
+    assert table.column("body").to_pylist() == ["x" * MB] * 2
+
+
+def test_a_delete_ends_what_its_key_can_be_filled_with() -> None:
+    buf = Buffer({T: SCHEMA}, max_rows=1000, max_bytes=3 * MB // 2, max_age_seconds=60)
+    assert buf.add(full(1, MB)) == []
+    assert buf.add(Change(T, Op.DELETE, ("1", None, None), Position("00000002"))) == []
+    assert buf.add(Change(T, Op.INSERT, ("1", "y", "n"), Position("00000003"))) == []
+    update = Change(T, Op.UPDATE, ("1", None, "m"), Position("00000004"), unchanged=frozenset({"body"}))
+    assert buf.add(update) == []  # filled from the small insert, not the deleted 1 MB row
+    assert len(buf.drain()[0].changes) == 4
