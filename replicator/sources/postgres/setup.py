@@ -78,7 +78,8 @@ def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableSchema
             t = schema.table
             cur.execute(
                 "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid "
-                "AND i.indisprimary), has_table_privilege(c.oid, 'SELECT'), c.relpersistence, c.oid "
+                "AND i.indisprimary), has_table_privilege(c.oid, 'SELECT'), c.relpersistence, c.oid, "
+                "c.relkind "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE n.nspname = %s AND c.relname = %s",
                 (t.schema, t.name),
@@ -86,9 +87,18 @@ def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableSchema
             found = cur.fetchone()
             if found is None:
                 raise SourceSetupError(f"source table {t} does not exist (or is not visible to the user)")
-            ident, has_pk, can_select, persistence, oid = found
+            ident, has_pk, can_select, persistence, oid, kind = found
+            if kind not in ("r", "p"):
+                what = _KINDS.get(kind, f"a relation of kind {kind!r}")
+                raise SourceSetupError(
+                    f"{t} is {what}: logical replication publishes tables only; replicate the tables it "
+                    "reads (and build it again as a view of the target, schemas/views)"
+                )
             if not can_select:
                 raise SourceSetupError(f"the source user cannot read {t}: GRANT SELECT ON {t} TO <user>")
+            problem = _key_problem(conn, cur, oid, ident, schema)
+            if problem is not None:
+                raise SourceSetupError(f"{t}: {problem}")
             if persistence == "u":
                 raise SourceSetupError(
                     f"{t} is UNLOGGED: PostgreSQL writes no WAL for it, so logical replication never sees "
@@ -112,6 +122,58 @@ def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableSchema
                 )
             checks.append(check)
     return checks
+
+
+_KINDS = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence"}
+
+
+def _key_problem(
+    conn: psycopg2.extensions.connection,
+    cur: psycopg2.extensions.cursor,
+    oid: int,
+    ident: str,
+    schema: TableSchema,
+) -> str | None:
+    """Why the schema file's ``primary_key`` cannot identify the source's rows (None: it can).
+
+    Changes are merged by that key, and an update says which row it changes by the source's replica
+    identity: the primary key (default), an index's columns (``USING INDEX``), or every old value (FULL). A
+    declared key other than the identity's columns merges changes into the wrong rows (a key narrower than
+    the source's folds rows together; a wider one keeps a stale row when a column of it changes, its old
+    value unsent). With FULL the declared key must hold a unique index's columns, if the table has one."""
+    cur.execute(
+        "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+        (oid,),
+    )
+    names = dict(cur.fetchall())
+    width = "indnkeyatts" if conn.server_version >= 110000 else "indnatts"
+    cur.execute(
+        f"SELECT indisprimary, indisreplident, indkey::text, {width} FROM pg_index WHERE indrelid = %s "
+        "AND indisunique AND indpred IS NULL AND indexprs IS NULL ORDER BY indisprimary DESC, indexrelid",
+        (oid,),
+    )
+    uniques: list[tuple[bool, bool, list[str]]] = [
+        (bool(primary), bool(replident), [names[int(k)] for k in keys.split()[:n]])
+        for primary, replident, keys, n in cur.fetchall()
+    ]
+    declared = list(schema.primary_key)
+    identity = next((cols for primary, replident, cols in uniques if
+                     (primary and ident == "d") or (replident and ident == "i")), None)  # fmt: skip
+    if identity is not None:
+        if set(identity) == set(declared):
+            return None
+        by = "primary key" if ident == "d" else "replica identity index"
+        return (
+            f"primary_key = {declared} in the schema file, but the source identifies its rows by {identity} "
+            f"(its {by}): changes would be merged into the wrong rows. Declare primary_key = {identity}"
+        )
+    if uniques and not any(set(cols) <= set(declared) for _, _, cols in uniques):
+        return (
+            f"primary_key = {declared} in the schema file is not unique in the source (no unique index on "
+            f"those columns): rows would be merged together. Declare the columns of a unique index, such as "
+            f"{uniques[0][2]}"
+        )
+    return None
 
 
 def _generated_columns(

@@ -1,7 +1,8 @@
 """What logical replication cannot carry is refused at start-up with the fix, before anything is copied:
 a column PostgreSQL generates (``GENERATED ALWAYS AS ... STORED``: the copy had its values, then every
-change left it NULL in the target) and an UNLOGGED table (no WAL; PostgreSQL's own error named no fix).
-A generated column left out of the schema file is no problem: the other columns replicate."""
+change left it NULL in the target), an UNLOGGED table (no WAL; PostgreSQL's own error named no fix), a
+view, and a declared primary key that does not identify the source's rows (a narrower one folded the rows
+of two tenants into one, silently). A generated column left out of the schema file is no problem."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ from tests.helpers.pg import Rig, execute, slot_of, source_rows, target_rows
 GENERATED = "CREATE TABLE g (id int PRIMARY KEY, a int, twice int GENERATED ALWAYS AS (a * 2) STORED)"
 
 
-def _schema(tmp: Path, name: str, columns: str) -> None:
+def _schema(tmp: Path, name: str, columns: str, key: str = '["id"]') -> None:
     folder = tmp / "schemas" / "tables"
     folder.mkdir(parents=True)
     (folder / f"{name}.toml").write_text(
-        f'schema = "public"\nname = "{name}"\nprimary_key = ["id"]\n'
+        f'schema = "public"\nname = "{name}"\nprimary_key = {key}\n'
         f'[columns]\nid = "integer not null"\n{columns}'
     )
 
@@ -41,13 +42,31 @@ def _start(dsn: str, tmp: Path) -> PostgresSource:
             "CREATE UNLOGGED TABLE u (id int PRIMARY KEY, v text)", "u", 'v = "text"\n',
             r"public\.u is UNLOGGED: .*ALTER TABLE \"public\"\.\"u\" SET LOGGED",
         ),
+        (
+            "CREATE TABLE b (id int PRIMARY KEY); CREATE VIEW v AS SELECT * FROM b", "v", "",
+            r"public\.v is a view: .*tables only",
+        ),
+        (  # narrower than the source's key: two tenants' rows 1 would be one row
+            "CREATE TABLE t (tenant int, id int, PRIMARY KEY (tenant, id))", "t",
+            'tenant = "integer not null"\n',
+            r"public\.t: primary_key = \['id'\] .* by \['tenant', 'id'\] \(its primary key\)",
+        ),
+        (  # wider: a tenant change sends no old tenant, so the old row would stay
+            "CREATE TABLE w (id int PRIMARY KEY, tenant int NOT NULL)", "w", 'tenant = "integer not null"\n',
+            r"public\.w: primary_key = \['id', 'tenant'\] .* by \['id'\]",
+        ),
+        (
+            "CREATE TABLE f (id int, code text UNIQUE); ALTER TABLE f REPLICA IDENTITY FULL", "f",
+            'code = "text"\n',
+            r"public\.f: primary_key = \['id'\] .* not unique in the source .*\['code'\]",
+        ),
     ],
 )  # fmt: skip
 def test_what_logical_replication_cannot_carry_is_refused_with_the_fix(
     source_db: str, tmp_path: Path, ddl: str, name: str, columns: str, message: str
 ) -> None:
-    execute(source_db, ddl)
-    _schema(tmp_path, name, columns)
+    execute(source_db, *ddl.split("; "))
+    _schema(tmp_path, name, columns, '["id", "tenant"]' if name == "w" else '["id"]')
     with pytest.raises(SourceSetupError, match=message):
         _start(source_db, tmp_path)
     [(slots,)] = execute(
@@ -65,3 +84,22 @@ def test_a_generated_column_left_out_of_the_schema_file_is_no_problem(source_db:
     rig.run_once()
     rig.close()
     assert target_rows(tmp_path / "wh.duckdb", "public.g", "id, a") == source_rows(source_db, "g", "id, a")
+
+
+@pytest.mark.parametrize(
+    ("ddl", "key"),
+    [
+        ("CREATE TABLE k (id int, code text NOT NULL, x int, PRIMARY KEY (x, id))", '["id", "x"]'),
+        ("CREATE TABLE k (id int NOT NULL, code text NOT NULL); CREATE UNIQUE INDEX k_code ON k (code); "
+         "ALTER TABLE k REPLICA IDENTITY USING INDEX k_code", '["code"]'),
+        ("CREATE TABLE k (id int, code text UNIQUE); ALTER TABLE k REPLICA IDENTITY FULL", '["id", "code"]'),
+        # FULL and no unique index at all: the declared key is the schema file's word
+        ("CREATE TABLE k (id int, code text); ALTER TABLE k REPLICA IDENTITY FULL", '["id"]'),
+    ],
+)  # fmt: skip
+def test_a_key_that_identifies_the_rows_is_accepted(
+    source_db: str, tmp_path: Path, ddl: str, key: str
+) -> None:
+    execute(source_db, *ddl.split("; "))
+    _schema(tmp_path, "k", 'code = "text"\nx = "integer"\n' if "x int" in ddl else 'code = "text"\n', key)
+    _start(source_db, tmp_path).close()
