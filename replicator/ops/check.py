@@ -40,6 +40,8 @@ def check(cfg: Config) -> int:
     report("schemas", lambda: f"{len(app_mod.load_schemas(cfg))} tables")
     if cfg.source.kind == "dms":
         report("source", lambda: _dms_source(cfg))
+    elif cfg.source.kind == "postgres":
+        report("source", lambda: _postgres_source(cfg))
     report("staging", lambda: _staging(cfg))
     report("warehouse", lambda: _warehouse(cfg))
     return max(codes, default=OK)
@@ -55,6 +57,18 @@ def _dms_source(cfg: Config) -> str:
     store = open_store(location, app_mod.s3_settings(cfg))
     n = sum(1 for _ in zip(range(1000), store.list(""), strict=False))
     return f"{store.url} ({n}{'+' if n == 1000 else ''} objects)"
+
+
+def _postgres_source(cfg: Config) -> str:
+    """Each shard's tables, publication and slot (one shard unless ``source.postgres.shards``)."""
+    from replicator.sources.postgres import check_source
+
+    schemas = app_mod.load_schemas(cfg)
+    parts = [
+        check_source(app_mod.shard_config(cfg, k), {t: schemas[t] for t in tables})
+        for k, tables in app_mod.shards(cfg, schemas).items()
+    ]
+    return " | ".join(parts)
 
 
 def _staging(cfg: Config) -> str:

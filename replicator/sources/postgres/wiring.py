@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from replicator.config import Config
 from replicator.model import TableId, TableSchema
 from replicator.schema import TableOptions
+from replicator.sources.postgres.setup import SourceSetupError, ensure_publication, preflight, slot_exists
 from replicator.sources.postgres.source import PostgresSource
 from replicator.storage import ObjectStore, Quarantine
 
@@ -55,3 +56,36 @@ def postgres_source_dsn(cfg: Config) -> str:
     if src.password is not None:
         params["password"] = src.password.reveal()
     return make_dsn(**params)
+
+
+def check_source(cfg: Config, schemas: Mapping[TableId, TableSchema]) -> str:
+    """``replicator check``: what start-up checks (wal_level, privileges, the tables, their keys, the
+    publication, the slot), creating nothing; raises ``SourceSetupError`` with the fix. What the first run
+    will create (``create_publication``, ``create_slot``) is said, not failed."""
+    import psycopg2
+
+    pgc = cfg.source.postgres
+    conn = psycopg2.connect(postgres_source_dsn(cfg))
+    try:
+        conn.autocommit = True
+        checks = preflight(conn, list(schemas.values()))
+        notes = [f"{len(checks)} tables ok"]
+        insert_only = [str(c.table) for c in checks if c.insert_only]
+        if insert_only:
+            notes.append(f"insert only (no replica identity): {', '.join(insert_only)}")
+        try:
+            ensure_publication(conn, pgc.publication_name, list(schemas), create=False)
+            notes.append(f"publication {pgc.publication_name} ok")
+        except SourceSetupError as exc:
+            if not pgc.create_publication:
+                raise
+            notes.append(f"{exc}; the first run does it (create_publication)")
+        if slot_exists(conn, pgc.slot_name):
+            notes.append(f"slot {pgc.slot_name} exists")
+        elif pgc.create_slot:
+            notes.append(f"slot {pgc.slot_name} is created by the first run")
+        else:
+            raise SourceSetupError(f"slot {pgc.slot_name!r} does not exist and create_slot is off")
+    finally:
+        conn.close()
+    return f"{pgc.host}:{pgc.port}/{pgc.database}: " + "; ".join(notes)
