@@ -214,35 +214,40 @@ class Buffer:
             alone = Batch(table, self.schemas[table], [change])
             self._cut_from[alone.id] = seen
             return [*done, alone]
-        size = change_bytes(change)
+        own = size = change_bytes(change)
         p = self._pending.get(table)
-        extra = fill = 0
-        if p is not None:
-            if p.chunked and not p.rowwise and _resolved(change):
-                # The batch turns row by row: its chunks now cost what ``_ROWWISE_CHUNK`` says.
-                extra = p.chunk_bytes * (_ROWWISE_CHUNK - 1)
-            if p.large is not None and (change.unchanged or change.op is Op.DELETE):
-                key = self._key(table, change.prior or change.values)
-                if key is None:
-                    pass
-                elif change.op is Op.DELETE:
-                    p.large.pop(key, None)  # nothing is filled from before a delete
-                else:
-                    fill = p.large.get(key, 0)
-        if p is None or p.bytes + size + extra + fill > self.max_bytes:
-            return self._start(table, change, size, seen)
-        if extra:
-            p.rowwise = True
-        if fill:
-            p.large[key] = 0  # type: ignore[index]  # counted: it is staged twice, not once per change
+        if p is None:
+            return self._start(table, change, own, seen)
+        if p.chunked or p.large is not None:
+            size += self._staged_again(p, table, change)
+        if p.bytes + size > self.max_bytes:
+            return self._start(table, change, own, seen)
         p.parts.append(change)
         p.rows += 1
-        p.bytes += size + extra + fill
-        if size >= _FILL_SOURCE:
-            self._keep_large(p, table, change, size)
+        p.bytes += size
+        if own >= _FILL_SOURCE:
+            self._keep_large(p, table, change, own)
         if p.rows >= self.max_rows or p.bytes >= self.max_bytes:
             return [self._cut(table)]
         return []
+
+    def _staged_again(self, p: _Pending, table: TableId, change: Change) -> int:
+        """What staging ``change`` in ``p`` copies beyond its own values: the chunks of ``p`` when it makes
+        the batch go row by row, and the values it is filled with (see the top of the module). Recorded as
+        if it joins ``p``: when it does not fit, it starts a new batch, and ``p`` is cut."""
+        extra = 0
+        if p.chunked and not p.rowwise and _resolved(change):
+            # The batch turns row by row: its chunks now cost what ``_ROWWISE_CHUNK`` says.
+            extra = p.chunk_bytes * (_ROWWISE_CHUNK - 1)
+            p.rowwise = True
+        if p.large is not None and (change.unchanged or change.op is Op.DELETE):
+            key = self._key(table, change.prior or change.values)
+            if key is not None and change.op is Op.DELETE:
+                p.large.pop(key, None)  # nothing is filled from before a delete
+            elif key is not None:
+                extra += p.large.get(key, 0)
+                p.large[key] = 0  # counted: the value is staged twice, not once per change of the key
+        return extra
 
     def _start(self, table: TableId, change: Change, size: int, seen: Position | None) -> list[Batch]:
         """``change`` starts a new batch of ``table``: the pending one, if any, is full (it would not fit)."""
