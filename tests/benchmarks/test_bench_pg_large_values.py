@@ -1,14 +1,31 @@
 """PostgreSQL source memory with large values: rows holding 300 kB-1 MB texts stream through a real slot
-(source -> staged -> DuckDB) with the replicator's peak RSS under 400 MB (issue 13, point 8), whatever the
-sizes: byte limits must count what each value costs. Three passes over the rows (``load``): inserts, updates
-that rewrite the whole row (both taking the columnar row path), then updates where one change in 64 carries
-a new large value beside an unchanged TOASTed column while the other 63 are tiny (the ``Change`` path: a
-byte count sampled on one change in 64 never saw the large ones). The replicator runs in a child process,
-as in ``test_bench_pg_large_txn``, so its own peak RSS is measured. ``REPLICATOR_BENCH_LARGE_VALUES_ROWS``
-scales it (default 300 rows: about 200 MB of values per pass).
+(source -> staged -> a PostgreSQL or a DuckDB target) with the replicator's peak RSS under 400 MB (issue 13,
+point 8), whatever the sizes: byte limits must count what each value costs. Three passes over the rows
+(``load``): inserts, updates that rewrite the whole row (both taking the columnar row path), then updates
+where one change in 64 carries a new large value beside an unchanged TOASTed column while the other 63 are
+tiny (the ``Change`` path: a byte count sampled on one change in 64 never saw the large ones). The
+replicator runs in a child process, as in ``test_bench_pg_large_txn``, so its own peak RSS is measured.
+``REPLICATOR_BENCH_LARGE_VALUES_ROWS`` scales it (default 300 rows: about 200 MB of values per pass).
 
-Measured (2026-12, 2 shared cores, runs vary by +-150 MB with how merges overlap staging): 1.19-1.41 GB;
-1.01-1.16 GB since DuckDB hands back what a merge round freed (``warehouses/duckdb.py``). The replicator's
+Into PostgreSQL, default settings (2026-12, 2 shared cores; peak RSS of the replicator, which starts near
+80 MB): 827-904 MB before glibc's mmap threshold was fixed (``replicator/__init__.py``), 603-770 MB after;
+now 331-344 MB in 40-45 s (as fast as before). What took it there, each measured alone on 64 MB batches of
+1 MB values: the target's load read a batch back as one slice with pyarrow reading ahead, then rendered it
+as CSV whole (~200 MB added while it loaded; now slices of ~8 MB, 28-44 MB); the staged Parquet file was
+built in memory before it was stored (now written into the store's file: staging a batch of chunks adds 20
+MB, not 47); reading the slot was bounded by message count only (512 reads of 1 MB values) and queued 64 MB
+ahead (~80 MB queued at the peak; now runs of 4 MB and a 16 MB queue); and two staging costs the batch
+count missed (``replicator/buffer.py``): a batch mixing chunks with changes to resolve is staged row by
+row, copying its chunks' values twice more (~230 MB of Arrow memory at once for a 64 MB batch), and an
+update leaving a TOASTed value unsent after an update of its row that carried it is filled with that value,
+staging it twice (~190 MB of Arrow text); both now count. What remains at the peak: the batch being staged
+(its values, their Arrow text and the writer's 8 MB row groups: one call adds at most ~150 MB), the merge
+of the previous batch on the merge thread (up to ~115 MB, its slices and the driver's COPY buffers), the
+read-ahead queue and the run being decoded, and the process itself (~90 MB with its connections).
+
+Into DuckDB (runs vary by +-150 MB with how merges overlap staging): 1.19-1.41 GB;
+1.01-1.16 GB since DuckDB hands back what a merge round freed (``warehouses/duckdb.py``); 1.12 GB with the
+replicator's own savings above (its part is no longer what decides the peak). The replicator's
 own part (reading, buffering, staging; DuckDB's merges stubbed out) is 666-681 MB at the default 64 MB
 ``batch.max_bytes``, 388-478 MB at 32 MB. The rest is DuckDB, and it grows with the table, not the batch:
 DuckDB works on vectors of 2,048 rows, so a statement that reads or rewrites a large column holds all of
@@ -36,7 +53,7 @@ import duckdb
 import pytest
 
 from tests.helpers.bench import CHILD
-from tests.helpers.pg import execute, fetch
+from tests.helpers.pg import Databases, execute, fetch
 
 pytestmark = pytest.mark.benchmark
 
@@ -44,13 +61,13 @@ ROWS = int(os.environ.get("REPLICATOR_BENCH_LARGE_VALUES_ROWS", "300"))
 TXN = 25  # rows per transaction
 LIMIT_MB = 400
 
-# Run before ``CHILD``: samples the replicator's RSS every 10 ms and, at exit, prints (stderr, one JSON line
+# Run before the child: samples the replicator's RSS every 10 ms and, at exit, prints (stderr, one JSON line
 # tagged "phases") per phase its peak RSS and the most RSS one call of it added: staging a batch, merging
-# one (DuckDB), and the rest (reading the slot and buffering).
+# one, and the rest (reading the slot and buffering). WAREHOUSE is replaced by the target's class.
 PHASES = """
 import atexit, json, os, sys, threading, time
 from replicator.stage import Stager
-from replicator.warehouses.duckdb import DuckDBWarehouse
+from replicator.warehouses import WAREHOUSE
 
 _phase, _peak, _rise = ["read"], {}, {}
 
@@ -75,9 +92,53 @@ def _tagged(name, f):
     return call
 
 Stager.stage = _tagged("stage", Stager.stage)
-DuckDBWarehouse.apply_round = _tagged("merge", DuckDBWarehouse.apply_round)
+WAREHOUSE.apply_round = _tagged("merge", WAREHOUSE.apply_round)
 threading.Thread(target=_sample, daemon=True).start()
 atexit.register(lambda: print("phases", json.dumps({"peak": _peak, "rise": _rise}), file=sys.stderr))
+"""
+
+# ``tests.helpers.bench.CHILD`` with a PostgreSQL target (``REPLICATOR_BENCH_TARGET_DSN``); it does not import
+# DuckDB, as the daemon does not for a PostgreSQL target (13 MB of RSS).
+CHILD_POSTGRES = """
+import json, os, resource, sys, threading, time
+from pathlib import Path
+import psycopg2
+from replicator.schema.catalog import load_tables
+from replicator.config import BatchConfig, PipelineConfig
+from replicator.pipeline import Pipeline
+from replicator.storage.quarantine import Quarantine
+from replicator.sources.postgres.pgoutput import parse_lsn
+from replicator.sources.postgres.source import PostgresSource
+from replicator.stage import Stager
+from replicator.storage.store import LocalStore
+from replicator.warehouses.postgres import PostgresWarehouse
+
+dsn, tmp, slot, target = sys.argv[1], Path(sys.argv[2]), sys.argv[3], parse_lsn(sys.argv[4])
+schemas = load_tables(tmp / "schemas")
+staging = LocalStore(tmp / "staging")
+source = PostgresSource(dsn, schemas, state=staging, slot=slot, publication="pub")
+warehouse = PostgresWarehouse(os.environ["REPLICATOR_BENCH_TARGET_DSN"])
+pipeline = Pipeline(source=source, stager=Stager(staging, Quarantine(staging)), warehouse=warehouse,
+                    schemas=schemas, batch=BatchConfig(max_rows=100_000, max_age_seconds=1.0),
+                    settings=PipelineConfig(poll_interval_seconds=0.05))
+started = time.monotonic()
+pipeline.run(threading.Event(), once=True)  # the first run also creates the slot and copies the table
+while source.stream.flush_lsn < target:
+    pipeline.run(threading.Event(), once=True)
+    assert time.monotonic() - started < 1200, "did not catch up"
+seconds = time.monotonic() - started
+assert not pipeline.errors, {str(t): e[:500] for t, e in pipeline.errors.items()}  # no result if it failed
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+source.close()
+warehouse.close()
+count = ids = 0
+if target:  # the first run only sets up
+    conn = psycopg2.connect(os.environ["REPLICATOR_BENCH_TARGET_DSN"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT id) FROM public.big")
+        count, ids = cur.fetchone()
+    conn.close()
+print(json.dumps({"rss_mb": rss_mb, "rows": count, "distinct": ids, "seconds": seconds}))
 """
 
 TABLE_TOML = """schema = "public"
@@ -113,7 +174,14 @@ def load(dsn: str, rows: int) -> None:
         execute(dsn, f"BEGIN; {tiny}; UPDATE big SET body = 'c' || substr(body, 2) WHERE id = {x}; COMMIT")
 
 
-def test_large_values_stream_with_peak_rss_under_400_mb(pg_dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["postgres", "duckdb"])
+def test_large_values_stream_with_peak_rss_under_400_mb(
+    pg_dsn: str, pg_databases: Databases, tmp_path: Path, target: str
+) -> None:
+    target_dsn = pg_databases.new() if target == "postgres" else ""
+    child = CHILD_POSTGRES if target == "postgres" else CHILD
+    phases = PHASES.replace("WAREHOUSE", "PostgresWarehouse" if target == "postgres" else "DuckDBWarehouse")
+    env = {**os.environ, "REPLICATOR_BENCH_TARGET_DSN": target_dsn}
     (tmp_path / "schemas" / "tables").mkdir(parents=True)
     (tmp_path / "schemas" / "tables" / "big.toml").write_text(TABLE_TOML)
     slot = f"big_{uuid.uuid4().hex[:8]}"
@@ -125,16 +193,16 @@ def test_large_values_stream_with_peak_rss_under_400_mb(pg_dsn: str, tmp_path: P
     )
     # A first run creates the slot and copies the (empty) table before the load: the second only streams.
     first = subprocess.run(
-        [sys.executable, "-c", CHILD, pg_dsn, str(tmp_path), slot, "0/0"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-c", child, pg_dsn, str(tmp_path), slot, "0/0"],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     try:
         load(pg_dsn, ROWS)
         [(end, mb)] = execute(pg_dsn, "SELECT pg_current_wal_lsn()::text, sum(length(body)) / 1e6 FROM big")
         run = subprocess.run(
-            [sys.executable, "-c", PHASES + CHILD, pg_dsn, str(tmp_path), slot, str(end)],
-            capture_output=True, text=True, timeout=1500, check=False,
+            [sys.executable, "-c", phases + child, pg_dsn, str(tmp_path), slot, str(end)],
+            capture_output=True, text=True, timeout=1500, check=False, env=env,
         )  # fmt: skip
     finally:
         execute(pg_dsn, f"SELECT pg_drop_replication_slot('{slot}')")
@@ -147,18 +215,23 @@ def test_large_values_stream_with_peak_rss_under_400_mb(pg_dsn: str, tmp_path: P
         for name, key in (("staging", "stage"), ("merging", "merge"))
     )
     print(
-        f"\n{ROWS} rows of 300 kB-1 MB ({float(mb):.0f} MB of values per pass, 3 passes): replicated in "
+        f"\n{ROWS} rows of 300 kB-1 MB ({float(mb):.0f} MB of values per pass, 3 passes) into {target}: "
+        f"replicated in "
         f"{result['seconds']:.1f} s, replicator peak RSS {result['rss_mb']:.0f} MB (bound {LIMIT_MB} MB);"
         f" peak RSS while {shown}"
     )
     assert (result["rows"], result["distinct"]) == (ROWS, ROWS)
     digest = "SELECT md5(string_agg(n || ':' || md5(body) || md5(note), ',' ORDER BY id)) FROM {}"
     [(expected,)] = fetch(pg_dsn, digest.format("big"))
-    assert _target_digest(tmp_path, digest.format("public.big")) == expected
+    if target == "postgres":
+        [(replicated,)] = fetch(target_dsn, digest.format("public.big"))
+    else:
+        replicated = _duckdb_digest(tmp_path, digest.format("public.big"))
+    assert replicated == expected
     assert result["rss_mb"] < LIMIT_MB
 
 
-def _target_digest(tmp_path: Path, sql: str) -> str:
+def _duckdb_digest(tmp_path: Path, sql: str) -> str:
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     try:
         [(digest,)] = con.execute(sql).fetchall()
