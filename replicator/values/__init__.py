@@ -2,7 +2,8 @@
 and temporal values become Arrow arrays. Imports nothing of the package but ``model``'s users depend on it.
 
 Exports: ``LogicalType`` and ``parse_type``; the kind sets ``KINDS``, ``SCALAR_KINDS``, ``TEXT_KINDS``;
-``text_to_arrow`` and ``cast_text`` (text to a typed Arrow array); ``temporal`` (dates, times, intervals).
+``text_to_arrow`` and ``cast_text`` (text to a typed Arrow array); ``widening`` (whether values of one
+type fit a column of another, or widen it); ``temporal`` (dates, times, intervals).
 """
 
 from replicator.values import temporal
@@ -14,6 +15,7 @@ from replicator.values.types import (
     cast_text,
     parse_type,
     text_to_arrow,
+    widening,
 )
 
 __all__ = [
@@ -25,4 +27,5 @@ __all__ = [
     "parse_type",
     "temporal",
     "text_to_arrow",
+    "widening",
 ]

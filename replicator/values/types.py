@@ -260,3 +260,44 @@ def _bytea(v: Any) -> bytes | None:
     if s.startswith("0x"):
         return bytes.fromhex(s[2:])
     return s.encode()
+
+
+_INTS = {"smallint": 1, "integer": 2, "bigint": 3}
+_FLOATS = {"real": 1, "double": 2}
+_STRINGS = frozenset({"varchar", "text", "char"})
+
+
+def widening(old: LogicalType, new: LogicalType) -> tuple[str, LogicalType]:
+    """How values of type ``new`` go into a column of type ``old`` (a batch into its target, a source's
+    changed column into its declared type).
+
+    Returns ("same" | "fits" | "widen" | "incompatible", the type the target column should have).
+    """
+    if old == new:
+        return "same", old
+    if old.kind in _INTS and new.kind in _INTS:
+        return ("fits", old) if _INTS[new.kind] <= _INTS[old.kind] else ("widen", new)
+    if old.kind in _FLOATS and new.kind in _FLOATS:
+        return ("fits", old) if _FLOATS[new.kind] <= _FLOATS[old.kind] else ("widen", new)
+    if old.kind in _STRINGS and new.kind in _STRINGS:
+        if old.kind == "text" or (old.length is None and old.kind == "varchar"):
+            return "fits", old
+        if new.kind == "text" or new.length is None:
+            return "widen", LogicalType("text")
+        assert old.length is not None and new.length is not None
+        if new.length <= old.length:
+            return "fits", old
+        return "widen", LogicalType(old.kind if old.kind == new.kind else "varchar", length=new.length)
+    if old.kind == "numeric" and new.kind == "numeric":
+        if old.precision is None:
+            return "fits", old
+        if new.precision is None:
+            return "widen", new
+        old_int, new_int = old.precision - (old.scale or 0), new.precision - (new.scale or 0)
+        scale = max(old.scale or 0, new.scale or 0)
+        digits = max(old_int, new_int) + scale
+        if digits > 38:
+            return "incompatible", new
+        wanted = LogicalType("numeric", precision=digits, scale=scale)
+        return ("fits", old) if wanted == old else ("widen", wanted)
+    return "incompatible", new

@@ -25,16 +25,13 @@ from typing import Any, Protocol
 
 from replicator.model import Column, TableId, TableSchema
 from replicator.sql import quote_ident, quote_literal, quote_table
-from replicator.values import LogicalType, parse_type
+from replicator.values import parse_type
+from replicator.values import widening as compare  # how a batch's column type goes into the target's
 from replicator.warehouses.base import STATE_SCHEMA
 from replicator.warehouses.dialect import Dialect
 
 COLUMNS = TableId(STATE_SCHEMA, "columns")  # the shape each target table was last given
 ERRORS = TableId(STATE_SCHEMA, "schema_errors")  # why a table is stopped, for `replicator status`
-
-_INTS = {"smallint": 1, "integer": 2, "bigint": 3}
-_FLOATS = {"real": 1, "double": 2}
-_STRINGS = frozenset({"varchar", "text", "char"})
 
 
 class IncompatibleSchemaChange(Exception):
@@ -52,41 +49,6 @@ class Diff:
     @property
     def changes_ddl(self) -> bool:
         return bool(self.add or self.widen)
-
-
-def compare(old: LogicalType, new: LogicalType) -> tuple[str, LogicalType]:
-    """How a column of type ``new`` (the batch) goes into a target column of type ``old``.
-
-    Returns ("same" | "fits" | "widen" | "incompatible", the type the target column should have).
-    """
-    if old == new:
-        return "same", old
-    if old.kind in _INTS and new.kind in _INTS:
-        return ("fits", old) if _INTS[new.kind] <= _INTS[old.kind] else ("widen", new)
-    if old.kind in _FLOATS and new.kind in _FLOATS:
-        return ("fits", old) if _FLOATS[new.kind] <= _FLOATS[old.kind] else ("widen", new)
-    if old.kind in _STRINGS and new.kind in _STRINGS:
-        if old.kind == "text" or (old.length is None and old.kind == "varchar"):
-            return "fits", old
-        if new.kind == "text" or new.length is None:
-            return "widen", LogicalType("text")
-        assert old.length is not None and new.length is not None
-        if new.length <= old.length:
-            return "fits", old
-        return "widen", LogicalType(old.kind if old.kind == new.kind else "varchar", length=new.length)
-    if old.kind == "numeric" and new.kind == "numeric":
-        if old.precision is None:
-            return "fits", old
-        if new.precision is None:
-            return "widen", new
-        old_int, new_int = old.precision - (old.scale or 0), new.precision - (new.scale or 0)
-        scale = max(old.scale or 0, new.scale or 0)
-        digits = max(old_int, new_int) + scale
-        if digits > 38:
-            return "incompatible", new
-        wanted = LogicalType("numeric", precision=digits, scale=scale)
-        return ("fits", old) if wanted == old else ("widen", wanted)
-    return "incompatible", new
 
 
 def diff(current: Sequence[Column], wanted: TableSchema, dialect: Dialect) -> Diff:

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from replicator.model import Change, Column, Op, Position, TableId, TableSchema
 from replicator.sources.postgres import pgoutput as pg
-from replicator.values import LogicalType
+from replicator.values import LogicalType, widening
 
 # Built-in types (OID, array type OID, logical kind) for columns that appear after start-up (Relation
 # messages); other types (enums, domains, composites, extensions' types) stay text. pgoutput names a domain
@@ -149,15 +149,28 @@ def relation_shape(
     table: TableId, schema: TableSchema, msg: pg.Relation
 ) -> tuple[TableSchema, list[str], Rel]:
     """What a Relation message of ``table`` (known as ``schema``) says: the schema extended by the columns
-    it lacks (their types from the type OIDs), the names of those columns, and how to map its tuples."""
+    it lacks (their types from the type OIDs) and with the columns the source widened (``ALTER COLUMN ...
+    TYPE`` int -> bigint, a longer varchar, more numeric digits: the target widens too, instead of the
+    table stopping at the first value that does not fit), the names of the columns added or widened, and
+    how to map its tuples. A declared type the source's does not widen (``text`` for anything, a wider
+    number) is kept."""
     names = tuple(c.name for c in msg.columns)
     new = [c for c in msg.columns if c.name not in schema.column_names]
-    if new:
-        columns = schema.columns + tuple(
-            Column(c.name, column_type(c.type_oid, c.type_modifier)) for c in new
-        )
+    sent = {c.name: column_type(c.type_oid, c.type_modifier) for c in msg.columns}
+    widened = {}
+    for col in schema.columns:
+        found = sent.get(col.name)
+        if found is None or (found.kind == "numeric" and found.precision is None):
+            continue  # an unbounded numeric has its own declared form (README: PostgreSQL types)
+        verdict, wider = widening(col.type, found)
+        if verdict == "widen":
+            widened[col.name] = wider
+    if new or widened:
+        columns = tuple(
+            Column(c.name, widened[c.name], c.nullable) if c.name in widened else c for c in schema.columns
+        ) + tuple(Column(c.name, sent[c.name]) for c in new)
         schema = TableSchema(table, columns, schema.primary_key)
     index = [names.index(n) if n in names else -1 for n in schema.column_names]
     same = index == list(range(len(names))) and len(names) == len(index)
     key = [schema.column_names.index(k) for k in schema.primary_key]
-    return schema, [c.name for c in new], Rel(table, None if same else index, names, key)
+    return schema, [*widened, *(c.name for c in new)], Rel(table, None if same else index, names, key)

@@ -610,8 +610,12 @@ class PostgresSource:
             self._rels[msg.relation_id] = rel
         if not added:
             return None
+        before = self._schemas[table]
         self._schemas[table] = schema
-        log.info("source_columns_added", table=str(table), columns=added)
+        widened = {
+            c.name: str(c.type) for c in schema.columns if c.name in added and c.name in before.column_names
+        } or None
+        log.info("source_columns_changed", table=str(table), columns=added, widened=widened)
         return SchemaChange(table, schema, Position(position))
 
     def _report_lag(self) -> None:
