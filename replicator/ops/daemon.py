@@ -526,6 +526,14 @@ class Daemon:
                 term.control.set(table, PAUSED, reason=why, who=SYSTEM)
             bound.error("resync_unsupported", source=self.cfg.source.kind)
             return
+        refusal = getattr(source, "resync_refusal", None)
+        refused: str | None = refusal(table) if refusal is not None else None
+        if refused is not None:  # before anything is dropped: staged batches and the target stay as they are
+            with self._control_lock:
+                term.control.set(table, ACTIVE, reason=f"resync refused: {refused}", who=SYSTEM)
+            bound.error("resync_refused", reason=refused)
+            self._refresh_stops(term)
+            return
         dropped = pipeline.forget(table)
         before = self.stopped.get(table)
         source.resync(table)

@@ -84,6 +84,10 @@ class ShardedSource:
 
     # -- optional capabilities: each goes to the part holding the table ---------------------------------
 
+    def resync_refusal(self, table: TableId) -> str | None:
+        refusal = getattr(self._part(table), "resync_refusal", None)
+        return refusal(table) if refusal is not None else None
+
     def resync(self, table: TableId) -> None:
         part = self._part(table)
         if not isinstance(part, Resyncable):

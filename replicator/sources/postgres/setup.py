@@ -50,9 +50,15 @@ class TableCheck:
 _IDENT = {"d": "default", "n": "nothing", "f": "full", "i": "index"}
 
 
-def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableSchema]) -> list[TableCheck]:
+def preflight(
+    conn: psycopg2.extensions.connection,
+    tables: Sequence[TableSchema],
+    *,
+    missing: list[TableId] | None = None,
+) -> list[TableCheck]:
     """Check wal_level, the replication privilege, table access, replica identity and what logical
-    replication cannot carry (unlogged tables, generated columns); raise with the fix."""
+    replication cannot carry (unlogged tables, generated columns); raise with the fix. A table that does
+    not exist raises too, unless ``missing`` is given: then it is listed there and left out."""
     with conn.cursor() as cur:
         cur.execute("SHOW wal_level")
         row = cur.fetchone()
@@ -85,6 +91,9 @@ def preflight(conn: psycopg2.extensions.connection, tables: Sequence[TableSchema
                 (t.schema, t.name),
             )
             found = cur.fetchone()
+            if found is None and missing is not None:
+                missing.append(t)
+                continue
             if found is None:
                 raise SourceSetupError(f"source table {t} does not exist (or is not visible to the user)")
             ident, has_pk, can_select, persistence, oid, kind = found

@@ -102,6 +102,17 @@ _PAGE_HEADER = 40  # SizeOfXLogLongPHD: the largest WAL page header
 _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopped table
 
 
+def _missing_stop(table: TableId) -> dict[str, object]:
+    """The stop of a table of the schema files that the source does not have (dropped or renamed)."""
+    return {
+        "reason": "source_table_missing", "position": "", "since": datetime.now(UTC).isoformat(),
+        "detail": f"{table} does not exist at the source (dropped or renamed?), or the source user cannot "
+        "see it",
+        "todo": f"recreate it at the source (or fix the schema file's name), then: replicator resync "
+        f"{table}; or remove its schema file",
+    }  # fmt: skip
+
+
 class PostgresSource:
     """``replicator.sources.base.Source`` over a pgoutput slot; see the module docstring."""
 
@@ -138,9 +149,17 @@ class PostgresSource:
         self.slot = slot
         self.publication = publication
         self.create_slot = create_slot
+        self.create_publication = create_publication
         self._conn = psycopg2.connect(dsn)
         self._conn.autocommit = True
-        self.checks = preflight(self._conn, list(self._schemas.values()))
+        # A table gone from the source (dropped, renamed) stops alone: the others start (below).
+        gone: list[TableId] = []
+        self.checks = preflight(self._conn, list(self._schemas.values()), missing=gone)
+        if gone and len(gone) == len(self._schemas):
+            self._conn.close()
+            raise SourceSetupError(
+                f"no table of the schema files exists at the source: {', '.join(map(str, gone))}"
+            )
         policy = keyless or {}
         refused = [str(c.table) for c in self.checks if c.insert_only and policy.get(c.table) == "refuse"]
         if refused:
@@ -150,7 +169,8 @@ class PostgresSource:
                 "cannot be replicated: ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key), or set "
                 'keyless = "insert_only" in the table\'s schema file to replicate its inserts only'
             )
-        ensure_publication(self._conn, publication, list(self._schemas), create=create_publication)
+        present = [t for t in self._schemas if t not in gone]
+        ensure_publication(self._conn, publication, present, create=create_publication)
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
@@ -175,6 +195,10 @@ class PostgresSource:
         # Tables stopped for bad input (``stop_table``), persisted in the state until a resync; their
         # relations wait in ``_parked`` meanwhile, so the stream skips their rows like an unknown table's.
         self._stopped = stopped_tables(load_state(state, slot), self._schemas)
+        for table in gone:
+            self._stopped.setdefault(table, _missing_stop(table))
+            log.error("pg_table_stopped", table=str(table), **self._stopped[table])
+        self._persist_stops = bool(gone)  # in the state once it is next written (``_prepare``)
         self._parked: dict[int, Rel] = {}
         self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
         self._read_seconds = self.stream.max_read_seconds
@@ -318,6 +342,8 @@ class PostgresSource:
                 self.recopies.add(t for t in self._schemas if str(t) in missing)
                 log.info("tables_added_copying", tables=sorted(missing))
                 self._save_state(done=True)
+            elif self._persist_stops:  # for ``replicator status`` from another process
+                self._save_state(done=True)
             self._ready = True
             return
         if not self.create_slot:
@@ -357,6 +383,12 @@ class PostgresSource:
 
     # -- resync (``Resyncable``) ----------------------------------------------------------------------
 
+    def resync_refusal(self, table: TableId) -> str | None:
+        """Why ``table`` cannot be copied again now (None: it can): it does not exist at the source."""
+        if table in self._schemas and preflight(self._conn, [self._schemas[table]], missing=[]):
+            return None
+        return str(_missing_stop(table)["detail"])
+
     def resync(self, table: TableId) -> None:
         """Start ``table`` over: it is copied under a fresh snapshot while the others stream on.
 
@@ -366,6 +398,13 @@ class PostgresSource:
         positions (``C - 1``, ordinal 0 a TRUNCATE) sort after everything streamed before. The request is
         persisted until the copy is acknowledged, so a restart in between copies again.
         """
+        if self.resync_refusal(table) is not None:  # callers ask first; this keeps the table as it is
+            self._stopped[table] = _missing_stop(table)
+            self._save_state(done=self._ready and self._snapshot_pending is None)
+            log.error("resync_refused", table=str(table), **self._stopped[table])
+            return
+        # Recreated since it was dropped: a dropped table left the publication.
+        ensure_publication(self._conn, self.publication, [table], create=self.create_publication)
         self._acked.pop(table, None)
         for txn in self._txns:
             txn.last.pop(table, None)  # its streamed changes are superseded: they no longer hold the slot
