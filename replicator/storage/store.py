@@ -3,6 +3,8 @@
 Both the DMS source (reading) and the stage (writing) use this. Keys are ``/``-separated and relative to
 the store's root (``s3://bucket/prefix`` or a folder). ``put`` is atomic and durable when it returns:
 S3 PUTs are; the local store writes a temporary file, fsyncs it, renames it into place and fsyncs the folder.
+``put_written`` is ``put`` for what a writer produces (a staged Parquet file), never held whole in memory:
+the local store writes the temporary file as it goes, S3 a temporary file it then PUTs.
 """
 
 from __future__ import annotations
