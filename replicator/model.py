@@ -51,6 +51,10 @@ class Column:
     name: str
     type: LogicalType
     nullable: bool = True
+    # Wire text of the value the rows that existed before the column was added hold at the source, when it
+    # was added with one and no row was sent for it (PostgreSQL's ADD COLUMN ... DEFAULT, which rewrites
+    # nothing): the target's existing rows are given it when the column is added there.
+    default: str | None = None
 
     @classmethod
     def of(cls, name: str, type_text: str, *, nullable: bool = True) -> Column:
@@ -246,7 +250,8 @@ class Manifest:
     deletes: int
     bytes: int
     data_key: str  # key of the Parquet file in the staging store
-    columns: tuple[tuple[str, str], ...]  # (name, logical type) of the table columns in the file, in order
+    # (name, logical type[, default]) of the table columns in the file, in order (``Column.default``)
+    columns: tuple[tuple[str, ...], ...]
     primary_key: tuple[str, ...]
     min_commit_time: datetime | None
     max_commit_time: datetime | None
@@ -256,5 +261,8 @@ class Manifest:
         """The table's shape as staged in this batch (which may be newer than the catalog's)."""
         from replicator.values import parse_type
 
-        columns = tuple(Column(n, parse_type(t), n not in self.primary_key) for n, t in self.columns)
+        columns = tuple(
+            Column(c[0], parse_type(c[1]), c[0] not in self.primary_key, c[2] if len(c) > 2 else None)
+            for c in self.columns
+        )
         return TableSchema(self.table, columns, self.primary_key)

@@ -36,6 +36,7 @@ from replicator.model import (
     Batch,
     Change,
     ChangeChunk,
+    Column,
     Manifest,
     Op,
     Position,
@@ -444,6 +445,11 @@ def _parquet(table: pa.Table, sink: BinaryIO) -> None:
     )  # fmt: skip
 
 
+def _column_entry(c: Column) -> tuple[str, ...]:
+    """A column as the manifest lists it: name and type, and its ``default`` when it has one."""
+    return (c.name, str(c.type)) if c.default is None else (c.name, str(c.type), c.default)
+
+
 def _dictionary_kind(t: pa.DataType) -> bool:
     """Texts and bytes gain from a dictionary; numbers and times do not (zstd takes their repeats), and
     hashing them cost a third of writing a batch of unique keys."""
@@ -508,7 +514,7 @@ class Stager:
             deletes=ops.get("D", 0),
             bytes=size,
             data_key=base + ".parquet",
-            columns=tuple((c.name, str(c.type)) for c in batch.schema.columns),
+            columns=tuple(_column_entry(c) for c in batch.schema.columns),
             primary_key=batch.schema.primary_key,
             min_commit_time=times.get("min"),
             max_commit_time=times.get("max"),
@@ -623,7 +629,7 @@ def decode_manifest(data: bytes) -> Manifest:
         deletes=d["deletes"],
         bytes=d["bytes"],
         data_key=d["data_key"],
-        columns=tuple((c[0], c[1]) for c in d["columns"]),
+        columns=tuple(tuple(str(v) for v in c) for c in d["columns"]),
         primary_key=tuple(d["primary_key"]),
         min_commit_time=ts(d["min_commit_time"]),
         max_commit_time=ts(d["max_commit_time"]),

@@ -59,7 +59,7 @@ def diff(current: Sequence[Column], wanted: TableSchema, dialect: Dialect) -> Di
     for col in wanted.columns:
         cur = by_name.get(col.name)
         if cur is None:
-            add.append(Column(col.name, col.type, nullable=True))
+            add.append(Column(col.name, col.type, nullable=True, default=col.default))
             record[col.name] = add[-1]
             continue
         verdict, target = compare(cur.type, col.type)
@@ -122,8 +122,12 @@ def write_record(table: TableId, columns: Sequence[Column]) -> list[str]:
 
 
 def add_column(d: Dialect, table: TableId, column: Column) -> str:
+    """``ADD COLUMN``; with the value the source's existing rows hold (``Column.default``) as its default,
+    which gives it to the target's existing rows (merges always name every column, so later rows are not
+    affected)."""
     name, ddl = quote_ident(column.name), d.column_type(column.type)
-    return f"ALTER TABLE {quote_table(table)} ADD COLUMN {name} {ddl}"
+    default = f" DEFAULT CAST({quote_literal(column.default)} AS {ddl})" if column.default is not None else ""
+    return f"ALTER TABLE {quote_table(table)} ADD COLUMN {name} {ddl}{default}"
 
 
 def alter_column(d: Dialect, table: TableId, column: Column) -> str:

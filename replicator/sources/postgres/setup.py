@@ -10,7 +10,7 @@ import psycopg2
 import psycopg2.extensions
 import structlog
 
-from replicator.model import TableId, TableSchema
+from replicator.model import Column, TableId, TableSchema
 from replicator.sql import quote_ident, quote_table
 
 log = structlog.get_logger(__name__)
@@ -197,6 +197,48 @@ def _generated_columns(
     )
     generated = {name for (name,) in cur.fetchall()}
     return [c for c in schema.column_names if c in generated]
+
+
+# Kinds whose PostgreSQL text every target casts back to the same value in an ADD COLUMN ... DEFAULT.
+_DEFAULT_KINDS = frozenset({
+    "smallint", "integer", "bigint", "real", "double", "numeric", "text", "varchar", "char", "boolean",
+    "date", "timestamp", "timestamptz", "time", "uuid",
+})  # fmt: skip
+
+
+def with_defaults(
+    conn: psycopg2.extensions.connection, schema: TableSchema, added: Sequence[str]
+) -> TableSchema:
+    """``schema`` with ``Column.default`` set on those of the ``added`` columns that the source added with
+    a value every existing row holds without a rewrite (``ADD COLUMN ... DEFAULT`` of a non-volatile value:
+    PostgreSQL keeps it as the column's "missing value", and logical replication sends no row for it), so
+    the target's existing rows get it too instead of NULL. Read from the catalog as it is now: a rewrite
+    since (a volatile default, ``ALTER ... TYPE``) left the values in the rows, unseen: a warning says so."""
+    if conn.server_version < 110000 or not added:
+        return schema
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname, a.atthasmissing, (a.attmissingval::text::text[])[1], d.adbin IS NOT NULL "
+            "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+            "WHERE a.attrelid = %s::regclass AND a.attname = ANY(%s) AND NOT a.attisdropped",
+            (quote_table(schema.table), list(added)),
+        )
+        found = {name: (missing, value, has_default) for name, missing, value, has_default in cur.fetchall()}
+    columns = []
+    for col in schema.columns:
+        c = col
+        missing, value, has_default = found.get(c.name, (False, None, False))
+        if missing and value is not None and c.type.kind in _DEFAULT_KINDS:
+            c = Column(c.name, c.type, c.nullable, value)
+        elif missing or (has_default and c.name in added):
+            log.warning(
+                "source_column_default_unknown", table=str(schema.table), column=c.name,
+                detail="added at the source with a value its existing rows hold that the target cannot be "
+                f"given here ({c.type}, or computed per row): they are NULL in the target until "
+                f"`replicator resync {schema.table}`",
+            )  # fmt: skip
+        columns.append(c)
+    return TableSchema(schema.table, tuple(columns), schema.primary_key)
 
 
 def _role_exists(cur: psycopg2.extensions.cursor, name: str) -> bool:

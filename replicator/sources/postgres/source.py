@@ -84,6 +84,7 @@ from replicator.sources.postgres.setup import (
     slot_exists,
     slot_lag_bytes,
     source_dsn,
+    with_defaults,
 )
 from replicator.sources.postgres.stream import ReplicationStream
 from replicator.storage import ObjectStore
@@ -650,6 +651,9 @@ class PostgresSource:
         if not added:
             return None
         before = self._schemas[table]
+        new = [n for n in added if n not in before.column_names]
+        if new:
+            schema = with_defaults(self._conn, schema, new)
         self._schemas[table] = schema
         widened = {
             c.name: str(c.type) for c in schema.columns if c.name in added and c.name in before.column_names

@@ -9,6 +9,7 @@ conformance suite's ``target`` fixture).
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -78,6 +79,52 @@ def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_wi
             (3, "cy", None, None),
             (4, "dee", "dee@example.com", Decimal("12.50")),
         ]
+    finally:
+        source.close()
+        wh.close()
+
+
+def test_columns_added_with_a_default_give_it_to_the_existing_rows_in_the_target(
+    target: Target,
+    source_dsn: str,
+    tmp_path: Path,
+) -> None:
+    """``ADD COLUMN ... DEFAULT`` of a constant rewrites nothing at the source and sends no row, yet every
+    existing row has the value there: found from outside, they were NULL in the target. A type whose text
+    not every target reads back (``bytea``) stays NULL, with a warning naming the resync."""
+    staging = LocalStore(tmp_path / "staging")
+    slot = f"sd_{uuid.uuid4().hex[:10]}"
+    source = PostgresSource(source_dsn, {T: SCHEMA}, state=staging, slot=slot, publication=slot)
+    wh = target.open()
+    pipeline = Pipeline(
+        source=source,
+        stager=Stager(staging, Quarantine(staging)),
+        warehouse=wh,
+        schemas={T: SCHEMA},
+        batch=BatchConfig(max_rows=1000, max_age_seconds=0.1),
+        settings=PipelineConfig(poll_interval_seconds=0.05),
+    )
+    try:
+        catch_up(pipeline, source, source_dsn)
+        execute(
+            source_dsn,
+            "ALTER TABLE dbo.accounts ADD COLUMN active boolean NOT NULL DEFAULT true,"
+            " ADD COLUMN tier text DEFAULT 'basic, \"plus\"', ADD COLUMN credit numeric(8,2) DEFAULT 10.5,"
+            " ADD COLUMN visits integer DEFAULT 0, ADD COLUMN since date DEFAULT '2024-02-29',"
+            " ADD COLUMN blob bytea DEFAULT '\\x01'",
+            "INSERT INTO dbo.accounts VALUES (3, 'cy', false, 'gold', 1, 7, '2025-01-01', NULL)",
+            "UPDATE dbo.accounts SET visits = 1 WHERE id = 1",
+        )
+        catch_up(pipeline, source, source_dsn)
+        assert not pipeline.errors
+        got = target_rows(wh, ["id", "active", "tier", "credit", "visits", "since"])
+        assert got == [
+            (1, True, 'basic, "plus"', Decimal("10.50"), 1, date(2024, 2, 29)),  # updated since: all sent
+            (2, True, 'basic, "plus"', Decimal("10.50"), 0, date(2024, 2, 29)),  # untouched: the default
+            (3, False, "gold", Decimal("1.00"), 7, date(2025, 1, 1)),
+        ]
+        blobs = dict(target_rows(wh, ["id", "blob"]))
+        assert blobs[1] is not None and blobs[2] is None and blobs[3] is None  # untouched bytea: NULL
     finally:
         source.close()
         wh.close()
