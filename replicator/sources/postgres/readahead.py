@@ -72,10 +72,12 @@ class ReadAhead:
 
     def messages(self) -> Iterator[list[bytes]]:
         """``ReplicationStream.messages``, from the queue. A run is what is queued when it is taken (up to
-        ``batch_runs`` reads); when that is less than the stream's ``run_size``, it waits up to
-        ``gather_seconds`` for more first. So a run shorter than ``run_size`` still means caught up (the
+        ``batch_runs`` reads and ``run_bytes``); when that is less than the stream's ``run_size``, it waits
+        up to ``gather_seconds`` for more first. So a run shorter than ``run_size`` still means caught up (the
         source then hands on what it collected), and a backlog the walsender sends a little slower than it
-        is read still comes in long runs (short ones would cut it into many small chunks)."""
+        is read still comes in long runs (short ones would cut it into many small chunks). A run of large
+        rows cut at ``run_bytes`` is short too: the source then hands on rows it would have handed on at its
+        own byte cap (4 MB) anyway."""
         if not self.threaded:
             yield from self.stream.messages()
             return
