@@ -11,6 +11,7 @@ import psycopg2.extensions
 import structlog
 
 from replicator.model import Column, TableId, TableSchema
+from replicator.schema import column_names_problem
 from replicator.sql import quote_ident, quote_table
 
 log = structlog.get_logger(__name__)
@@ -55,10 +56,13 @@ def preflight(
     tables: Sequence[TableSchema],
     *,
     missing: list[TableId] | None = None,
+    unusable: dict[TableId, str] | None = None,
 ) -> list[TableCheck]:
     """Check wal_level, the replication privilege, table access, replica identity and what logical
     replication cannot carry (unlogged tables, generated columns); raise with the fix. A table that does
-    not exist raises too, unless ``missing`` is given: then it is listed there and left out."""
+    not exist raises too, unless ``missing`` is given: then it is listed there and left out; so does one
+    with a column the replicator cannot take (a reserved name, names equal but for case), unless
+    ``unusable`` is given: then it is there with the reason."""
     with conn.cursor() as cur:
         cur.execute("SHOW wal_level")
         row = cur.fetchone()
@@ -113,6 +117,16 @@ def preflight(
                     f"{t} is UNLOGGED: PostgreSQL writes no WAL for it, so logical replication never sees "
                     f"its changes: ALTER TABLE {quote_table(t)} SET LOGGED, or remove its schema file"
                 )
+            cur.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
+                (oid,),
+            )
+            problem = column_names_problem(name for (name,) in cur.fetchall())
+            if problem is not None and unusable is not None:
+                unusable[t] = f"source columns: {problem}"
+                continue
+            if problem is not None:
+                raise SourceSetupError(f"{t}: source columns: {problem}; rename the column at the source")
             generated = _generated_columns(conn, cur, oid, schema)
             if generated:
                 raise SourceSetupError(

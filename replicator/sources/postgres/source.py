@@ -61,6 +61,7 @@ import structlog
 
 from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
+from replicator.schema import column_names_problem
 from replicator.sources.postgres import pgoutput as pg
 from replicator.sources.postgres.initial_copy import CopyRound, Recopies, TableCopied
 from replicator.sources.postgres.readahead import ReadAhead
@@ -101,6 +102,9 @@ log = structlog.get_logger(__name__)
 _WAL_PAGE = 8192  # XLOG_BLCKSZ
 _PAGE_HEADER = 40  # SizeOfXLogLongPHD: the largest WAL page header
 _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopped table
+
+
+_RENAME_TODO = "rename the column at the source, then: replicator resync {table}"
 
 
 def _missing_stop(table: TableId) -> dict[str, object]:
@@ -155,8 +159,9 @@ class PostgresSource:
         self._conn.autocommit = True
         # A table gone from the source (dropped, renamed) stops alone: the others start (below).
         gone: list[TableId] = []
-        self.checks = preflight(self._conn, list(self._schemas.values()), missing=gone)
-        if gone and len(gone) == len(self._schemas):
+        unusable: dict[TableId, str] = {}
+        self.checks = preflight(self._conn, list(self._schemas.values()), missing=gone, unusable=unusable)
+        if gone and len(gone) == len(self._schemas):  # nothing at all to replicate: a configuration error
             self._conn.close()
             raise SourceSetupError(
                 f"no table of the schema files exists at the source: {', '.join(map(str, gone))}"
@@ -170,7 +175,7 @@ class PostgresSource:
                 "cannot be replicated: ALTER TABLE ... REPLICA IDENTITY FULL (or add a primary key), or set "
                 'keyless = "insert_only" in the table\'s schema file to replicate its inserts only'
             )
-        present = [t for t in self._schemas if t not in gone]
+        present = [t for t in self._schemas if t not in gone and t not in unusable]
         ensure_publication(self._conn, publication, present, create=create_publication)
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
@@ -199,7 +204,13 @@ class PostgresSource:
         for table in gone:
             self._stopped.setdefault(table, _missing_stop(table))
             log.error("pg_table_stopped", table=str(table), **self._stopped[table])
-        self._persist_stops = bool(gone)  # in the state once it is next written (``_prepare``)
+        for table, why in unusable.items():
+            self._stopped.setdefault(table, {
+                "reason": "bad_column_name", "position": "", "detail": why,
+                "since": datetime.now(UTC).isoformat(), "todo": _RENAME_TODO.format(table=table),
+            })  # fmt: skip
+            log.error("pg_table_stopped", table=str(table), **self._stopped[table])
+        self._persist_stops = bool(gone or unusable)  # in the state once it is next written (``_prepare``)
         self._parked: dict[int, Rel] = {}
         self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
         self._read_seconds = self.stream.max_read_seconds
@@ -423,7 +434,9 @@ class PostgresSource:
         """Tables stopped for bad input, each its ``stop_table`` record with ``table`` (for the operator)."""
         return [{"table": str(t), **v} for t, v in sorted(self._stopped.items())]
 
-    def stop_table(self, table: TableId, *, reason: str, position: Position, detail: str) -> bool:
+    def stop_table(
+        self, table: TableId, *, reason: str, position: Position, detail: str, todo: str | None = None
+    ) -> bool:
         """``Stoppable``: a value of ``table`` does not convert to its declared type. The table stops alone
         (always: returns True, so nothing of the batch is staged; the row is in the quarantine).
 
@@ -437,7 +450,7 @@ class PostgresSource:
         if table not in self._schemas:
             return False
         since = datetime.now(UTC).isoformat()
-        todo = f"fix the column's type in the schemas folder, then: replicator resync {table}"
+        todo = todo or f"fix the column's type in the schemas folder, then: replicator resync {table}"
         self._stopped[table] = {
             "reason": reason, "position": position.value, "detail": detail, "since": since, "todo": todo,
         }  # fmt: skip
@@ -643,7 +656,21 @@ class PostgresSource:
         if schema is None:
             self._rels[msg.relation_id] = None
             return None
-        schema, added, rel = relation_shape(table, schema, msg)
+        problem = column_names_problem(c.name for c in msg.columns)
+        if problem is None:
+            try:
+                schema, added, rel = relation_shape(table, schema, msg)
+            except ValueError as exc:  # another rule of TableSchema
+                problem = str(exc)
+        if problem is not None:
+            # Before anything with that name is staged: the table stops alone (the others go on).
+            if table not in self._stopped:
+                self.stop_table(
+                    table, reason="bad_column_name", position=Position(position),
+                    detail=f"source columns: {problem}", todo=_RENAME_TODO.format(table=table),
+                )  # fmt: skip
+            self._rels[msg.relation_id] = None
+            return None
         if table in self._stopped:
             self._parked[msg.relation_id], self._rels[msg.relation_id] = rel, None
         else:

@@ -103,3 +103,47 @@ def test_a_key_that_identifies_the_rows_is_accepted(
     execute(source_db, *ddl.split("; "))
     _schema(tmp_path, "k", 'code = "text"\nx = "integer"\n' if "x int" in ddl else 'code = "text"\n', key)
     _start(source_db, tmp_path).close()
+
+
+def test_a_source_column_named_like_the_replicators_own_stops_its_table_alone(
+    source_db: str, tmp_path: Path
+) -> None:
+    """Found from outside: ``ALTER TABLE t ADD COLUMN _seq int`` at the source raised on the stream and
+    stopped every table (the next start failed the same way). Now ``t`` stops alone, mid-stream and at the
+    next start, before anything with that name is staged; the other table goes on."""
+    execute(
+        source_db,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE TABLE u (id int PRIMARY KEY, v text)",
+        "INSERT INTO t VALUES (1, 'a')",
+        "INSERT INTO u VALUES (1, 'a')",
+    )
+    folder = tmp_path / "schemas" / "tables"
+    folder.mkdir(parents=True)
+    for name in ("t", "u"):
+        (folder / f"{name}.toml").write_text(
+            f'schema = "public"\nname = "{name}"\nprimary_key = ["id"]\n'
+            '[columns]\nid = "integer not null"\nv = "text"\n'
+        )
+    rig = Rig(source_db, tmp_path)
+    rig.run_once()
+    execute(
+        source_db,
+        'ALTER TABLE t ADD COLUMN "_seq" int',
+        "INSERT INTO t VALUES (2, 'b', 7)",
+        "INSERT INTO u VALUES (2, 'b')",
+    )
+    rig.run_once()
+    [stop] = rig.source.problems()
+    assert stop["table"] == "public.t" and stop["reason"] == "bad_column_name"
+    assert "'_seq' is reserved" in str(stop["detail"]) and "rename the column at the source" in str(
+        stop["todo"]
+    )
+    rig.close()
+    execute(source_db, "INSERT INTO u VALUES (3, 'c')", "UPDATE t SET v = 'x' WHERE id = 1")
+    rig = Rig(source_db, tmp_path)  # the next start: still t alone
+    rig.run_once()
+    assert [p["table"] for p in rig.source.problems()] == ["public.t"]
+    rig.close()
+    assert target_rows(tmp_path / "wh.duckdb", "public.u", "id, v") == source_rows(source_db, "u", "id, v")
+    assert target_rows(tmp_path / "wh.duckdb", "public.t", "id, v") == [(1, "a")]  # nothing after the stop
