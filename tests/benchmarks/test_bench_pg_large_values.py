@@ -97,50 +97,6 @@ threading.Thread(target=_sample, daemon=True).start()
 atexit.register(lambda: print("phases", json.dumps({"peak": _peak, "rise": _rise}), file=sys.stderr))
 """
 
-# ``tests.helpers.bench.CHILD`` with a PostgreSQL target (``REPLICATOR_BENCH_TARGET_DSN``); it does not import
-# DuckDB, as the daemon does not for a PostgreSQL target (13 MB of RSS).
-CHILD_POSTGRES = """
-import json, os, resource, sys, threading, time
-from pathlib import Path
-import psycopg2
-from replicator.schema.catalog import load_tables
-from replicator.config import BatchConfig, PipelineConfig
-from replicator.pipeline import Pipeline
-from replicator.storage.quarantine import Quarantine
-from replicator.sources.postgres.pgoutput import parse_lsn
-from replicator.sources.postgres.source import PostgresSource
-from replicator.stage import Stager
-from replicator.storage.store import LocalStore
-from replicator.warehouses.postgres import PostgresWarehouse
-
-dsn, tmp, slot, target = sys.argv[1], Path(sys.argv[2]), sys.argv[3], parse_lsn(sys.argv[4])
-schemas = load_tables(tmp / "schemas")
-staging = LocalStore(tmp / "staging")
-source = PostgresSource(dsn, schemas, state=staging, slot=slot, publication="pub")
-warehouse = PostgresWarehouse(os.environ["REPLICATOR_BENCH_TARGET_DSN"])
-pipeline = Pipeline(source=source, stager=Stager(staging, Quarantine(staging)), warehouse=warehouse,
-                    schemas=schemas, batch=BatchConfig(max_rows=100_000, max_age_seconds=1.0),
-                    settings=PipelineConfig(poll_interval_seconds=0.05))
-started = time.monotonic()
-pipeline.run(threading.Event(), once=True)  # the first run also creates the slot and copies the table
-while source.stream.flush_lsn < target:
-    pipeline.run(threading.Event(), once=True)
-    assert time.monotonic() - started < 1200, "did not catch up"
-seconds = time.monotonic() - started
-assert not pipeline.errors, {str(t): e[:500] for t, e in pipeline.errors.items()}  # no result if it failed
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-source.close()
-warehouse.close()
-count = ids = 0
-if target:  # the first run only sets up
-    conn = psycopg2.connect(os.environ["REPLICATOR_BENCH_TARGET_DSN"])
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*), count(DISTINCT id) FROM public.big")
-        count, ids = cur.fetchone()
-    conn.close()
-print(json.dumps({"rss_mb": rss_mb, "rows": count, "distinct": ids, "seconds": seconds}))
-"""
-
 TABLE_TOML = """schema = "public"
 name = "big"
 primary_key = ["id"]
@@ -179,7 +135,7 @@ def test_large_values_stream_with_peak_rss_under_400_mb(
     pg_dsn: str, pg_databases: Databases, tmp_path: Path, target: str
 ) -> None:
     target_dsn = pg_databases.new() if target == "postgres" else ""
-    child = CHILD_POSTGRES if target == "postgres" else CHILD
+    child = CHILD
     phases = PHASES.replace("WAREHOUSE", "PostgresWarehouse" if target == "postgres" else "DuckDBWarehouse")
     env = {**os.environ, "REPLICATOR_BENCH_TARGET_DSN": target_dsn}
     (tmp_path / "schemas" / "tables").mkdir(parents=True)

@@ -22,6 +22,7 @@ from replicator.sources.postgres.source import PostgresSource
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
 from replicator.values import parse_type
+from replicator.warehouses import SqlWarehouse
 from tests.helpers.pg import Databases, Templates, catch_up, execute
 from tests.helpers.warehouse import Target, target_rows
 
@@ -42,11 +43,10 @@ def source_dsn(pg_databases: Databases, pg_templates: Templates) -> str:
     return pg_databases.new(prefix="s", template=pg_templates.get(*SOURCE_SQL))
 
 
-def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_without_a_restart(
-    target: Target,
-    source_dsn: str,
-    tmp_path: Path,
-) -> None:
+def _replicate(
+    target: Target, source_dsn: str, tmp_path: Path
+) -> tuple[PostgresSource, SqlWarehouse, Pipeline]:
+    """A source of ``dbo.accounts`` (its own slot and publication), ``target`` opened, and their pipeline."""
     staging = LocalStore(tmp_path / "staging")
     slot = f"sc_{uuid.uuid4().hex[:10]}"
     source = PostgresSource(source_dsn, {T: SCHEMA}, state=staging, slot=slot, publication=slot)
@@ -59,6 +59,15 @@ def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_wi
         batch=BatchConfig(max_rows=1000, max_age_seconds=0.1),
         settings=PipelineConfig(poll_interval_seconds=0.05),
     )
+    return source, wh, pipeline
+
+
+def test_a_column_added_at_the_postgres_source_mid_stream_lands_in_the_target_without_a_restart(
+    target: Target,
+    source_dsn: str,
+    tmp_path: Path,
+) -> None:
+    source, wh, pipeline = _replicate(target, source_dsn, tmp_path)
     try:
         execute(source_dsn, "UPDATE dbo.accounts SET name = 'bobby' WHERE id = 2")
         catch_up(pipeline, source, source_dsn)
@@ -92,18 +101,7 @@ def test_columns_added_with_a_default_give_it_to_the_existing_rows_in_the_target
     """``ADD COLUMN ... DEFAULT`` of a constant rewrites nothing at the source and sends no row, yet every
     existing row has the value there: found from outside, they were NULL in the target. A type whose text
     not every target reads back (``bytea``) stays NULL, with a warning naming the resync."""
-    staging = LocalStore(tmp_path / "staging")
-    slot = f"sd_{uuid.uuid4().hex[:10]}"
-    source = PostgresSource(source_dsn, {T: SCHEMA}, state=staging, slot=slot, publication=slot)
-    wh = target.open()
-    pipeline = Pipeline(
-        source=source,
-        stager=Stager(staging, Quarantine(staging)),
-        warehouse=wh,
-        schemas={T: SCHEMA},
-        batch=BatchConfig(max_rows=1000, max_age_seconds=0.1),
-        settings=PipelineConfig(poll_interval_seconds=0.05),
-    )
+    source, wh, pipeline = _replicate(target, source_dsn, tmp_path)
     try:
         catch_up(pipeline, source, source_dsn)
         execute(
