@@ -19,8 +19,13 @@ log = structlog.get_logger(__name__)
 
 # The settings that shape the text PostgreSQL sends (the walsender's output functions and the copies use
 # the session's): pinned, so values parse the same whatever the server, database or role defaults are
-# (DateStyle = 'SQL, DMY' would send 15/03/2024; TimeZone only changes the offsets written).
-SESSION_OPTIONS = "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3"
+# (DateStyle = 'SQL, DMY' would send 15/03/2024; TimeZone only changes the offsets written). pgoutput and
+# COPY convert text to the client's encoding: a LATIN1 database sent its own bytes to a client that did not
+# ask, which staging refused as UTF-8 (and the stream stopped for every table).
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=3"
+    " -c client_encoding=UTF8"
+)
 
 
 def source_dsn(dsn: str) -> str:
