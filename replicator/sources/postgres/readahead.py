@@ -105,7 +105,11 @@ class ReadAhead:
                     and (left := until - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
-                    more, more_size = self._take(self.batch_runs - len(items), self.run_bytes - size)
+                    more, more_size = self._take(
+                        self.batch_runs - len(items), self.run_bytes - size, first=False
+                    )
+                    if not more and self._queue:  # the next read does not fit: this run is full
+                        break
                     items += more
                     size += more_size
                     count += sum(len(item[0]) for item in more if not isinstance(item, BaseException))
@@ -127,13 +131,17 @@ class ReadAhead:
             if now - idle_since >= stream.idle_seconds or now - started >= stream.max_read_seconds:
                 return
 
-    def _take(self, n: int, budget: int) -> tuple[list[_Item], int]:
-        """Up to ``n`` queued items, and no more once they hold ``budget`` payload bytes (the first is
-        taken whatever its size), with their bytes (``_cond`` held)."""
+    def _take(self, n: int, budget: int, *, first: bool = True) -> tuple[list[_Item], int]:
+        """Up to ``n`` queued items holding at most ``budget`` payload bytes (with ``first``, the first is
+        taken whatever its size, so a run always makes progress), with their bytes (``_cond`` held). An
+        item that would go past the budget stays queued: one read is up to a stream run's bytes, so taking
+        it anyway doubled a run (7.3 MB seen against 4 MB)."""
         taken: list[_Item] = []
         size = 0
         queue = self._queue
-        while queue and len(taken) < n and (not taken or size < budget):
+        while queue and len(taken) < n:
+            if (taken or not first) and size + queue[0][1] > budget:
+                break
             item, bytes_ = queue.popleft()
             taken.append(item)
             size += bytes_

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import cast
 
 from replicator.schema import load_tables
 from replicator.sources.postgres.readahead import ReadAhead
@@ -56,3 +57,18 @@ def test_runs_of_large_rows_are_cut_by_bytes(source_db: str, tmp_path: Path) -> 
         sizes = [sum(map(len, run)) for run in runs]
         assert sum(sizes) >= ROWS * MB
         assert max(sizes) <= 4 * MB + MB + 1024, sizes  # the limit, and the message that reaches it
+
+
+def test_a_run_takes_no_read_past_its_budget_but_its_first() -> None:
+    """Each queued read is up to a stream run's bytes (4 MB and the message that reaches it): a run that
+    took one more read once its bytes were under the budget held two of them (7.3 MB in CI)."""
+    ahead = ReadAhead(cast(ReplicationStream, None), threaded=True)  # the queue alone: no reader thread
+    for size in (3 * MB, 4 * MB + 100, MB, 2 * MB):
+        ahead._queue.append((([b"x"], 0), size))
+        ahead._bytes += size
+    with ahead._cond:
+        assert ahead._take(16, 4 * MB)[1] == 3 * MB  # the 4 MB read after it stays queued
+        assert ahead._take(16, 4 * MB)[1] == 4 * MB + 100  # the first of a run goes, whatever its size
+        assert ahead._take(16, MB // 2, first=False) == ([], 0)  # joining: only what fits
+        assert ahead._take(16, 4 * MB)[1] == 3 * MB
+    assert ahead._bytes == 0
