@@ -396,10 +396,15 @@ class PostgresSource:
     # -- resync (``Resyncable``) ----------------------------------------------------------------------
 
     def resync_refusal(self, table: TableId) -> str | None:
-        """Why ``table`` cannot be copied again now (None: it can): it does not exist at the source."""
-        if table in self._schemas and preflight(self._conn, [self._schemas[table]], missing=[]):
-            return None
-        return str(_missing_stop(table)["detail"])
+        """Why ``table`` cannot be copied again now (None: it can): it does not exist at the source, or has
+        a column the replicator cannot take (its copy would fail, again at every start)."""
+        missing: list[TableId] = []
+        unusable: dict[TableId, str] = {}
+        if table in self._schemas:
+            preflight(self._conn, [self._schemas[table]], missing=missing, unusable=unusable)
+        if table not in self._schemas or missing:
+            return str(_missing_stop(table)["detail"])
+        return unusable.get(table)
 
     def resync(self, table: TableId) -> None:
         """Start ``table`` over: it is copied under a fresh snapshot while the others stream on.
@@ -410,10 +415,12 @@ class PostgresSource:
         positions (``C - 1``, ordinal 0 a TRUNCATE) sort after everything streamed before. The request is
         persisted until the copy is acknowledged, so a restart in between copies again.
         """
-        if self.resync_refusal(table) is not None:  # callers ask first; this keeps the table as it is
-            self._stopped[table] = _missing_stop(table)
-            self._save_state(done=self._ready and self._snapshot_pending is None)
-            log.error("resync_refused", table=str(table), **self._stopped[table])
+        refused = self.resync_refusal(table)
+        if refused is not None:  # callers ask first; this keeps the table stopped, as it is
+            if table not in self._stopped:  # dropped while streaming: nothing said so before
+                self._stopped[table] = _missing_stop(table)
+                self._save_state(done=self._ready and self._snapshot_pending is None)
+            log.error("resync_refused", table=str(table), reason=refused)
             return
         # Recreated since it was dropped: a dropped table left the publication.
         ensure_publication(self._conn, self.publication, [table], create=self.create_publication)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from replicator.model import TableId
 from replicator.schema import load_tables
 from replicator.sources.postgres import PostgresSource
 from replicator.sources.postgres.setup import SourceSetupError
@@ -144,6 +145,12 @@ def test_a_source_column_named_like_the_replicators_own_stops_its_table_alone(
     rig = Rig(source_db, tmp_path)  # the next start: still t alone
     rig.run_once()
     assert [p["table"] for p in rig.source.problems()] == ["public.t"]
+    # A resync would copy the column and fail at every start: refused, and t stays stopped.
+    t = TableId("public", "t")
+    assert "'_seq' is reserved" in str(rig.source.resync_refusal(t))
+    rig.source.resync(t)
+    rig.run_once()
+    assert [p["reason"] for p in rig.source.problems()] == ["bad_column_name"]
     rig.close()
     assert target_rows(tmp_path / "wh.duckdb", "public.u", "id, v") == source_rows(source_db, "u", "id, v")
     assert target_rows(tmp_path / "wh.duckdb", "public.t", "id, v") == [(1, "a")]  # nothing after the stop
