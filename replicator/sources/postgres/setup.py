@@ -3,7 +3,7 @@ and slot queries, each failing with a message that says what to fix."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import psycopg2
@@ -114,7 +114,13 @@ def preflight(
                 )
             if not can_select:
                 raise SourceSetupError(f"the source user cannot read {t}: GRANT SELECT ON {t} TO <user>")
-            problem = _key_problem(conn, cur, oid, ident, schema)
+            cur.execute(
+                "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 "
+                "AND NOT attisdropped",
+                (oid,),
+            )
+            names: dict[int, str] = dict(cur.fetchall())
+            problem = _key_problem(conn, cur, oid, ident, schema, names=names)
             if problem is not None:
                 raise SourceSetupError(f"{t}: {problem}")
             if persistence == "u":
@@ -122,11 +128,7 @@ def preflight(
                     f"{t} is UNLOGGED: PostgreSQL writes no WAL for it, so logical replication never sees "
                     f"its changes: ALTER TABLE {quote_table(t)} SET LOGGED, or remove its schema file"
                 )
-            cur.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
-                (oid,),
-            )
-            problem = column_names_problem(name for (name,) in cur.fetchall())
+            problem = column_names_problem(names.values())
             if problem is not None and unusable is not None:
                 unusable[t] = f"source columns: {problem}"
                 continue
@@ -161,6 +163,8 @@ def _key_problem(
     oid: int,
     ident: str,
     schema: TableSchema,
+    *,
+    names: Mapping[int, str],
 ) -> str | None:
     """Why the schema file's ``primary_key`` cannot identify the source's rows (None: it can).
 
@@ -168,12 +172,8 @@ def _key_problem(
     identity: the primary key (default), an index's columns (``USING INDEX``), or every old value (FULL). A
     declared key other than the identity's columns merges changes into the wrong rows (a key narrower than
     the source's folds rows together; a wider one keeps a stale row when a column of it changes, its old
-    value unsent). With FULL the declared key must hold a unique index's columns, if the table has one."""
-    cur.execute(
-        "SELECT attnum, attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped",
-        (oid,),
-    )
-    names = dict(cur.fetchall())
+    value unsent). With FULL the declared key must hold a unique index's columns, if the table has one.
+    ``names``: the table's column names by attribute number."""
     width = "indnkeyatts" if conn.server_version >= 110000 else "indnatts"
     cur.execute(
         f"SELECT indisprimary, indisreplident, indkey::text, {width} FROM pg_index WHERE indrelid = %s "

@@ -107,15 +107,20 @@ _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopp
 _RENAME_TODO = "rename the column at the source, then: replicator resync {table}"
 
 
+def _stop_record(reason: str, detail: str, todo: str, position: str = "") -> dict[str, object]:
+    """A stopped table's record, as ``problems()`` shows it and the state keeps it."""
+    since = datetime.now(UTC).isoformat()
+    return {"reason": reason, "position": position, "detail": detail, "since": since, "todo": todo}
+
+
 def _missing_stop(table: TableId) -> dict[str, object]:
     """The stop of a table of the schema files that the source does not have (dropped or renamed)."""
-    return {
-        "reason": "source_table_missing", "position": "", "since": datetime.now(UTC).isoformat(),
-        "detail": f"{table} does not exist at the source (dropped or renamed?), or the source user cannot "
-        "see it",
-        "todo": f"recreate it at the source (or fix the schema file's name), then: replicator resync "
-        f"{table}; or remove its schema file",
-    }  # fmt: skip
+    return _stop_record(
+        "source_table_missing",
+        f"{table} does not exist at the source (dropped or renamed?), or the source user cannot see it",
+        f"recreate it at the source (or fix the schema file's name), then: replicator resync {table}; "
+        "or remove its schema file",
+    )
 
 
 class PostgresSource:
@@ -205,10 +210,9 @@ class PostgresSource:
             self._stopped.setdefault(table, _missing_stop(table))
             log.error("pg_table_stopped", table=str(table), **self._stopped[table])
         for table, why in unusable.items():
-            self._stopped.setdefault(table, {
-                "reason": "bad_column_name", "position": "", "detail": why,
-                "since": datetime.now(UTC).isoformat(), "todo": _RENAME_TODO.format(table=table),
-            })  # fmt: skip
+            self._stopped.setdefault(
+                table, _stop_record("bad_column_name", why, _RENAME_TODO.format(table=table))
+            )
             log.error("pg_table_stopped", table=str(table), **self._stopped[table])
         self._persist_stops = bool(gone or unusable)  # in the state once it is next written (``_prepare``)
         self._parked: dict[int, Rel] = {}
@@ -456,11 +460,8 @@ class PostgresSource:
         """
         if table not in self._schemas:
             return False
-        since = datetime.now(UTC).isoformat()
         todo = todo or f"fix the column's type in the schemas folder, then: replicator resync {table}"
-        self._stopped[table] = {
-            "reason": reason, "position": position.value, "detail": detail, "since": since, "todo": todo,
-        }  # fmt: skip
+        self._stopped[table] = _stop_record(reason, detail, todo, position.value)
         # Every position of it counts as acknowledged (above any real one), so no transaction, copy or
         # snapshot waits for it; ``resync`` forgets this.
         self._acked[table] = _RELEASED
