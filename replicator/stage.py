@@ -53,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 BATCHES = "batches/"
 _ROW_GROUP_BYTES = 8 << 20
+_SINK_BUFFER = 4 << 20  # bytes written to the store's file at a time (see _parquet)
 _SMALL_VALUES = 1024  # bytes per value on average, at most, for a column to be dictionary-encoded
 METADATA_FIELDS = [
     pa.field(OP_COLUMN, pa.string(), nullable=False),
@@ -431,7 +432,10 @@ def _parquet(table: pa.Table, sink: BinaryIO) -> None:
     more than 8 MB groups). Dictionary encoding only for text and byte columns of small values: for large
     ones the writer fills a dictionary with them before it gives up on it (1 MB values: ~3 times their size
     at once). Streamed to the store's file, never whole in memory (its bytes in memory added half a batch
-    of incompressible values to staging's peak)."""
+    of incompressible values to staging's peak), through a native buffer of ``_SINK_BUFFER`` bytes: each
+    write to a Python file takes the GIL, and while another thread runs Python (the source's read-ahead,
+    the merge thread) every such take waits out a switch interval: a 100k-row batch took 0.7 s instead of
+    0.06 s beside one busy thread."""
     n = table.num_rows
     per_group = max(1, n * _ROW_GROUP_BYTES // max(1, table.nbytes))
     small = [
@@ -439,10 +443,12 @@ def _parquet(table: pa.Table, sink: BinaryIO) -> None:
         for f, c in zip(table.schema, table.columns, strict=True)
         if _dictionary_kind(f.type) and c.nbytes <= _SMALL_VALUES * n
     ]
+    out = pa.BufferedOutputStream(pa.PythonFile(sink, mode="w"), _SINK_BUFFER)
     pq.write_table(
-        table, sink, compression="zstd", compression_level=1, write_statistics=False,
+        table, out, compression="zstd", compression_level=1, write_statistics=False,
         row_group_size=min(n or 1, per_group), use_dictionary=small,
     )  # fmt: skip
+    out.detach()  # flushes the buffer into ``sink`` and leaves it open: the store fsyncs and closes it
 
 
 def _column_entry(c: Column) -> tuple[str, ...]:
