@@ -59,7 +59,7 @@ from datetime import UTC, datetime
 import psycopg2
 import structlog
 
-from replicator.model import Change, ChangeChunk, Op, Position, SchemaChange, TableId, TableSchema
+from replicator.model import Change, ChangeChunk, Column, Op, Position, SchemaChange, TableId, TableSchema
 from replicator.obs import metrics
 from replicator.schema import column_names_problem
 from replicator.sources.postgres import pgoutput as pg
@@ -78,6 +78,7 @@ from replicator.sources.postgres.rows import (
 )
 from replicator.sources.postgres.rowscan import COMPILED, Rows, SinkLike, scan
 from replicator.sources.postgres.setup import (
+    _DEFAULT_KINDS,
     SourceSetupError,
     drop_slot,
     ensure_publication,
@@ -88,6 +89,7 @@ from replicator.sources.postgres.setup import (
     with_defaults,
 )
 from replicator.sources.postgres.stream import ReplicationStream
+from replicator.sql import quote_table
 from replicator.storage import ObjectStore
 
 __all__ = [  # re-exported: these names were defined here before the module was split
@@ -105,6 +107,50 @@ _RELEASED = "~"  # sorts after every position: what ``_acked`` holds for a stopp
 
 
 _RENAME_TODO = "rename the column at the source, then: replicator resync {table}"
+
+
+def _with_defaults(
+    conn: psycopg2.extensions.connection, schema: TableSchema, added: Sequence[str]
+) -> TableSchema:
+    """``setup.with_defaults``, for a partitioned table too. PostgreSQL keeps the value that the rows already
+    there hold for a column added with a constant DEFAULT (its "missing value") in each leaf partition; the
+    partitioned table itself has none (no storage). Found by the fuzzer: such a column was NULL in the
+    target's existing rows. The value is taken from the leaves when those that have one agree; leaves
+    without one were created since (their rows were sent with the value) or rewritten since (as for a
+    plain table: the values are in the rows, unseen)."""
+    kinds = {c.name: c.type.kind for c in schema.columns}
+    found = {
+        name: value
+        for name, value in _partition_missing_values(conn, schema.table, added).items()
+        if kinds.get(name) in _DEFAULT_KINDS
+    }
+    if found:
+        columns = (Column(c.name, c.type, c.nullable, found.get(c.name, c.default)) for c in schema.columns)
+        schema = TableSchema(schema.table, tuple(columns), schema.primary_key)
+    return with_defaults(conn, schema, [n for n in added if n not in found])
+
+
+def _partition_missing_values(
+    conn: psycopg2.extensions.connection, table: TableId, added: Sequence[str]
+) -> dict[str, str]:
+    """The missing value its leaf partitions agree on, per column of ``added`` that has one (empty unless
+    ``table`` is partitioned)."""
+    if conn.server_version < 120000 or not added:  # pg_partition_tree: 12 (partitioned sources need 13)
+        return {}
+    with conn.cursor() as cur:
+        cur.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (quote_table(table),))
+        row = cur.fetchone()
+        if row is None or row[0] != "p":
+            return {}
+        cur.execute(
+            "SELECT a.attname, array_agg(DISTINCT (a.attmissingval::text::text[])[1])"
+            " FROM pg_partition_tree(%s::regclass) p JOIN pg_attribute a ON a.attrelid = p.relid"
+            " WHERE p.isleaf AND a.attname = ANY(%s) AND a.atthasmissing AND NOT a.attisdropped"
+            " GROUP BY a.attname",
+            (quote_table(table), list(added)),
+        )
+        rows = cur.fetchall()
+    return {name: values[0] for name, values in rows if len(values) == 1 and values[0] is not None}
 
 
 def _stop_record(reason: str, detail: str, todo: str, position: str = "") -> dict[str, object]:
@@ -289,17 +335,21 @@ class PostgresSource:
         if self._drain_target is None:
             self.mark_drain_point()
             return False
-        if not self._ready or self._snapshot_pending is not None:
-            return False
-        if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
-            return False
-        sent = self._reader.server_wal_end
-        if sent >= self._drain_target or (
-            sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
-        ):
+        if not self._txns and self._at_drain_point():
             return True
         self.stream.request_reply()
         return False
+
+    def _at_drain_point(self) -> bool:
+        """The walsender has sent everything up to the drain point (``--once``), and nothing is left open:
+        no transaction, snapshot or copy. Staging and acknowledgement aside, that is ``drained``."""
+        target = self._drain_target
+        if target is None or not self._ready or self._snapshot_pending is not None:
+            return False
+        if self._txn is not None or self.recopies.todo or self.recopies.round is not None:
+            return False
+        sent = self._reader.server_wal_end
+        return sent >= target or (sent % _WAL_PAGE == 0 and target - sent <= _PAGE_HEADER)
 
     def _server_lsn(self) -> int:
         with self._conn.cursor() as cur:
@@ -513,7 +563,16 @@ class PostgresSource:
         full = self.stream.run_size
         touched: list[SinkLike] = []  # sinks that collected rows since the socket last drained
         txn = self._txn
-        for run in self._reader.messages():
+        progress = False
+
+        def caught_up() -> bool:
+            # ``--once`` past its drain point: the read ends without waiting for idle_seconds of quiet (a
+            # walsender that has sent everything says so in a keepalive). Only after some progress in this
+            # read, or when everything is acknowledged: else each round would return at once, not wait.
+            return self._at_drain_point() and (progress or not self._txns)
+
+        for run in self._reader.messages(until=caught_up):
+            progress = True
             i, n = 0, len(run)
             while i < n:
                 if txn is not None and not decoder.in_stream:
@@ -688,7 +747,7 @@ class PostgresSource:
         before = self._schemas[table]
         new = [n for n in added if n not in before.column_names]
         if new:
-            schema = with_defaults(self._conn, schema, new)
+            schema = _with_defaults(self._conn, schema, new)
         self._schemas[table] = schema
         widened = {
             c.name: str(c.type) for c in schema.columns if c.name in added and c.name in before.column_names
