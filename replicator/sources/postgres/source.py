@@ -335,21 +335,17 @@ class PostgresSource:
         if self._drain_target is None:
             self.mark_drain_point()
             return False
-        if not self._txns and self._at_drain_point():
+        if not self._ready or self._snapshot_pending is not None:
+            return False
+        if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
+            return False
+        sent = self._reader.server_wal_end
+        if sent >= self._drain_target or (
+            sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
+        ):
             return True
         self.stream.request_reply()
         return False
-
-    def _at_drain_point(self) -> bool:
-        """The walsender has sent everything up to the drain point (``--once``), and nothing is left open:
-        no transaction, snapshot or copy. Staging and acknowledgement aside, that is ``drained``."""
-        target = self._drain_target
-        if target is None or not self._ready or self._snapshot_pending is not None:
-            return False
-        if self._txn is not None or self.recopies.todo or self.recopies.round is not None:
-            return False
-        sent = self._reader.server_wal_end
-        return sent >= target or (sent % _WAL_PAGE == 0 and target - sent <= _PAGE_HEADER)
 
     def _server_lsn(self) -> int:
         with self._conn.cursor() as cur:
@@ -563,16 +559,7 @@ class PostgresSource:
         full = self.stream.run_size
         touched: list[SinkLike] = []  # sinks that collected rows since the socket last drained
         txn = self._txn
-        progress = False
-
-        def caught_up() -> bool:
-            # ``--once`` past its drain point: the read ends without waiting for idle_seconds of quiet (a
-            # walsender that has sent everything says so in a keepalive). Only after some progress in this
-            # read, or when everything is acknowledged: else each round would return at once, not wait.
-            return self._at_drain_point() and (progress or not self._txns)
-
-        for run in self._reader.messages(until=caught_up):
-            progress = True
+        for run in self._reader.messages():
             i, n = 0, len(run)
             while i < n:
                 if txn is not None and not decoder.in_stream:
