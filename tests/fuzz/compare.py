@@ -20,27 +20,36 @@ import psycopg2
 from tests.fuzz.execute import live_columns
 from tests.fuzz.ops import BIG, KEY, KEY2, TableDef, column_type
 from tests.fuzz.replica import MARKER
+from tests.fuzz.type_table import BY_NAME, PG_SPELLING, WIDER
+from tests.fuzz.types import FuzzType
 
 Rows = dict[tuple[Any, ...], tuple[Any, ...]]
 
 
-def _canon_of(column: str) -> Callable[[str], Any]:
+Kinds = dict[str, str]  # column -> the type it has now at the source, where it was changed (AlterType)
+
+
+def _type_of(column: str, kinds: Kinds) -> FuzzType:
+    return BY_NAME[kinds[column]] if column in kinds else column_type(column)
+
+
+def _canon_of(column: str, kinds: Kinds) -> Callable[[str], Any]:
     if column in (KEY, "n"):
         return int
     if column in (KEY2, BIG):
         return str
-    return column_type(column).canon
+    return _type_of(column, kinds).canon
 
 
-def _expr(engine: str, column: str) -> str:
+def _expr(engine: str, column: str, kinds: Kinds) -> str:
     quoted = f'"{column}"'
     if column in (KEY, KEY2, BIG, "n"):
         return f"CAST({quoted} AS VARCHAR)" if engine == "duckdb" else f"{quoted}::text"
-    return column_type(column).read_expr(engine, quoted)
+    return _type_of(column, kinds).read_expr(engine, quoted)
 
 
-def _rows(raw: Sequence[tuple[Any, ...]], columns: Sequence[str], nkey: int) -> Rows:
-    canon = [_canon_of(c) for c in columns]
+def _rows(raw: Sequence[tuple[Any, ...]], columns: Sequence[str], nkey: int, kinds: Kinds) -> Rows:
+    canon = [_canon_of(c, kinds) for c in columns]
     out: Rows = {}
     for r in raw:
         values = tuple(None if v is None else f(v) for f, v in zip(canon, r, strict=True))
@@ -48,9 +57,11 @@ def _rows(raw: Sequence[tuple[Any, ...]], columns: Sequence[str], nkey: int) -> 
     return out
 
 
-def _select(engine: str, table: str, columns: Sequence[str], *, soft: bool, absent: set[str]) -> str:
+def _select(
+    engine: str, table: str, columns: Sequence[str], *, soft: bool, absent: set[str], kinds: Kinds
+) -> str:
     where = ' WHERE "_deleted" IS NOT TRUE' if soft else ""
-    exprs = ", ".join("NULL" if c in absent else _expr(engine, c) for c in columns)
+    exprs = ", ".join("NULL" if c in absent else _expr(engine, c, kinds) for c in columns)
     return f"SELECT {exprs} FROM public.{table}{where}"
 
 
@@ -86,6 +97,16 @@ def diff_rows(
     return out
 
 
+def _wider_closure(name: str) -> list[str]:
+    out, todo = [], list(WIDER.get(name, ()))
+    while todo:
+        w = todo.pop(0)
+        if w not in out:
+            out.append(w)
+            todo += WIDER.get(w, ())
+    return out
+
+
 class Reader:
     """Reads the canonical rows of a table from the source (PostgreSQL) or a target."""
 
@@ -117,6 +138,24 @@ class Reader:
             )  # fmt: skip
             return [r[0] for r in cur.fetchall()]
 
+    def kinds(self, table: str) -> Kinds:
+        """The source's columns whose type was changed (``AlterType``): the type name they have now."""
+        with self.pg.cursor() as cur:
+            cur.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid ="
+                " %s::regclass AND attnum > 0 AND NOT attisdropped", (table,)
+            )  # fmt: skip
+            now = dict(cur.fetchall())
+        out = {}
+        for column, spelled in now.items():
+            if column in (KEY, KEY2, BIG) or "_" not in column or column.split("_", 1)[1] not in BY_NAME:
+                continue
+            base = column_type(column).name
+            changed = [w for w in _wider_closure(base) if PG_SPELLING.get(w) == spelled]
+            if changed:
+                out[column] = changed[0]
+        return out
+
     def rows(
         self,
         table: str,
@@ -125,17 +164,19 @@ class Reader:
         *,
         soft: bool = False,
         absent: set[str] | None = None,
+        kinds: Kinds | None = None,
     ) -> Rows:
         """Canonical rows by key; ``absent`` columns (not in this table) read as NULL."""
         engine = "duckdb" if self.engine == "duckdb" else "pg"
-        sql = _select(engine, table, columns, soft=soft, absent=absent or set())
+        kinds = kinds or {}
+        sql = _select(engine, table, columns, soft=soft, absent=absent or set(), kinds=kinds)
         if self.engine == "duckdb":
             raw = self.duck.execute(sql).fetchall()
         else:
             with self.pg.cursor() as cur:
                 cur.execute(sql)
                 raw = cur.fetchall()
-        return _rows(raw, columns, nkey)
+        return _rows(raw, columns, nkey, kinds)
 
     def close(self) -> None:
         (self.duck if self.engine == "duckdb" else self.pg).close()
@@ -156,8 +197,9 @@ def compare(source: str, target: str, address: str, tables: Sequence[TableDef]) 
                 continue
             # A column added at the source reaches the target with the first row change after it (DDL is
             # not replicated): until then the target lacks it, which is only wrong where it holds a value.
-            want = src.rows(t.name, columns, nkey)
-            got = dst.rows(t.name, columns, nkey, soft=soft, absent=set(columns) - have)
+            kinds = src.kinds(t.name)
+            want = src.rows(t.name, columns, nkey, kinds=kinds)
+            got = dst.rows(t.name, columns, nkey, soft=soft, absent=set(columns) - have, kinds=kinds)
             problems += diff_rows(t.name, columns, nkey, want, got)
     finally:
         src.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg2
 
-from tests.fuzz.ops import BulkInsert, Savepoint, Stmt, Txn
+from tests.fuzz.ops import AlterType, BulkInsert, Savepoint, Stmt, Txn
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Counts:
     statements: int = 0
     rows: int = 0
     largest: int = 0  # rows of the largest committed transaction (above 10,000: more than one capture chunk)
+    narrowings: int = 0  # narrowings tried (AlterType.attempt)
+    narrowings_refused: int = 0  # of which a value did not fit: undone, as the workload allows
     errors: list[str] = field(default_factory=list)
 
 
@@ -68,6 +70,18 @@ class SourceWriter:
             for x in s.stmts:
                 self._stmt(cur, x)
             cur.execute(f"ROLLBACK TO SAVEPOINT {name}" if s.rollback else f"RELEASE SAVEPOINT {name}")
+            return
+        if isinstance(s, AlterType) and s.attempt:
+            self._savepoints += 1
+            name = f"sp{self._savepoints}"
+            self.counts.narrowings += 1
+            cur.execute(f"SAVEPOINT {name}")
+            try:
+                for sql, args in s.sql():
+                    cur.execute(sql, args)
+            except psycopg2.Error:
+                cur.execute(f"ROLLBACK TO SAVEPOINT {name}")  # a value does not fit the narrower type
+                self.counts.narrowings_refused += 1
             return
         # A bulk insert fills the columns the table has now (added and dropped ones included).
         statements = s.sql_for(live_columns(cur, s.table)) if isinstance(s, BulkInsert) else s.sql()

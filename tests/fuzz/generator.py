@@ -9,11 +9,12 @@ the target, never against the model, so an operation made pointless by shrinking
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tests.fuzz.ops import (
     BIG,
     AddColumn,
+    AlterType,
     Big,
     BulkDelete,
     BulkInsert,
@@ -36,7 +37,8 @@ from tests.fuzz.ops import (
     Workload,
     column_type,
 )
-from tests.fuzz.type_table import BY_NAME, TYPES
+from tests.fuzz.type_table import BY_NAME, DEFAULTABLE, REWRITES, TYPES, WIDER, WIDER_ON, wider
+from tests.fuzz.types import FuzzType
 
 # replicator.storage.faults' points when this was written (a point the code under test lacks never fires).
 CRASH_POINTS = ("mid_stage", "after_stage", "after_ack", "mid_merge", "after_merge", "mid_remove")
@@ -57,8 +59,11 @@ class Profile:
     kill_chance: float = 0.05
     crash_chance: float = 0.04
     wait_chance: float = 0.12  # pauses spread the workload over batches (a key change meets an older row)
-    ddl_chance: float = 0.05
+    ddl_chance: float = 0.07
     rollback_chance: float = 0.1
+    partition_chance: float = 0.25  # a table is partitioned (by range of id, or list of k)
+    alter_type_chance: float = 0.35  # of column changes: ALTER COLUMN ... TYPE (widening, or narrowing back)
+    default_chance: float = 0.5  # of columns added: with a constant DEFAULT (then NOT NULL in 30%)
     toast_max: int = 40_000  # characters of a Big value (Redshift's VARCHAR holds at most 65535 bytes)
 
 
@@ -100,6 +105,13 @@ class _Table:
     deleted: list[int] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     hot: list[int] = field(default_factory=list)  # keys written one at a time lately: their rows hold values
+    types: dict[str, str] = field(default_factory=dict)  # column -> its type now, if ALTER TYPE changed it
+    not_null: set[str] = field(default_factory=set)
+    # A column was added with a DEFAULT: no ALTER that rewrites the table from then on (type_table.REWRITES).
+    defaulted: bool = False
+
+    def type_of(self, column: str) -> FuzzType:
+        return BY_NAME[self.types[column]] if column in self.types else column_type(column)
 
     def key(self, rng: random.Random) -> int:
         """A key that exists, most often a hot one (a bulk row's TOASTed column is mostly NULL)."""
@@ -126,7 +138,8 @@ class _Model:
         for name, t in self.tables.items():
             keys = Keys()
             keys.items, keys.pos = list(t.keys.items), dict(t.keys.pos)
-            tables[name] = _Table(t.df, keys, list(t.deleted), list(t.columns), list(t.hot))
+            tables[name] = _Table(t.df, keys, list(t.deleted), list(t.columns), list(t.hot), dict(t.types),
+                                  set(t.not_null), t.defaulted)  # fmt: skip
         return _Model(tables, self.next_key, self.next_column)
 
     def fresh(self, n: int = 1) -> int:
@@ -138,20 +151,23 @@ class _Model:
 class _Gen:
     def __init__(self, seed: int, profile: Profile) -> None:
         self.rng = random.Random(seed)
+        # The choices added with partitions, type changes and defaults: drawn apart, so a seed's tables and
+        # first steps stay what they were before them.
+        self.alt = random.Random(seed * 7919 + 1)
         self.p = profile
         self.types = [column_type(f"c_{n}") for n in profile.types]
         self.m = _Model({})
 
     # -- values ---------------------------------------------------------------------------------------
 
-    def value(self, column: str) -> Value:
+    def value(self, column: str, table: _Table | None = None) -> Value:
         r = self.rng
         if column == BIG:
             return None if r.random() < 0.2 else Big(r.randrange(2**31), r.randint(9000, self.p.toast_max))
-        if r.random() < 0.2:
+        t = table.type_of(column) if table is not None else column_type(column)
+        if r.random() < 0.2 and (table is None or column not in table.not_null):
             return None
-        t = column_type(column)
-        if t.name in ("text", "varchar") and r.random() < 0.1:
+        if t.name in ("text", "varchar", "varchar100") and r.random() < 0.1:
             return ""
         return t.value(r)
 
@@ -159,18 +175,20 @@ class _Gen:
         cols = [c for c in t.columns if self.rng.random() < 0.85]
         if t.df.big and self.rng.random() < 0.6:
             cols.append(BIG)
-        return tuple((c, self.value(c)) for c in cols)
+        return tuple((c, self.value(c, t)) for c in cols)
 
     def some(self, t: _Table, *, big_chance: float) -> tuple[tuple[str, Value], ...]:
         cols = self.rng.sample(t.columns, min(len(t.columns), self.rng.randint(1, 3))) if t.columns else []
         if t.df.big and self.rng.random() < big_chance:
             cols.append(BIG)
-        return tuple((c, self.value(c)) for c in cols)
+        return tuple((c, self.value(c, t)) for c in cols)
 
     # -- tables ---------------------------------------------------------------------------------------
 
-    def new_column(self, t: _Table, *, addable: bool = False) -> str:
+    def new_column(self, t: _Table, *, addable: bool = False, among: frozenset[str] | None = None) -> str:
         choices = [x for x in self.types if x.addable] if addable else self.types
+        if among is not None and any(x.name in among for x in choices):
+            choices = [x for x in choices if x.name in among]
         self.m.next_column += 1
         kind = self.rng.choice(choices)
         if addable:  # added mid-stream: the type of its OID, which may hold less on this target
@@ -184,6 +202,9 @@ class _Gen:
             t.columns = [self.new_column(t) for _ in range(r.randint(2, 7))]
             df = TableDef(f"t{i}", tuple(t.columns), big=r.random() < 0.7, composite=r.random() < 0.25,
                           identity_full=r.random() < 0.25, soft=r.random() < 0.15)  # fmt: skip
+            if self.alt.random() < self.p.partition_chance:
+                by = self.alt.choice(["range", "list", "list"]) if df.composite else "range"
+                df = replace(df, partition=by)
             t.df = df
             self.m.tables[df.name] = t
 
@@ -322,14 +343,58 @@ class _Gen:
 
     def ddl(self) -> Txn:
         t = self.pick()
-        if t.columns and self.rng.random() < 0.4:
+        among = None
+        if self.alt.random() < self.p.alter_type_chance:
+            changed = self.alter_type(t)
+            if changed is not None:
+                return changed
+            among = frozenset(WIDER_ON.get(self.p.target, WIDER))  # a column to widen later
+        elif self.alt.random() < self.p.default_chance:
+            among = DEFAULTABLE
+        if among is None and t.columns and self.rng.random() < 0.4:
             col = self.rng.choice(t.columns)
             t.columns.remove(col)
+            t.types.pop(col, None)
+            t.not_null.discard(col)
             return Txn((DropColumn(t.df.name, col),))
-        col = self.new_column(t, addable=True)
+        col = self.new_column(t, addable=True, among=among)
         t.columns.append(col)
+        add = AddColumn(t.df.name, col)
+        kind = column_type(col)
+        if kind.name in DEFAULTABLE and among is DEFAULTABLE:
+            # A constant: PostgreSQL keeps it as the column's "missing value" (no rewrite, no row sent).
+            add = AddColumn(t.df.name, col, kind.value(self.alt), not_null=self.alt.random() < 0.3)
+            t.defaulted = True
+            if add.not_null:
+                t.not_null.add(col)
         after = [self.insert(t)] if self.rng.random() < 0.5 else []  # a row using it in the same transaction
-        return Txn((AddColumn(t.df.name, col), *after))
+        return Txn((add, *after))
+
+    def alter_type(self, t: _Table) -> Txn | None:
+        """A widening of a column (then values only the wider type holds), or a narrowing back to the type
+        it was created with (tried: undone at the source when a value does not fit). None when no column
+        of ``t`` can change. After a column added with a DEFAULT, no change that rewrites the table."""
+        options: list[tuple[str, str, bool]] = []
+        for c in t.columns:
+            base, now = column_type(c).name, t.type_of(c).name
+            if t.defaulted and now in REWRITES:
+                continue
+            options += [(c, w, False) for w in wider(now, self.p.target)]
+            if now != base and not t.defaulted and self.alt.random() < 0.6:
+                options.append((c, base, True))
+        if not options:
+            return None
+        col, to, narrowing = self.alt.choice(options)
+        if narrowing:
+            t.types.pop(col)
+        else:
+            t.types[col] = to
+        after: list[Stmt] = []
+        if t.keys and self.rng.random() < 0.7:
+            after.append(Update(t.df.name, t.df.composite, t.key(self.rng), ((col, self.value(col, t)),)))
+        if self.rng.random() < 0.6:
+            after.append(self.insert(t))
+        return Txn((AlterType(t.df.name, col, to, attempt=narrowing), *after))
 
     def steps(self) -> list[Step]:
         r, p = self.rng, self.p

@@ -49,10 +49,19 @@ def column_type(name: str) -> FuzzType:
     return BY_NAME[name.split("_", 1)[1]]
 
 
+# The partitions of a partitioned table (``TableDef.partition``): ranges of ``id`` (a key change to a fresh,
+# larger key mostly moves its row to another partition) or lists of ``k`` (a composite key's second column,
+# which follows ``id``), each with a DEFAULT partition.
+RANGE_BOUNDS = (1000, 8000, 30000)
+LIST_VALUES = (("k0",), ("k1",))
+
+
 @dataclass(frozen=True)
 class TableDef:
     """A source table: ``id`` bigint key (plus ``k`` text when ``composite``), typed columns, optionally the
-    TOASTed ``big`` text column; ``identity_full``: REPLICA IDENTITY FULL; ``soft``: soft deletes."""
+    TOASTed ``big`` text column; ``identity_full``: REPLICA IDENTITY FULL; ``soft``: soft deletes;
+    ``partition``: ``range`` (by ``id``) or ``list`` (by ``k``) makes it a partitioned table, replicated as
+    the one table its schema file names (the publication publishes through the root)."""
 
     name: str
     columns: tuple[str, ...]
@@ -60,6 +69,20 @@ class TableDef:
     composite: bool = False
     identity_full: bool = False
     soft: bool = False
+    partition: str = ""
+
+    def partitions(self) -> list[tuple[str, str]]:
+        """(name, bounds) of each partition (empty when not partitioned)."""
+        if self.partition == "range":
+            lows = ("MINVALUE", *map(str, RANGE_BOUNDS))
+            highs = (*map(str, RANGE_BOUNDS), "MAXVALUE")
+            bounds = [f"FROM ({a}) TO ({b})" for a, b in zip(lows, highs, strict=True)][:-1]
+        elif self.partition == "list":
+            bounds = [f"IN ({', '.join(repr(v) for v in vs)})" for vs in LIST_VALUES]
+        else:
+            return []
+        out = [(f"{self.name}_p{i}", f"FOR VALUES {b}") for i, b in enumerate(bounds)]
+        return [*out, (f"{self.name}_pd", "DEFAULT")]
 
     def ddl(self) -> list[str]:
         cols = [f"{KEY} bigint NOT NULL"]
@@ -69,9 +92,13 @@ class TableDef:
         if self.big:
             cols.append(f"{BIG} text")
         key = f"{KEY}, {KEY2}" if self.composite else KEY
-        out = [f"CREATE TABLE {self.name} ({', '.join(cols)}, PRIMARY KEY ({key}))"]
-        if self.identity_full:
-            out.append(f"ALTER TABLE {self.name} REPLICA IDENTITY FULL")
+        by = {"range": f" PARTITION BY RANGE ({KEY})", "list": f" PARTITION BY LIST ({KEY2})"}
+        head = f"CREATE TABLE {self.name} ({', '.join(cols)}, PRIMARY KEY ({key}))"
+        out = [head + by.get(self.partition, "")]
+        out += [f"CREATE TABLE {p} PARTITION OF {self.name} {bounds}" for p, bounds in self.partitions()]
+        if self.identity_full:  # not inherited: each partition's own identity decides what its changes carry
+            tables = [self.name, *(p for p, _ in self.partitions())]
+            out += [f"ALTER TABLE {t} REPLICA IDENTITY FULL" for t in tables]
         return out
 
     def schema_file(self, target: str) -> str:
@@ -174,11 +201,45 @@ class Truncate:
 
 @dataclass(frozen=True)
 class AddColumn:
+    """``ADD COLUMN``, with ``DEFAULT`` a constant (PostgreSQL input text: the existing rows hold it without
+    a rewrite, and no row is sent) and ``NOT NULL``."""
+
     table: str
     column: str
+    default: str | None = None
+    not_null: bool = False
 
     def sql(self) -> list[Sql]:
-        return [(f"ALTER TABLE {self.table} ADD COLUMN {self.column} {column_type(self.column).ddl}", ())]
+        ddl = f"ALTER TABLE {self.table} ADD COLUMN {self.column} {column_type(self.column).ddl}"
+        args: tuple[Any, ...] = ()
+        if self.default is not None:
+            ddl, args = f"{ddl} DEFAULT %s", (self.default,)
+        if self.not_null:
+            ddl += " NOT NULL"
+        return [(ddl, args)]
+
+    def __repr__(self) -> str:
+        default = f" DEFAULT {self.default!r}" if self.default is not None else ""
+        return f"AddColumn({self.table}, {self.column}{default}{' NOT NULL' if self.not_null else ''})"
+
+
+@dataclass(frozen=True)
+class AlterType:
+    """``ALTER COLUMN ... TYPE`` to the type named ``to`` (``tests.fuzz.type_table``): a widening, or with
+    ``attempt`` a narrowing, tried in a savepoint and left undone when a value does not fit (the executor
+    counts it apart, not as a failure)."""
+
+    table: str
+    column: str
+    to: str
+    attempt: bool = False
+
+    def sql(self) -> list[Sql]:
+        return [(f"ALTER TABLE {self.table} ALTER COLUMN {self.column} TYPE {BY_NAME[self.to].ddl}", ())]
+
+    def __repr__(self) -> str:
+        kind = "Narrow" if self.attempt else "Widen"
+        return f"{kind}({self.table}, {self.column} -> {self.to})"
 
 
 @dataclass(frozen=True)
@@ -284,6 +345,7 @@ Stmt = (
     | Delete
     | Truncate
     | AddColumn
+    | AlterType
     | DropColumn
     | BulkInsert
     | BulkUpdate

@@ -2,13 +2,16 @@
 
 Each case: a seeded random workload on a real source PostgreSQL (inserts, updates of some columns, key
 changes in chains and swaps, deletes and re-inserts, TOASTed values changed and left alone, TRUNCATE, ADD
-and DROP COLUMN, transactions of 1 to 20,000 rows, rollbacks and savepoints) while ``replicator run`` is
-SIGKILLed and crashed at named points; then every table of the target is compared with the source. A
-failure prints its seed and a shrunk list of operations. ``scripts/fuzz.sh`` runs random seeds for longer.
+COLUMN (with a constant DEFAULT, NOT NULL) and DROP COLUMN, ALTER COLUMN ... TYPE widenings followed by
+values only the wider type holds and narrowings back, partitioned tables (rows moving between partitions),
+transactions of 1 to 20,000 rows, rollbacks and savepoints) while ``replicator run`` is SIGKILLed and
+crashed at named points; then every table of the target is compared with the source. A failure prints its
+seed and a shrunk list of operations. ``scripts/fuzz.sh`` runs random seeds for longer.
 
-The seeds were picked among the first six of each target: those that find defect 1 when it is put back
-(a key change that leaves a TOASTed value unchanged), cross the 10,000-row capture chunk, reach crash
-points, and stay within the CI budget.
+The seeds were picked among those whose workload holds a widening, a column added with a DEFAULT and a
+partitioned table (by range and by list between them, a narrowing on DuckDB and PostgreSQL): those that
+find defect 1 when it is put back (a key change that leaves a TOASTed value unchanged), cross the
+10,000-row capture chunk (DuckDB, PostgreSQL), reach crash points, and stay within the CI budget.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import pytest
 
 from tests.fuzz import run as run_module
 from tests.fuzz.generator import Profile, generate
-from tests.fuzz.ops import Delete, Txn, Workload
+from tests.fuzz.ops import AddColumn, AlterType, Delete, Txn, Workload
 from tests.fuzz.replica import ROOT
 from tests.fuzz.run import Env, Outcome, fuzz_case
 from tests.fuzz.shrink import apply_keep, ddmin, keep_spec, parse_keep
+from tests.fuzz.type_table import REWRITES
 from tests.fuzz.types import canon_date, canon_decimal, canon_float, canon_json, canon_timestamptz
 
 SHRINK_SECONDS = float(os.environ.get("REPLICATOR_FUZZ_SHRINK_SECONDS", "120"))
@@ -37,9 +41,9 @@ SMALL = dict(max_initial_rows=1000, copy_load_chance=0.0, max_bulk=2000, steps=4
 # Each of these fails with defect 1 put back (scripts/mutants.sh's key-change mutants); the DuckDB and
 # PostgreSQL ones also write a transaction of more than 10,000 rows.
 CASES = [
-    pytest.param(6, "duckdb", {}, id="seed6-duckdb"),
-    pytest.param(3, "postgres", {}, id="seed3-postgres"),
-    pytest.param(3, "redshift", SMALL, id="seed3-redshift"),
+    pytest.param(270, "duckdb", {}, id="seed270-duckdb"),
+    pytest.param(277, "postgres", {}, id="seed277-postgres"),
+    pytest.param(76, "redshift", SMALL, id="seed76-redshift"),
 ]
 
 
@@ -51,8 +55,8 @@ def test_a_random_workload_under_sigkills_leaves_every_target_table_equal_to_the
     outcome, report = fuzz_case(
         seed,
         env,
-        Profile(target=target, **profile),
-        shrink_seconds=SHRINK_SECONDS,  # type: ignore[arg-type]
+        Profile(target=target, **profile),  # type: ignore[arg-type]
+        shrink_seconds=SHRINK_SECONDS,
     )
     assert not outcome.failed, report
     assert outcome.counts.failed == 0, outcome.counts.errors  # the generator's statements are all valid
@@ -71,8 +75,38 @@ def test_generated_workloads_cover_every_kind_of_operation() -> None:
     text = "\n".join(generate(s).describe() for s in range(1, 11))
     for kind in ("Insert(", " -> ", "Delete(", "Truncate(", "AddColumn(", "DropColumn(", "BulkInsert(",
                  "BulkUpdate(", "BulkDelete(", "Savepoint[rollback]", "Txn[rollback]", "Kill(", "Crash(",
-                 "Big(", "count=10001", "=None"):  # fmt: skip
+                 "Big(", "count=10001", "=None", "Widen(", " DEFAULT ", " NOT NULL)",
+                 "partition='range'", "partition='list'"):  # fmt: skip
         assert kind in text, kind
+
+
+def test_the_ci_seeds_hold_the_column_type_changes_defaults_and_partitions() -> None:
+    """Each CI seed's workload (see the docstring): what it was picked for stays there."""
+    for seed, target, profile in ((270, "duckdb", {}), (277, "postgres", {}), (76, "redshift", SMALL)):
+        w = generate(seed, Profile(target=target, **profile))  # type: ignore[arg-type]
+        text = w.describe()
+        for kind in ("Widen(", " DEFAULT ", "partition="):
+            assert kind in text, (seed, kind)
+        if target != "redshift":
+            assert "Narrow(" in text and max(s.rows() for s in w.steps if isinstance(s, Txn)) > 10_000, seed
+
+
+def test_type_changes_are_only_those_the_target_follows_and_no_rewrite_follows_a_default() -> None:
+    """Redshift widens only lengths in place (numbers there would stop the table); after a column added
+    with a DEFAULT no ALTER rewrites its table (which would drop the default PostgreSQL keeps for the rows
+    already there, before the replicator reads it)."""
+    for seed in range(1, 60):
+        for target in ("redshift", "duckdb"):
+            defaulted: set[str] = set()
+            for step in generate(seed, Profile(target=target)).steps:
+                for s in step.stmts if isinstance(step, Txn) else ():
+                    if isinstance(s, AddColumn) and s.default is not None:
+                        defaulted.add(s.table)
+                    if isinstance(s, AlterType):
+                        base = s.column.split("_", 1)[1]
+                        if target == "redshift":
+                            assert base in ("varchar", "varchar100") and not s.attempt, s
+                        assert s.table not in defaulted or s.to not in REWRITES, s
 
 
 def test_ddmin_finds_the_two_operations_that_together_fail() -> None:
