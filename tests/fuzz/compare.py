@@ -58,10 +58,27 @@ def _rows(raw: Sequence[tuple[Any, ...]], columns: Sequence[str], nkey: int, kin
 
 
 def _select(
-    engine: str, table: str, columns: Sequence[str], *, soft: bool, absent: set[str], kinds: Kinds
+    engine: str,
+    table: str,
+    columns: Sequence[str],
+    *,
+    soft: bool,
+    absent: set[str],
+    kinds: Kinds,
+    unless: dict[str, str] | None = None,
 ) -> str:
     where = ' WHERE "_deleted" IS NOT TRUE' if soft else ""
-    exprs = ", ".join("NULL" if c in absent else _expr(engine, c, kinds) for c in columns)
+    unless = unless or {}
+
+    def expr(c: str) -> str:
+        if c in absent:
+            return "NULL"
+        if c in unless:  # NULL where it holds its DEFAULT
+            same = f'"{c}" IS NOT DISTINCT FROM ({unless[c]})'
+            return f"CASE WHEN {same} THEN NULL ELSE {_expr(engine, c, kinds)} END"
+        return _expr(engine, c, kinds)
+
+    exprs = ", ".join(expr(c) for c in columns)
     return f"SELECT {exprs} FROM public.{table}{where}"
 
 
@@ -138,6 +155,16 @@ class Reader:
             )  # fmt: skip
             return [r[0] for r in cur.fetchall()]
 
+    def defaults(self, table: str) -> dict[str, str]:
+        """The DEFAULT expression of each column of the source table that has one."""
+        with self.pg.cursor() as cur:
+            cur.execute(
+                "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_attrdef d"
+                " ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = %s::regclass"
+                " AND NOT a.attisdropped", (table,)
+            )  # fmt: skip
+            return dict(cur.fetchall())
+
     def kinds(self, table: str) -> Kinds:
         """The source's columns whose type was changed (``AlterType``): the type name they have now."""
         with self.pg.cursor() as cur:
@@ -165,11 +192,13 @@ class Reader:
         soft: bool = False,
         absent: set[str] | None = None,
         kinds: Kinds | None = None,
+        unless: dict[str, str] | None = None,
     ) -> Rows:
-        """Canonical rows by key; ``absent`` columns (not in this table) read as NULL."""
+        """Canonical rows by key; ``absent`` columns (not in this table) read as NULL, and so do ``unless``
+        columns where they hold the SQL expression given for them."""
         engine = "duckdb" if self.engine == "duckdb" else "pg"
         kinds = kinds or {}
-        sql = _select(engine, table, columns, soft=soft, absent=absent or set(), kinds=kinds)
+        sql = _select(engine, table, columns, soft=soft, absent=absent or set(), kinds=kinds, unless=unless)
         if self.engine == "duckdb":
             raw = self.duck.execute(sql).fetchall()
         else:
@@ -197,9 +226,13 @@ def compare(source: str, target: str, address: str, tables: Sequence[TableDef]) 
                 continue
             # A column added at the source reaches the target with the first row change after it (DDL is
             # not replicated): until then the target lacks it, which is only wrong where it holds a value.
-            kinds = src.kinds(t.name)
-            want = src.rows(t.name, columns, nkey, kinds=kinds)
-            got = dst.rows(t.name, columns, nkey, soft=soft, absent=set(columns) - have, kinds=kinds)
+            kinds, absent = src.kinds(t.name), set(columns) - have
+            # A column added with a DEFAULT and no row change since: the target has not heard of it yet
+            # (README "Architecture": it comes with the first row change after it), while the source's
+            # rows hold the default. Only a value other than the default is missing from the target then.
+            unless = {c: e for c, e in src.defaults(t.name).items() if c in absent}
+            want = src.rows(t.name, columns, nkey, kinds=kinds, unless=unless)
+            got = dst.rows(t.name, columns, nkey, soft=soft, absent=absent, kinds=kinds)
             problems += diff_rows(t.name, columns, nkey, want, got)
     finally:
         src.close()
