@@ -91,7 +91,8 @@ class Drainable(Protocol):
     Contract: ``mark_drain_point()`` notes what the source holds now (``run --once`` calls it first);
     ``drained()`` is True only when every change committed at the source by then is yielded and
     acknowledged. It may be called between reads as often as wanted; a False may ask the server for news,
-    so the next read learns more.
+    so the next read learns more. Until ``drained()`` is True, a read may end as soon as it has handed over
+    everything up to the drain point, without the wait for quiet that ends a daemon's reads.
     """
 
     def mark_drain_point(self) -> None: ...

@@ -26,7 +26,7 @@ import select
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg2
 import structlog
@@ -76,16 +76,16 @@ class ReadAhead:
         """The server's sent position as of the last run (or keepalive) ``messages`` handed over."""
         return self._wal_end if self.threaded else self.stream.server_wal_end
 
-    def messages(self) -> Iterator[list[bytes]]:
-        """``ReplicationStream.messages``, from the queue. A run is what is queued when it is taken (up to
-        ``batch_runs`` reads and ``run_bytes``); when that is less than the stream's ``run_size``, it waits
-        up to ``gather_seconds`` for more first. So a run shorter than ``run_size`` still means caught up (the
-        source then hands on what it collected), and a backlog the walsender sends a little slower than it
-        is read still comes in long runs (short ones would cut it into many small chunks). A run of large
-        rows cut at ``run_bytes`` is short too: the source then hands on rows it would have handed on at its
-        own byte cap (4 MB) anyway."""
+    def messages(self, until: Callable[[], bool] | None = None) -> Iterator[list[bytes]]:
+        """``ReplicationStream.messages`` (``until`` included), from the queue. A run is what is queued
+        when it is taken (up to ``batch_runs`` reads and ``run_bytes``); when that is less than the
+        stream's ``run_size``, it waits up to ``gather_seconds`` for more first. So a run shorter than
+        ``run_size`` still means caught up (the source then hands on what it collected), and a backlog the
+        walsender sends a little slower than it is read still comes in long runs (short ones would cut it
+        into many small chunks). A run of large rows cut at ``run_bytes`` is short too: the source then
+        hands on rows it would have handed on at its own byte cap (4 MB) anyway."""
         if not self.threaded:
-            yield from self.stream.messages()
+            yield from self.stream.messages(until)
             return
         self._ensure_reader()
         stream = self.stream
@@ -93,6 +93,8 @@ class ReadAhead:
         while True:
             with self._cond:
                 if not self._queue:
+                    if until is not None and until():
+                        return
                     now = time.monotonic()
                     wait = min(
                         stream.idle_seconds - (now - idle_since), stream.max_read_seconds - (now - started)
@@ -101,14 +103,14 @@ class ReadAhead:
                         self._cond.wait(wait)
                 items, size = self._take(self.batch_runs, self.run_bytes)
                 count = sum(len(item[0]) for item in items if not isinstance(item, BaseException))
-                until = time.monotonic() + self.gather_seconds
+                gather_end = time.monotonic() + self.gather_seconds
                 while (
                     items
                     and count < stream.run_size
                     and len(items) < self.batch_runs
                     and size < self.run_bytes
                     and not isinstance(items[-1], BaseException)
-                    and (left := until - time.monotonic()) > 0
+                    and (left := gather_end - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
                     more, more_size = self._take(

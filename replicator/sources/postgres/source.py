@@ -265,6 +265,7 @@ class PostgresSource:
         self.recopies = Recopies(skip=self._stopped)  # tables added later or resynced, copied meanwhile
         self._read_seconds = self.stream.max_read_seconds
         self._drain_target: int | None = None  # the server's WAL end at ``mark_drain_point``
+        self._drain_done = False  # ``drained`` said True: reads end on quiet again, not at the drain point
 
     # -- Source -------------------------------------------------------------------------------------------
 
@@ -322,6 +323,7 @@ class PostgresSource:
     def mark_drain_point(self) -> None:
         """``Drainable``: from now on ``drained`` means "everything up to the server's WAL end as of now"."""
         self._drain_target = self._server_lsn()
+        self._drain_done = False
 
     def drained(self) -> bool:
         """``Drainable``: the walsender has sent everything up to the server's WAL end as of the drain point,
@@ -335,17 +337,22 @@ class PostgresSource:
         if self._drain_target is None:
             self.mark_drain_point()
             return False
-        if not self._ready or self._snapshot_pending is not None:
-            return False
-        if self._txn is not None or self._txns or self.recopies.todo or self.recopies.round is not None:
-            return False
-        sent = self._reader.server_wal_end
-        if sent >= self._drain_target or (
-            sent % _WAL_PAGE == 0 and self._drain_target - sent <= _PAGE_HEADER
-        ):
+        if not self._txns and self._at_drain_point():
+            self._drain_done = True
             return True
         self.stream.request_reply()
         return False
+
+    def _at_drain_point(self) -> bool:
+        """The walsender has sent everything up to the drain point (``--once``), and nothing is left open:
+        no transaction, snapshot or copy. Staging and acknowledgement aside, that is ``drained``."""
+        target = self._drain_target
+        if target is None or not self._ready or self._snapshot_pending is not None:
+            return False
+        if self._txn is not None or self.recopies.todo or self.recopies.round is not None:
+            return False
+        sent = self._reader.server_wal_end
+        return sent >= target or (sent % _WAL_PAGE == 0 and target - sent <= _PAGE_HEADER)
 
     def _server_lsn(self) -> int:
         with self._conn.cursor() as cur:
@@ -559,7 +566,19 @@ class PostgresSource:
         full = self.stream.run_size
         touched: list[SinkLike] = []  # sinks that collected rows since the socket last drained
         txn = self._txn
-        for run in self._reader.messages():
+        progress = False
+
+        def caught_up() -> bool:
+            # ``--once`` past its drain point: the read ends without waiting for idle_seconds of quiet (a
+            # walsender that has sent everything says so in a keepalive). Only after some progress in this
+            # read, or when everything is acknowledged: else each round would return at once, not wait.
+            # Once ``drained`` has said so, reads wait for quiet again.
+            if self._drain_done:
+                return False
+            return self._at_drain_point() and (progress or not self._txns)
+
+        for run in self._reader.messages(until=caught_up):
+            progress = True
             i, n = 0, len(run)
             while i < n:
                 if txn is not None and not decoder.in_stream:

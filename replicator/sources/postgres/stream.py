@@ -151,9 +151,10 @@ class ReplicationStream:
         with self._lock:
             return int(self._cur.wal_end) if self._cur is not None else 0
 
-    def messages(self) -> Iterator[list[bytes]]:
+    def messages(self, until: Callable[[], bool] | None = None) -> Iterator[list[bytes]]:
         """Runs of message payloads, in order, until none arrives for ``idle_seconds`` (or for at most
-        ``max_read_seconds``). A run is what could be read without waiting (at most ``run_size``): one
+        ``max_read_seconds``, or as soon as none is at hand and ``until()`` says the caller has all it
+        wants). A run is what could be read without waiting (at most ``run_size``): one
         generator step per run, not per message, on the hot path. Reconnects (with backoff) on connection
         loss, or when the status thread found the connection broken; after a reconnect the server resends
         from the confirmed position, which the caller deduplicates (a run cut short by the loss is simply
@@ -172,6 +173,8 @@ class ReplicationStream:
                     if now - started >= self.max_read_seconds:
                         return
                     continue
+                if until is not None and until():
+                    return
                 if now - idle_since >= self.idle_seconds or now - started >= self.max_read_seconds:
                     return
                 # Sleeping a little when the socket is drained reads faster than waking per message.

@@ -46,3 +46,21 @@ def test_run_once_drains_a_large_transaction_the_server_is_still_decoding(
     rig.close()
     assert len(target_rows(tmp_path / "wh.duckdb", "public.items", "id")) == n
     assert flushed >= at_start
+
+
+def test_run_once_ends_at_its_drain_point_without_waiting_for_the_stream_to_go_quiet(
+    source_db: str,
+    tmp_path: Path,
+) -> None:
+    rig = Rig(source_db, tmp_path, max_rows=50_000)
+    rig.run_once()
+    execute(source_db, "INSERT INTO items (id, a) SELECT g, g FROM generate_series(1, 2000) g")
+    # A read ends after this much quiet: --once must not wait for it once it has all the slot held at start
+    # (it waited twice, in the round that read the changes and in the round that found none).
+    rig.source.stream.idle_seconds = rig.source.stream.max_read_seconds = 30.0
+    started = time.monotonic()
+    rig.pipeline.run(threading.Event(), once=True)
+    took = time.monotonic() - started
+    rig.close()
+    assert len(target_rows(tmp_path / "wh.duckdb", "public.items", "id")) == 2000
+    assert took < 15.0, f"--once took {took:.1f} s: it waited for quiet past its drain point"
