@@ -5,6 +5,7 @@ Positions and types are described in ``replicator.sources.postgres.source``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -145,6 +146,21 @@ def _names(rel: Rel) -> tuple[str, ...]:
     return tuple(rel.names[j] if j >= 0 else "" for j in rel.index)
 
 
+def widened_columns(schema: TableSchema, found: Mapping[str, LogicalType]) -> dict[str, LogicalType]:
+    """The columns of ``schema`` that the source's types (``found``, by name) widen, with the wider type
+    (``replicator.values.widening``). A declared type the source's does not widen is kept: ``text`` for
+    anything, a wider number, and the declared form of an unbounded numeric (README: PostgreSQL types)."""
+    out = {}
+    for col in schema.columns:
+        now = found.get(col.name)
+        if now is None or (now.kind == "numeric" and now.precision is None):
+            continue
+        verdict, wider = widening(col.type, now)
+        if verdict == "widen":
+            out[col.name] = wider
+    return out
+
+
 def relation_shape(
     table: TableId, schema: TableSchema, msg: pg.Relation
 ) -> tuple[TableSchema, list[str], Rel]:
@@ -157,14 +173,7 @@ def relation_shape(
     names = tuple(c.name for c in msg.columns)
     new = [c for c in msg.columns if c.name not in schema.column_names]
     sent = {c.name: column_type(c.type_oid, c.type_modifier) for c in msg.columns}
-    widened = {}
-    for col in schema.columns:
-        found = sent.get(col.name)
-        if found is None or (found.kind == "numeric" and found.precision is None):
-            continue  # an unbounded numeric has its own declared form (README: PostgreSQL types)
-        verdict, wider = widening(col.type, found)
-        if verdict == "widen":
-            widened[col.name] = wider
+    widened = widened_columns(schema, sent)
     if new or widened:
         columns = tuple(
             Column(c.name, widened[c.name], c.nullable) if c.name in widened else c for c in schema.columns
