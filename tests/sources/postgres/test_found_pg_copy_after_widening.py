@@ -7,9 +7,11 @@ copied into its declared, narrower type, so the first value only the wider type 
 Shrunk: ``ALTER COLUMN n TYPE bigint`` and a value past 2**31 before the copy. The copy
 (``replicator/sources/postgres/initial_copy.py``, ``CopyRound._copy_table``) reads the source's columns
 (``reader.columns``) and adds the ones the schema lacks, but keeps the declared type of the others; the fix
-belongs there (not a file of this change): widen them as ``rows.relation_shape`` does (``widening`` of the
-declared type and ``column_type(oid, typmod)``; ``widen`` -> the wider type, then the ``SchemaChange``
-before the rows). Marked xfail(strict) until then: it passes, and so fails as XPASS, once fixed.
+belongs there (not a file of this change): widen them as ``rows.relation_shape`` does, with
+``rows.widened_columns(schema, {n: column_type(oid, mod) for n, oid, mod in found})`` and the widened types
+in the schema of the ``SchemaChange`` it already sends before the rows (tried in a scratch copy: this test
+passes, and test_pg_widening.py and test_pg_copy.py still do). Marked xfail(strict) until then: it fails as
+XPASS once fixed, to be unmarked.
 """
 
 from __future__ import annotations
