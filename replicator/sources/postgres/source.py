@@ -658,7 +658,11 @@ class PostgresSource:
                 elif kind is pg.Relation:
                     assert isinstance(msg, pg.Relation)
                     at = txn.prefix + f"{txn.ordinal + 1:012X}" if txn is not None else ""
-                    yield from self._flush(TableId(msg.namespace, msg.name))  # rows of the shape before
+                    named = TableId(msg.namespace, msg.name)
+                    before = self._rels.get(msg.relation_id)
+                    if before is not None and before.table != named:
+                        yield from self._flush(before.table)  # renamed: its rows under the old name first
+                    yield from self._flush(named)  # rows of the shape before
                     schema_change = self._relation(msg, at)
                     if schema_change is not None:
                         yield schema_change
@@ -725,6 +729,9 @@ class PostgresSource:
 
     def _relation(self, msg: pg.Relation, position: str) -> SchemaChange | None:
         table = TableId(msg.namespace, msg.name)
+        known = self._rels.get(msg.relation_id) or self._parked.get(msg.relation_id)
+        if known is not None and known.table != table:
+            self._renamed(known.table, table, position)
         schema = self._schemas.get(table)
         if schema is None:
             self._rels[msg.relation_id] = None
@@ -760,6 +767,19 @@ class PostgresSource:
         } or None
         log.info("source_columns_changed", table=str(table), columns=added, widened=widened)
         return SchemaChange(table, schema, Position(position))
+
+    def _renamed(self, table: TableId, now: TableId, position: str) -> None:
+        """A replicated table was renamed (or moved to another schema) at the source: pgoutput sends its
+        changes under the new name from here on. Stopped, with that name: not taken for a table we do not
+        replicate, which skipped its changes in silence while the slot moved past them."""
+        if table in self._stopped:
+            return
+        self.stop_table(
+            table, reason="source_table_renamed", position=Position(position),
+            detail=f"{table} was renamed at the source to {now}; changes under that name are not replicated",
+            todo=f"rename it back, or declare {now} in the schemas folder instead of {table}; "
+            f"then: replicator resync {table}",
+        )  # fmt: skip
 
     def _report_lag(self) -> None:
         try:
