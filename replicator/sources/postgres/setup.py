@@ -358,6 +358,30 @@ def slot_exists(conn: psycopg2.extensions.connection, slot: str) -> bool:
     return row is not None
 
 
+def slot_invalidated(conn: psycopg2.extensions.connection, slot: str) -> str | None:
+    """Why the server invalidated ``slot`` (it can never stream again), or None. PostgreSQL 13+ marks a slot
+    that fell more than ``max_slot_wal_keep_size`` behind ``wal_status = 'lost'``; 16+ also says
+    ``conflicting`` (a logical slot on a standby whose rows were removed), 17+ ``invalidation_reason``."""
+    if conn.server_version < 130000:
+        return None
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+        names = [d[0] for d in cur.description or ()]
+    if row is None:
+        return None
+    found = dict(zip(names, row, strict=True))
+    if found.get("invalidation_reason"):
+        return f"invalidation_reason {found['invalidation_reason']}"
+    if found.get("wal_status") == "lost":
+        return (
+            "wal_status lost: it fell more than max_slot_wal_keep_size behind and the server removed its WAL"
+        )
+    if found.get("conflicting"):
+        return "conflicting: the primary removed rows it still needed"
+    return None
+
+
 def drop_slot(conn: psycopg2.extensions.connection, slot: str) -> None:
     with conn.cursor() as cur:
         cur.execute(

@@ -84,6 +84,7 @@ from replicator.sources.postgres.setup import (
     ensure_publication,
     preflight,
     slot_exists,
+    slot_invalidated,
     slot_lag_bytes,
     source_dsn,
     with_defaults,
@@ -354,6 +355,24 @@ class PostgresSource:
         sent = self._reader.server_wal_end
         return sent >= target or (sent % _WAL_PAGE == 0 and target - sent <= _PAGE_HEADER)
 
+    def _slot_lost(self, why: str) -> None:
+        """The slot that held this source's position is gone or can never stream again: the changes it held
+        are lost. Only a copy of every table puts the target right: done at once with ``create_slot`` (the
+        copy's TRUNCATE clears what the target holds); without it, start-up stops and says so."""
+        detail = (
+            f"replication slot {self.slot!r} is lost: {why}; the changes it held since its last confirmed"
+            " position cannot be read"
+        )
+        if not self.create_slot:
+            raise SourceSetupError(
+                f"{detail}. Drop it (if it still exists) and set create_slot = true: a new slot is created"
+                " and every table copied again"
+            )
+        metrics.ERRORS.labels(stage="source", kind="slot_lost").inc()
+        log.error(
+            "slot_lost", slot=self.slot, detail=detail, todo="a new slot is created, every table copied again"
+        )
+
     def _server_lsn(self) -> int:
         with self._conn.cursor() as cur:
             cur.execute(
@@ -402,6 +421,14 @@ class PostgresSource:
     def _prepare(self) -> Iterator[Change | ChangeChunk | SchemaChange]:
         state = self._load_state()
         exists = slot_exists(self._conn, self.slot)
+        lost = slot_invalidated(self._conn, self.slot) if exists else None
+        if lost is not None or (not exists and state.get("snapshot_done")):
+            self._slot_lost(
+                lost or "it no longer exists (dropped by hand, or a failover that did not keep it)"
+            )
+            if lost is not None:
+                drop_slot(self._conn, self.slot)
+                exists = False
         if exists and state.get("snapshot_done"):
             self.recopies.add(t for t in self._schemas if str(t) in state.get("resync", []))  # type: ignore[operator]
             missing = set(map(str, self._schemas)) - set(map(str, state.get("tables", [])))  # type: ignore[call-overload]

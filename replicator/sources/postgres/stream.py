@@ -39,6 +39,7 @@ from replicator.sources.postgres.pgoutput import lsn_text, parse_lsn
 from replicator.sql import quote_ident
 
 log = structlog.get_logger(__name__)
+_NOT_IN_STATE = "55000"  # SQLSTATE object_not_in_prerequisite_state (an invalidated slot, wal_level...)
 
 
 _UNIT_SECONDS = {"us": 1e-6, "ms": 1e-3, "": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -224,9 +225,11 @@ class ReplicationStream:
         connection, log, wait ``backoff`` (with jitter) by ``sleep``, and return the next backoff. The next
         ``read_run`` reconnects."""
         # A walsender that timed out or died closes the socket without a word: libpq reports a bare
-        # DatabaseError, with no SQLSTATE. Other errors (a missing publication...) are raised.
+        # DatabaseError, with no SQLSTATE. Other errors (a missing publication...) are raised, and so is
+        # 55000 (object not in prerequisite state): a slot the server invalidated (it fell more than
+        # max_slot_wal_keep_size behind) answers every reconnect with it, and retrying hid that for good.
         lost = type(exc) is psycopg2.DatabaseError and exc.pgcode is None
-        if not (lost or isinstance(exc, psycopg2.OperationalError)):
+        if not (lost or isinstance(exc, psycopg2.OperationalError)) or exc.pgcode == _NOT_IN_STATE:
             raise exc
         self._drop_connection()
         self.reconnects += 1
