@@ -8,7 +8,13 @@ from collections.abc import Mapping
 from replicator.config import Config
 from replicator.model import TableId, TableSchema
 from replicator.schema import TableOptions
-from replicator.sources.postgres.setup import SourceSetupError, ensure_publication, preflight, slot_exists
+from replicator.sources.postgres.setup import (
+    SourceSetupError,
+    ensure_publication,
+    preflight,
+    slot_exists,
+    slot_invalidated,
+)
 from replicator.sources.postgres.source import PostgresSource
 from replicator.storage import ObjectStore, Quarantine
 
@@ -80,7 +86,14 @@ def check_source(cfg: Config, schemas: Mapping[TableId, TableSchema]) -> str:
             if not pgc.create_publication:
                 raise
             notes.append(f"{exc}; the first run does it (create_publication)")
-        if slot_exists(conn, pgc.slot_name):
+        lost = slot_invalidated(conn, pgc.slot_name)
+        if lost is not None:
+            if not pgc.create_slot:
+                raise SourceSetupError(f"slot {pgc.slot_name!r} is lost ({lost}) and create_slot is off")
+            notes.append(
+                f"slot {pgc.slot_name} is LOST ({lost}): the next run replaces it and copies every table"
+            )
+        elif slot_exists(conn, pgc.slot_name):
             notes.append(f"slot {pgc.slot_name} exists")
         elif pgc.create_slot:
             notes.append(f"slot {pgc.slot_name} is created by the first run")

@@ -114,8 +114,10 @@ def test_a_slot_invalidated_while_stopped_or_while_paused_is_said_and_every_tabl
     finally:
         assert second.terminate() == 0
 
-    # Without create_slot: start-up stops with the reason and the way out.
+    # Without create_slot: ``check`` and start-up stop with the reason and the way out.
     _invalidate(source, slot)
+    checked = run_cli("check", "-c", str(cfg))
+    assert "is LOST (wal_status lost" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
     cfg.write_text(cfg.read_text().replace("[source.postgres]\n", "[source.postgres]\ncreate_slot = false\n"))
     done = run_cli("run", "--once", "-c", str(cfg))
     assert done.returncode != 0
