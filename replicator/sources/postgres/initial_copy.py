@@ -44,7 +44,13 @@ from replicator.model import (
     TableSchema,
 )
 from replicator.obs import progress
-from replicator.sources.postgres.rows import Txn, column_type, encode_position, position_range
+from replicator.sources.postgres.rows import (
+    Txn,
+    column_type,
+    encode_position,
+    position_range,
+    widened_columns,
+)
 from replicator.sources.postgres.snapshot import SnapshotReader, temporary_snapshot
 
 log = structlog.get_logger("replicator.sources.postgres.source")
@@ -203,10 +209,19 @@ class CopyRound:
         present = {name for name, _, _ in found}
         missing = frozenset(c for c in schema.column_names if c not in present)
         added = [Column(n, column_type(oid, mod)) for n, oid, mod in found if n not in schema.column_names]
-        if added:
-            schema = TableSchema(table, schema.columns + tuple(added), schema.primary_key)
+        # A column the source widened since the schema file (ALTER COLUMN ... TYPE int -> bigint...) is
+        # copied in the wider type, as the stream would widen it: its values may not fit the declared one.
+        widened = widened_columns(schema, {n: column_type(oid, mod) for n, oid, mod in found})
+        if added or widened:
+            kept = tuple(
+                Column(c.name, widened.get(c.name, c.type), c.nullable, c.default) for c in schema.columns
+            )
+            schema = TableSchema(table, kept + tuple(added), schema.primary_key)
             self._put(SchemaChange(table, schema, encode_position(lsn, 0)))
-            log.info("source_columns_added", table=str(table), columns=[c.name for c in added], during="copy")
+            log.info(
+                "source_columns_changed", table=str(table), columns=[c.name for c in added],
+                widened={n: str(t) for n, t in widened.items()} or None, during="copy",
+            )  # fmt: skip
         if missing:
             log.warning("copy_columns_missing_at_source", table=str(table), columns=sorted(missing),
                         detail="copied as NULL")  # fmt: skip

@@ -1,24 +1,15 @@
 """Found by the differential fuzzer (``tests/fuzz``, seed 39 on DuckDB with ``--alter-during-copy``): a
-column the source widened before a copy (the initial copy redone after a kill, a resync, a first start) is
-copied into its declared, narrower type, so the first value only the wider type holds stops the table
+column the source widened before a copy (the initial copy redone after a kill, a resync, a first start) was
+copied into its declared, narrower type, so the first value only the wider type holds stopped the table
 (``type_mismatch``), while the same widening met in the stream widens the target
-(``tests/sources/postgres/test_pg_widening.py``).
-
-Shrunk: ``ALTER COLUMN n TYPE bigint`` and a value past 2**31 before the copy. The copy
-(``replicator/sources/postgres/initial_copy.py``, ``CopyRound._copy_table``) reads the source's columns
-(``reader.columns``) and adds the ones the schema lacks, but keeps the declared type of the others; the fix
-belongs there (not a file of this change): widen them as ``rows.relation_shape`` does, with
-``rows.widened_columns(schema, {n: column_type(oid, mod) for n, oid, mod in found})`` and the widened types
-in the schema of the ``SchemaChange`` it already sends before the rows (tried in a scratch copy: this test
-passes, and test_pg_widening.py and test_pg_copy.py still do). Marked xfail(strict) until then: it fails as
-XPASS once fixed, to be unmarked.
+(``tests/sources/postgres/test_pg_widening.py``). Shrunk: ``ALTER COLUMN n TYPE bigint`` and a value past
+2**31 before the copy. The copy now widens the columns it reads by the stream's rule
+(``rows.widened_columns``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from tests.helpers.pg import Rig, execute, source_rows, target_rows
 
@@ -28,7 +19,6 @@ TABLE = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="the copy keeps the declared type of a column the source widened")
 def test_a_column_widened_before_the_copy_is_copied_into_the_wider_type(
     source_db: str, tmp_path: Path
 ) -> None:
