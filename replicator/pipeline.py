@@ -414,7 +414,13 @@ class Pipeline:
         warehouse whose commits are costly and serialised (Redshift: ``round_commits``). A table whose
         batch fails is set aside (``_merge_failed``) and the round is tried again without it, so it never
         holds the others back; when the commit itself fails, every table of the round is failed for this
-        round (nothing committed) and the next round tries again."""
+        round (nothing committed) and the next round tries again.
+
+        A round takes a table's batches up to a change of their shape (columns, types, defaults); the rest
+        go in the next round. The warehouse evolves a table for all its batches of a round before it merges
+        any (each ALTER commits on Redshift), so a later batch's ``ADD COLUMN`` reached the target first,
+        and when the round was tried again the earlier batch took the column for one dropped at the source:
+        its updates set it to NULL, over the default the source's rows hold (fuzzer seed 553248567)."""
         todo = list(tables)
         while todo and not (stop is not None and stop.is_set()):
             pending = {t: list(self.stager.pending(t)) for t in todo}
@@ -423,12 +429,13 @@ class Pipeline:
             todo = [t for t in todo if pending[t]]
             if not todo:
                 return
+            taken = {t: _one_shape(pending[t]) for t in todo}
             with self.merge_gate:
                 todo = [t for t in todo if t not in self.paused]
                 if not todo:  # all paused meanwhile
                     return
                 try:
-                    self._apply_many([m for t in todo for m in pending[t]])
+                    self._apply_many([m for t in todo for m in taken[t]])
                 except RoundFailed as exc:
                     if exc.table is None or exc.table not in todo:  # the commit itself failed
                         for t in todo:
@@ -442,9 +449,9 @@ class Pipeline:
                         self._merge_failed(t, exc)
                     return
             for t in todo:
-                metrics.BACKLOG_BATCHES.labels(table=str(t)).set(0)
+                metrics.BACKLOG_BATCHES.labels(table=str(t)).set(len(pending[t]) - len(taken[t]))
                 self._merged(t)
-            return
+            todo = [t for t in todo if len(taken[t]) < len(pending[t])]  # batches of a later shape
 
     def _note_table_error(self, table: TableId, reason: str | None) -> None:
         """Publish (or, with None, clear) why a table is stopped: a metric here, a row in the warehouse for
@@ -600,6 +607,15 @@ class _Merger:
         if not quiet:
             raise error
         log.error("merge_thread_failed", error=f"{type(error).__name__}: {error}")
+
+
+def _one_shape(batches: list[Manifest]) -> list[Manifest]:
+    """The leading batches that share the first one's shape (columns, types, defaults)."""
+    shape = batches[0].columns
+    n = 1
+    while n < len(batches) and batches[n].columns == shape:
+        n += 1
+    return batches[:n]
 
 
 def _count_chunk(chunk: ChangeChunk) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from replicator.config import BatchConfig, PipelineConfig
@@ -134,6 +135,57 @@ def test_a_staged_file_that_cannot_be_read_fails_its_table_only_not_the_round(
         pipeline.merge_all()
         assert set(pipeline.errors) == {TABLES[1]}, pipeline.errors
         assert _ledger(pg_dsn) == {"a": 1, "c": 1}
+    finally:
+        wh.close()
+        shim.close()
+
+
+def test_a_batch_staged_before_a_column_was_added_merges_before_the_column_exists_even_when_retried(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """Found by the differential fuzzer (seed 553248567, Redshift path): a round evolved every batch of a
+    table before merging any, so ``ADD COLUMN ... DEFAULT`` of a later batch reached the target first; when
+    the round was tried again (another table failed, or a kill), the earlier batch found the column in the
+    target but not in its own shape, took it for dropped at the source, and its update set it to NULL: the
+    row lost the default the source gave it. A round now takes each table's batches up to a change of
+    shape; the rest go in the next round."""
+    params = dsn_params(pg_dsn)
+    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
+    wh = open_stand_in(shim, pg_dsn)
+    feed = Feed()
+    staging = LocalStore(tmp_path / "staging")
+    pipeline = Pipeline(
+        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
+        batch=BatchConfig(max_rows=10), settings=PipelineConfig(),
+    )  # fmt: skip
+    a, b = TABLES[0], TABLES[1]
+    try:
+        pipeline.start()
+        feed.add(a, (1, "x"))
+        feed.add(b, (1, "y"))
+        pipeline.capture(threading.Event())
+        pipeline.merge_all()
+        assert not pipeline.errors
+        # b's next batch fails, so the round is tried again without it; a has a batch of its first shape
+        # (an update of row 1), then a column added with a default, then a row of the new shape.
+        execute(pg_dsn, "ALTER TABLE public.b ADD CONSTRAINT no_bad CHECK (v <> 'bad')")
+        feed.add(b, (2, "bad"))
+        feed.n += 1
+        feed.script.append(Change(a, Op.UPDATE, ("1", "x2"), Position(f"{feed.n:08d}")))
+        wider = TableSchema(
+            a, (*SCHEMAS[a].columns, replace(Column.of("w", "text"), default="dflt")), ("id",)
+        )
+        feed.n += 1
+        feed.script.append(SchemaChange(a, wider, Position(f"{feed.n:08d}")))
+        feed.n += 1
+        feed.script.append(Change(a, Op.INSERT, ("2", "z", "w2"), Position(f"{feed.n:08d}")))
+        pipeline.capture(threading.Event())
+        pipeline.merge_all()
+        assert set(pipeline.errors) == {b}, pipeline.errors
+        assert fetch(pg_dsn, "SELECT id, v, w FROM public.a ORDER BY id") == [
+            (1, "x2", "dflt"),
+            (2, "z", "w2"),
+        ]
     finally:
         wh.close()
         shim.close()
