@@ -267,8 +267,10 @@ def _role_exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
 
 def ensure_publication(
     conn: psycopg2.extensions.connection, name: str, tables: Sequence[TableId], *, create: bool
-) -> None:
-    """The publication exists and publishes every table; created or extended only when ``create``.
+) -> list[TableId]:
+    """The publication exists and publishes every table; created or extended only when ``create``. Returns
+    the tables it added to an existing publication (a slot that streamed one of them before did not get
+    its changes meanwhile).
 
     A partitioned table's changes must be published as its own (``publish_via_partition_root``, PostgreSQL
     13 and later): without it each change names the partition it happened in, a table the schema files do
@@ -291,7 +293,7 @@ def ensure_publication(
             options = " WITH (publish_via_partition_root = true)" if partitioned else ""
             cur.execute(f"CREATE PUBLICATION {quote_ident(name)} FOR TABLE {listed}{options}")
             log.info("publication_created", publication=name, tables=[str(t) for t in tables])
-            return
+            return []
         all_tables, by_root = row
         if partitioned and not by_root:
             fix = f"ALTER PUBLICATION {quote_ident(name)} SET (publish_via_partition_root = true)"
@@ -309,29 +311,47 @@ def ensure_publication(
                 "replicated: resync these tables if the slot held any",
             )  # fmt: skip
         if all_tables:
-            return
-        # Members as PostgreSQL publishes them (partitions, when not via the root), and as listed.
-        cur.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s UNION "
-            "SELECT n.nspname, c.relname FROM pg_publication_rel r "
-            "JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE p.pubname = %s",
-            (name, name),
-        )
-        have = {TableId(s, n) for s, n in cur.fetchall()}
+            return []
+        have = _published(cur, name)
         missing = [t for t in tables if t not in have]
         if not missing:
-            return
+            return []
         if not create:
             raise SourceSetupError(
                 f"publication {name!r} lacks {[str(t) for t in missing]}: "
-                f"ALTER PUBLICATION {name} ADD TABLE ..."
+                f"ALTER PUBLICATION {name} ADD TABLE ...; then replicator resync each one replicated before"
+                " (its changes while out of the publication were not sent)"
             )
         cur.execute(
             f"ALTER PUBLICATION {quote_ident(name)} ADD TABLE {', '.join(quote_table(t) for t in missing)}"
         )
         log.info("publication_extended", publication=name, tables=[str(t) for t in missing])
+        return missing
+
+
+def unpublished(conn: psycopg2.extensions.connection, name: str, tables: Sequence[TableId]) -> list[TableId]:
+    """Those of ``tables`` the publication does not publish now (none when it is FOR ALL TABLES)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT puballtables FROM pg_publication WHERE pubname = %s", (name,))
+        row = cur.fetchone()
+        if row is not None and row[0]:
+            return []
+        have = _published(cur, name)
+    return [t for t in tables if t not in have]
+
+
+def _published(cur: psycopg2.extensions.cursor, name: str) -> set[TableId]:
+    """The publication's members as PostgreSQL publishes them (partitions, when not via the root; the
+    tables of a ``TABLES IN SCHEMA``), and as listed."""
+    cur.execute(
+        "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s UNION "
+        "SELECT n.nspname, c.relname FROM pg_publication_rel r "
+        "JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE p.pubname = %s",
+        (name, name),
+    )
+    return {TableId(s, n) for s, n in cur.fetchall()}
 
 
 def _partitioned(cur: psycopg2.extensions.cursor, tables: Sequence[TableId]) -> list[TableId]:

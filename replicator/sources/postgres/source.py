@@ -52,6 +52,7 @@ that table alone (``stop_table``).
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -87,6 +88,7 @@ from replicator.sources.postgres.setup import (
     slot_invalidated,
     slot_lag_bytes,
     source_dsn,
+    unpublished,
     with_defaults,
 )
 from replicator.sources.postgres.stream import ReplicationStream
@@ -228,7 +230,11 @@ class PostgresSource:
                 'keyless = "insert_only" in the table\'s schema file to replicate its inserts only'
             )
         present = [t for t in self._schemas if t not in gone and t not in unusable]
-        ensure_publication(self._conn, publication, present, create=create_publication)
+        # Tables put back into the publication: if the slot streamed them before, their changes while out
+        # of it were never sent (``_prepare`` copies them again).
+        self._republished = ensure_publication(self._conn, publication, present, create=create_publication)
+        self._publication_checked = time.monotonic()
+        self.publication_check_seconds = 10.0  # how often a streaming source checks its tables are published
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
@@ -438,6 +444,10 @@ class PostgresSource:
                 self.recopies.add(t for t in self._schemas if str(t) in missing)
                 log.info("tables_added_copying", tables=sorted(missing))
                 self._save_state(done=True)
+            streamed = set(state.get("tables", []))  # type: ignore[call-overload]
+            left = [t for t in self._republished if str(t) in streamed and str(t) not in missing]
+            if left:
+                self._left_publication(left)
             elif self._persist_stops:  # for ``replicator status`` from another process
                 self._save_state(done=True)
             self._ready = True
@@ -811,7 +821,49 @@ class PostgresSource:
     def _report_lag(self) -> None:
         try:
             lag = slot_lag_bytes(self._conn, self.slot)
+            if time.monotonic() - self._publication_checked >= self.publication_check_seconds:
+                self._check_publication()
         except psycopg2.Error:
             return
         if lag is not None:
             metrics.SOURCE_LAG_BYTES.labels(slot=self.slot).set(lag)
+
+    def _check_publication(self) -> None:
+        """Every ``publication_check_seconds`` while streaming: a replicated table taken out of the
+        publication (``ALTER PUBLICATION ... DROP TABLE``, a publication re-created by hand) gets no more
+        changes from the slot, and nothing in the stream says so. Put back and copied again (as a resync),
+        or, without ``create_publication``, stopped with the way out."""
+        self._publication_checked = time.monotonic()
+        if not self._ready:
+            return
+        replicated = [t for t in self._schemas if t not in self._stopped]
+        left = unpublished(self._conn, self.publication, replicated)
+        if not left:
+            return
+        if not self.create_publication:
+            for table in left:
+                pub = self.publication
+                self.stop_table(
+                    table, reason="left_publication", position=Position(""),
+                    detail=f"{table} is no longer in publication {pub!r}: the slot sends none of its changes",
+                    todo=f"ALTER PUBLICATION {pub} ADD TABLE {table}; then: replicator resync {table}",
+                )  # fmt: skip
+            return
+        self._left_publication(left, streaming=True)
+
+    def _left_publication(self, tables: Sequence[TableId], *, streaming: bool = False) -> None:
+        """Said loudly: ``tables`` were out of the publication while the slot went on, so their changes of
+        that time are lost to it; each is copied again (while ``streaming``, as ``resync`` does, which
+        also puts it back into the publication; at start-up that was done before)."""
+        metrics.ERRORS.labels(stage="source", kind="left_publication").inc(len(tables))
+        log.error(
+            "tables_left_publication", tables=sorted(map(str, tables)), publication=self.publication,
+            detail="not in the publication for a while (ALTER PUBLICATION ... DROP TABLE?): the slot did not "
+            "send their changes of that time; each is put back and copied again",
+        )  # fmt: skip
+        if streaming:
+            for table in tables:
+                self.resync(table)
+            return
+        self.recopies.add(tables)
+        self._save_state(done=True)
