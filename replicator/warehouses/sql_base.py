@@ -321,10 +321,10 @@ class SqlWarehouse(abc.ABC):
         if info.moves and info.unchanged:
             # Before the target changes: values a moved row did not send come from its old key's row.
             self._execute(d.fill_moved(schema, staging, info.unchanged))
-        source, keys, deletes = staging, info.rows, info.deletes
+        source, keys, deletes, reduced_view = staging, info.rows, info.deletes, False
         if not info.unique_keys:
             source = staging + "_r"
-            self._execute(d.reduce(schema, staging, source, moves=info.moves))
+            reduced_view = self._reduce(schema, staging, source, parquet, info)
             [(keys, deletes)] = self._query(d.count_ops(source))
         ctx = MergeContext(manifest, schema, source, d, self._execute, self._query)
         if self.captures_old_images and any(
@@ -334,22 +334,23 @@ class SqlWarehouse(abc.ABC):
             self._execute(d.create_old_images(schema.table, source + "_o"))
         for hook in self.hooks:
             hook.before_merge(ctx)
-        merge = d.merge(
+        self._merge_rows(
             schema,
             source,
-            unchanged=info.unchanged,
+            parquet,
+            info,
             soft_delete=opts.soft_delete,
             nulls=nulls,
             old_images=ctx.old_images,
         )
-        for statement in merge:
-            self._execute(statement)
         for hook in self.hooks:
             hook.after_merge(ctx)
         crash_point("mid_merge")
         for statement in d.ledger_record(manifest):
             self._execute(statement)
-        temps = {staging, source, *([ctx.old_images] if ctx.old_images else [])}
+        if reduced_view:
+            self._execute(d.drop_view(source))
+        temps = {staging, *([] if reduced_view else [source]), *([ctx.old_images] if ctx.old_images else [])}
         for table in temps:  # temp tables, but a long-lived session should not keep them
             self._execute(d.drop_view(table) if table == view else d.drop_table(table))
         keys, deletes = int(keys or 0), int(deletes or 0)
@@ -360,6 +361,38 @@ class SqlWarehouse(abc.ABC):
             deleted=deletes,
             seconds=time.monotonic() - started,
         )
+
+    def _reduce(
+        self, schema: TableSchema, staging: str, reduced: str, parquet: Path, info: BatchInfo
+    ) -> bool:
+        """Keep the last change per key of ``staging`` in ``reduced`` (``Dialect.reduce``: a table); True
+        when an engine made ``reduced`` a view instead."""
+        self._execute(self.dialect.reduce(schema, staging, reduced, moves=info.moves))
+        return False
+
+    def _merge_rows(
+        self,
+        schema: TableSchema,
+        source: str,
+        parquet: Path,
+        info: BatchInfo,
+        *,
+        soft_delete: bool,
+        nulls: tuple[str, ...],
+        old_images: str | None,
+    ) -> None:
+        """Apply the one-row-per-key ``source`` to the target (``Dialect.merge``), inside the merge
+        transaction; an engine may do it in other statements with the same effect."""
+        merge = self.dialect.merge(
+            schema,
+            source,
+            unchanged=info.unchanged,
+            soft_delete=soft_delete,
+            nulls=nulls,
+            old_images=old_images,
+        )
+        for statement in merge:
+            self._execute(statement)
 
     def table_states(self) -> dict[TableId, TableState]:
         """Per table with at least one applied batch; empty before ``setup`` (read-only status checks)."""
