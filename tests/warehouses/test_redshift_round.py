@@ -14,6 +14,7 @@ from replicator.model import Change, Column, Op, Position, SchemaChange, TableId
 from replicator.pipeline import Pipeline
 from replicator.stage import Stager
 from replicator.storage import LocalStore, Quarantine
+from replicator.warehouses import RedshiftWarehouse
 from tests.helpers.pg import dsn_params, execute, fetch
 from tests.helpers.redshift_shim import RedshiftShim, open_stand_in
 
@@ -28,7 +29,7 @@ class Feed:
     """Yields what ``script`` holds at each read, in order, each change at the next position."""
 
     def __init__(self) -> None:
-        self.script: list[Change] = []
+        self.script: list[Change | SchemaChange] = []
         self.n = 0
 
     def add(self, table: TableId, *rows: tuple[int, str]) -> None:
@@ -50,6 +51,21 @@ class Feed:
         pass
 
 
+def _stand_in(pg_dsn: str) -> tuple[RedshiftShim, RedshiftWarehouse]:
+    """The Redshift warehouse on the shim over ``pg_dsn``'s server."""
+    params = dsn_params(pg_dsn)
+    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
+    return shim, open_stand_in(shim, pg_dsn)
+
+
+def _pipeline(feed: Feed, wh: RedshiftWarehouse, tmp_path: Path, *, max_rows: int) -> Pipeline:
+    staging = LocalStore(tmp_path / "staging")
+    return Pipeline(
+        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
+        batch=BatchConfig(max_rows=max_rows), settings=PipelineConfig(),
+    )  # fmt: skip
+
+
 def _ledger(dsn: str) -> dict[str, int]:
     rows = fetch(dsn, "SELECT table_name, count(*) FROM _replicator.batches GROUP BY table_name")
     return {str(name): int(n) for name, n in rows}
@@ -58,9 +74,7 @@ def _ledger(dsn: str) -> dict[str, int]:
 def test_one_commit_per_round_and_a_failing_table_does_not_hold_the_others_back(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    params = dsn_params(pg_dsn)
-    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
-    wh = open_stand_in(shim, pg_dsn)
+    shim, wh = _stand_in(pg_dsn)
     commits: list[int] = []
     commit = wh._commit
 
@@ -70,11 +84,7 @@ def test_one_commit_per_round_and_a_failing_table_does_not_hold_the_others_back(
 
     wh._commit = counted  # type: ignore[method-assign]
     feed = Feed()
-    staging = LocalStore(tmp_path / "staging")
-    pipeline = Pipeline(
-        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
-        batch=BatchConfig(max_rows=2), settings=PipelineConfig(),
-    )  # fmt: skip
+    pipeline = _pipeline(feed, wh, tmp_path, max_rows=2)
     try:
         pipeline.start()
         # Two batches of a (max_rows 2), one of b, one of c: four batches, three tables, one commit.
@@ -116,15 +126,9 @@ def test_one_commit_per_round_and_a_failing_table_does_not_hold_the_others_back(
 def test_a_staged_file_that_cannot_be_read_fails_its_table_only_not_the_round(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    params = dsn_params(pg_dsn)
-    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
-    wh = open_stand_in(shim, pg_dsn)
+    shim, wh = _stand_in(pg_dsn)
     feed = Feed()
-    staging = LocalStore(tmp_path / "staging")
-    pipeline = Pipeline(
-        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
-        batch=BatchConfig(max_rows=10), settings=PipelineConfig(),
-    )  # fmt: skip
+    pipeline = _pipeline(feed, wh, tmp_path, max_rows=10)
     try:
         pipeline.start()
         for table in TABLES:
@@ -149,15 +153,9 @@ def test_a_batch_staged_before_a_column_was_added_merges_before_the_column_exist
     target but not in its own shape, took it for dropped at the source, and its update set it to NULL: the
     row lost the default the source gave it. A round now takes each table's batches up to a change of
     shape; the rest go in the next round."""
-    params = dsn_params(pg_dsn)
-    shim = RedshiftShim(params.get("host", "127.0.0.1"), int(params.get("port", "5432")))
-    wh = open_stand_in(shim, pg_dsn)
+    shim, wh = _stand_in(pg_dsn)
     feed = Feed()
-    staging = LocalStore(tmp_path / "staging")
-    pipeline = Pipeline(
-        source=feed, stager=Stager(staging, Quarantine(staging)), warehouse=wh, schemas=SCHEMAS,
-        batch=BatchConfig(max_rows=10), settings=PipelineConfig(),
-    )  # fmt: skip
+    pipeline = _pipeline(feed, wh, tmp_path, max_rows=10)
     a, b = TABLES[0], TABLES[1]
     try:
         pipeline.start()
