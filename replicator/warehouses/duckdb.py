@@ -390,33 +390,36 @@ class _LargeMerge:
     def _wide(self, wide_bytes: int, slice_bytes: int) -> None:
         seq, key = quote_ident(SEQ_COLUMN), self.schema.primary_key
         rows = self.con.execute(
-            f"SELECT {seq}, {', '.join(quote_ident(k) for k in key)}, _bytes FROM {self.rows}"
-            f" WHERE {quote_ident(OP_COLUMN)} <> {_DELETE} AND _bytes >= {int(wide_bytes)} ORDER BY {seq}"
+            f"SELECT {seq}, {', '.join(quote_ident(k) for k in key)}, {quote_ident(UNCHANGED_COLUMN)}, _bytes"
+            f" FROM {self.rows} WHERE {quote_ident(OP_COLUMN)} <> {_DELETE} AND _bytes >= {int(wide_bytes)}"
+            f" ORDER BY {seq}"
         ).fetchall()
-        names, values = self._inserted()
-        for c in self.info.unchanged:  # an unsent value: the target's
-            unsent = f"list_contains(s.{quote_ident(UNCHANGED_COLUMN)}, {quote_literal(c)})"
-            value = f"CASE WHEN {unsent} THEN t.{quote_ident(c)} ELSE s.{quote_ident(c)} END"
-            values[self.schema.column_names.index(c)] = value
-        filled = ", ".join(f"{v} AS {n}" for v, n in zip(values, names, strict=True))
-        fetched = ", ".join(quote_ident(c) for c in [*key, *self.info.unchanged])
-        lookup = f"SELECT {fetched} FROM {self.target} AS x WHERE " + " AND ".join(
-            f"x.{quote_ident(k)} = ?" for k in key
-        )
+        by_unsent: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for row in rows:  # rows leaving the same columns unsent: only those are read from the target
+            unsent = tuple(c for c in self.info.unchanged if c in (row[1 + len(key)] or ()))
+            by_unsent.setdefault(unsent, []).append(row)
         on_w = " AND ".join(f"t.{quote_ident(k)} = w.{quote_ident(k)}" for k in key)
-        for part in _slices(rows, slice_bytes):
-            params: list[Any] = [r[0] for r in part]
-            join = ""
-            if self.info.unchanged:
-                join = f" LEFT JOIN ({' UNION ALL '.join(lookup for _ in part)}) AS t ON {self.on}"
-                params += [v for r in part for v in r[1 : 1 + len(key)]]
-            chosen = f"SELECT * FROM {self.source} AS s WHERE s.{seq} IN ({', '.join('?' * len(part))})"
-            self.con.execute(
-                f"CREATE TEMP TABLE {self.slice} AS SELECT {filled} FROM ({chosen}) AS s{join}", params
-            )
-            self.con.execute(f"DELETE FROM {self.target} AS t USING {self.slice} AS w WHERE {on_w}")
-            self.con.execute(f"INSERT INTO {self.target} ({', '.join(names)}) SELECT * FROM {self.slice}")
-            self.con.execute(f"DROP TABLE {self.slice}")
+        match = " AND ".join(f"x.{quote_ident(k)} = ?" for k in key)
+        for unsent, group in by_unsent.items():
+            names, values = self._inserted()
+            for c in unsent:
+                values[self.schema.column_names.index(c)] = f"t.{quote_ident(c)}"
+            filled = ", ".join(f"{v} AS {n}" for v, n in zip(values, names, strict=True))
+            lookup = f"SELECT {', '.join(quote_ident(c) for c in [*key, *unsent])} FROM {self.target} AS x"
+            for part in _slices(group, slice_bytes):
+                params: list[Any] = [r[0] for r in part]
+                join = ""
+                if unsent:  # one exact lookup per row
+                    join = f" LEFT JOIN ({' UNION ALL '.join(f'{lookup} WHERE {match}' for _ in part)}) AS t"
+                    join += f" ON {self.on}"
+                    params += [v for r in part for v in r[1 : 1 + len(key)]]
+                chosen = f"SELECT * FROM {self.source} AS s WHERE s.{seq} IN ({', '.join('?' * len(part))})"
+                self.con.execute(
+                    f"CREATE TEMP TABLE {self.slice} AS SELECT {filled} FROM ({chosen}) AS s{join}", params
+                )
+                self.con.execute(f"DELETE FROM {self.target} AS t USING {self.slice} AS w WHERE {on_w}")
+                self.con.execute(f"INSERT INTO {self.target} ({', '.join(names)}) SELECT * FROM {self.slice}")
+                self.con.execute(f"DROP TABLE {self.slice}")
 
 
 def _slices(rows: list[tuple[Any, ...]], limit: int) -> list[list[tuple[Any, ...]]]:

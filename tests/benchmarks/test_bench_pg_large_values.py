@@ -130,12 +130,15 @@ def load(dsn: str, rows: int) -> None:
         execute(dsn, f"BEGIN; {tiny}; UPDATE big SET body = 'c' || substr(body, 2) WHERE id = {x}; COMMIT")
 
 
-@pytest.mark.parametrize("target", ["postgres", "duckdb"])
+@pytest.mark.parametrize("target", ["postgres", "duckdb", "duckdb-16mb"])
 def test_large_values_stream_with_peak_rss_under_400_mb(
     pg_dsn: str, pg_databases: Databases, tmp_path: Path, target: str
 ) -> None:
     target_dsn = pg_databases.new() if target == "postgres" else ""
     child = CHILD
+    if target == "duckdb-16mb":  # batches cut at 16 MB (batch.max_bytes) instead of the default 64 MB
+        child = CHILD.replace("max_age_seconds=1.0)", "max_age_seconds=1.0, max_bytes=16 << 20)")
+        assert child != CHILD
     phases = PHASES.replace("WAREHOUSE", "PostgresWarehouse" if target == "postgres" else "DuckDBWarehouse")
     env = {**os.environ, "REPLICATOR_BENCH_TARGET_DSN": target_dsn}
     (tmp_path / "schemas" / "tables").mkdir(parents=True)
