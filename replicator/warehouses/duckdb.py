@@ -6,6 +6,7 @@ connection side.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import sys
@@ -167,15 +168,33 @@ class DuckDBWarehouse(SqlWarehouse):
         if not self._large_round:
             self._con.commit()
             return
+        used = self._used_bytes()
+        if self._vacuum_at is None:
+            self._vacuum_at = used + self.vacuum_slack_bytes
+        if used > self._vacuum_at:  # this commit and a checkpoint vacuum (the commit may not checkpoint)
+            self._con.commit()
+            with contextlib.suppress(duckdb.TransactionException):  # another connection's open transaction
+                self._con.execute("CHECKPOINT")
+                used = self._used_bytes()
+                self._vacuum_at = max(2 * used, used + self.vacuum_slack_bytes)
+            return
         # The checkpoint this commit may run does not vacuum: a vacuum rewrites the row groups holding the
-        # rows a large-value merge deleted, and DuckDB holds such a row group's large column whole to do it
-        # (see ``_LargeMerge``). Their space is reclaimed when all their rows are gone, or by the next
-        # checkpoint of another round.
+        # rows a large-value merge deleted, merged up to 122,880 rows (a table of large values: all of it),
+        # and DuckDB holds the large column of what it rewrites whole (see ``_LargeMerge``). A row group
+        # whose rows are all deleted is dropped without it; the rest waits for a vacuuming checkpoint:
+        # another round's, or a round of large values' once the file's used bytes pass ``_vacuum_at``.
         self._con.execute("SET max_vacuum_tasks = 0")
         try:
             self._con.commit()
         finally:
             self._con.execute("RESET max_vacuum_tasks")
+
+    def _used_bytes(self) -> int:
+        """Bytes of the database file in use (as of its last checkpoint)."""
+        [(used,)] = self._con.execute(
+            "SELECT used_blocks * block_size FROM pragma_database_size() WHERE database_name = ?", [CATALOG]
+        ).fetchall()
+        return int(used)
 
     def _rollback(self) -> None:
         self._con.rollback()
@@ -189,6 +208,10 @@ class DuckDBWarehouse(SqlWarehouse):
     large_row_bytes = 32 << 10  # in it, a row sending this many bytes is deleted and inserted again
     slice_bytes = 16 << 20  # such rows are rewritten in runs of about this many bytes
     _large_round = False  # the open transaction took ``_LargeMerge``
+    # Rounds of large values skip the vacuum until the file uses twice its size after the last vacuum, and
+    # at least this much more (the vacuum then costs one large spike; the file stays within that bound).
+    vacuum_slack_bytes = 256 << 20
+    _vacuum_at: int | None = None  # set by the first round of large values
 
     def apply_round(self, batches: list[tuple[Manifest, TableSchema, Path]]) -> list[ApplyResult]:
         """``SqlWarehouse.apply_round``, then what it freed is handed back (``release_allocator_memory``):
@@ -255,6 +278,8 @@ class DuckDBWarehouse(SqlWarehouse):
         return cursor
 
     def close(self) -> None:
+        if self._vacuum_at is not None:  # nor does the checkpoint on closing, after rounds of large values
+            self._con.execute("SET max_vacuum_tasks = 0")
         self._con.close()
 
 
