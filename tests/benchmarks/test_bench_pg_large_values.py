@@ -23,22 +23,20 @@ staging it twice (~190 MB of Arrow text); both now count. What remains at the pe
 of the previous batch on the merge thread (up to ~115 MB, its slices and the driver's COPY buffers), the
 read-ahead queue and the run being decoded, and the process itself (~90 MB with its connections).
 
-Into DuckDB (runs vary by +-150 MB with how merges overlap staging): 1.19-1.41 GB;
-1.01-1.16 GB since DuckDB hands back what a merge round freed (``warehouses/duckdb.py``); 1.12 GB with the
-replicator's own savings above (its part is no longer what decides the peak). The replicator's
-own part (reading, buffering, staging; DuckDB's merges stubbed out) is 666-681 MB at the default 64 MB
-``batch.max_bytes``, 388-478 MB at 32 MB. The rest is DuckDB, and it grows with the table, not the batch:
-DuckDB works on vectors of 2,048 rows, so a statement that reads or rewrites a large column holds all of
-it for a table of a few hundred such rows. On this table (300 rows, 200 MB of values), measured alone:
-a one-row INSERT then CHECKPOINT adds 474 MB (the row group is rewritten whole; any force_compression,
-threads=1 alike), a one-row UPDATE of ``body`` 283 MB, the MERGE of a 64 MB batch 470-590 MB (DELETE plus
-INSERT of the same rows: 125 MB). Tried without gain: glibc's mmap/trim thresholds and arena count (1175-1405
-MB), DuckDB's allocator_flush_threshold, allocator_bulk_deallocation_flush_threshold, background threads,
-threads=1 (no change), memory_limit 150 MB with a temp_directory (the MERGE fails: out of memory),
-checkpoint_threshold 10 GB (1.7 GB: versions pile up), a 16 MB read-ahead queue (no change);
-``batch.max_bytes`` at 32 MB gave 948-1091 MB but 31-32 s against 22 s (one checkpoint of the whole table
-per batch), at 16 MB 843-867 MB in 61-65 s. The bound is not met while DuckDB holds a table's large column
-whole to update or checkpoint it."""
+Into DuckDB, the code before the large-value merge (``warehouses/duckdb.py``, ``_LargeMerge``): 0.97-1.41 GB
+at 64 MB batches, 0.80-0.87 GB at 16 MB (``duckdb-16mb``, ``batch.max_bytes`` 16 MB). DuckDB's MERGE updates
+the large column in place (new and old values held, then the checkpoint rewrites the row group's column
+whole: DuckDB works on vectors of 2,048 rows and compresses long text per vector with ZSTD), and the vacuum
+at each checkpoint rewrites the row groups holding deleted rows, merged up to 122,880 rows: the whole table.
+With the large-value merge (deletes by key, small rows updated in place per set of unsent columns, large
+rows deleted and appended again in 16 MB slices, unsent values read by exact key lookups, no vacuum in the
+commits of those rounds until the file doubles): 635-666 MB in 13-21 s at 64 MB batches (the code before,
+same minutes: 965-1173 MB in 28-29 s); 334-371 MB in 16-22 s at 16 MB batches (800 MB in 57 s), under the
+bound. At 64 MB it is not met: DuckDB's transaction holds a batch's appended values (64 MB) until the
+commit, which copies them into the table and its WAL (+40-130 MB), beside the staging of the next batch.
+Also tried at 64 MB, with the large-value merge: memory_limit 128 MB and ZSTD off
+(``disabled_compression_methods``) 494-553 MB (a 64 MB limit: out of memory; the file 1.9x larger);
+threads=1, 4 MB slices, allocator flush thresholds of 16 MB: within the noise."""
 
 from __future__ import annotations
 
