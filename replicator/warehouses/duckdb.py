@@ -173,7 +173,7 @@ class DuckDBWarehouse(SqlWarehouse):
             self._vacuum_at = used + self.vacuum_slack_bytes
         if used > self._vacuum_at:  # this commit and a checkpoint vacuum (the commit may not checkpoint)
             self._con.commit()
-            with contextlib.suppress(duckdb.TransactionException):  # another connection's open transaction
+            with contextlib.suppress(duckdb.Error):  # committed already: a later round tries again
                 self._con.execute("CHECKPOINT")
                 used = self._used_bytes()
                 self._vacuum_at = max(2 * used, used + self.vacuum_slack_bytes)
