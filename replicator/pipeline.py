@@ -135,7 +135,7 @@ class Pipeline:
         self._buffer = Buffer(
             self.schemas,
             max_rows=self.batch_cfg.max_rows,
-            max_bytes=self.batch_cfg.max_bytes,
+            max_bytes=self.batch_cfg.bytes,
             max_age_seconds=self.batch_cfg.age,
             seen_through=seen,
         )

@@ -163,3 +163,21 @@ def test_configuration_errors_exit_2_with_one_line(tmp_path: Path) -> None:
     missing = cli("check", "-c", str(no_schemas))
     assert missing.returncode == 2, missing.stdout + missing.stderr
     assert "FAIL  schemas" in missing.stdout
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "extra", "expected"),
+    [
+        ("duckdb", "", 16 << 20),  # DuckDB holds a batch's new values until its commit (issue 13 point 8)
+        ("postgres", 'host = "h"\n', 64 << 20),
+        ("redshift", 'host = "h"\n', 64 << 20),
+        ("duckdb", "", 1 << 20),  # set: kept, whatever the warehouse
+    ],
+)
+def test_the_batch_size_defaults_per_warehouse_and_a_set_one_is_kept(
+    tmp_path: Path, warehouse: str, extra: str, expected: int
+) -> None:
+    batch = "[batch]\nmax_bytes = 1048576\n" if expected == 1 << 20 else ""
+    text = f'{batch}[warehouse]\nkind = "{warehouse}"\n{extra}'
+    cfg = config.load(write(tmp_path, text), environ={})
+    assert cfg.batch.max_bytes == expected and cfg.batch.bytes == expected
