@@ -40,9 +40,11 @@ def save_state(
     resync: Iterable[TableId],
     tables: Iterable[TableId],
     stopped: Mapping[TableId, Mapping[str, object]] | None = None,
+    oids: Mapping[TableId, int] | None = None,
 ) -> None:
-    """Persist whether the initial snapshot is staged, the resyncs not yet staged, the tables known, and
-    the tables stopped for bad input (``PostgresSource.stop_table``: reason, position, detail, since)."""
+    """Persist whether the initial snapshot is staged, the resyncs not yet staged, the tables known, the
+    tables stopped for bad input (``PostgresSource.stop_table``: reason, position, detail, since), and each
+    table's relation OID (a table dropped and created again under its name has another)."""
     doc = {
         "version": 1,
         "slot": slot,
@@ -50,6 +52,7 @@ def save_state(
         "resync": sorted(str(t) for t in resync),
         "tables": [str(t) for t in tables],
         "stopped": {str(t): dict(v) for t, v in sorted((stopped or {}).items())},
+        "oids": {str(t): int(v) for t, v in sorted((oids or {}).items())},
         "updated_at": datetime.now(UTC).isoformat(),
     }
     store.put(state_key(slot), json.dumps(doc, indent=1).encode())

@@ -378,6 +378,18 @@ def slot_exists(conn: psycopg2.extensions.connection, slot: str) -> bool:
     return row is not None
 
 
+def table_oids(conn: psycopg2.extensions.connection, tables: Sequence[TableId]) -> dict[TableId, int]:
+    """Each existing table's relation OID (what pgoutput's Relation messages name it by)."""
+    found = {}
+    with conn.cursor() as cur:
+        for t in tables:
+            cur.execute("SELECT to_regclass(%s)::oid", (quote_table(t),))
+            row = cur.fetchone()
+            if row is not None and row[0] is not None:
+                found[t] = int(row[0])
+    return found
+
+
 def slot_invalidated(conn: psycopg2.extensions.connection, slot: str) -> str | None:
     """Why the server invalidated ``slot`` (it can never stream again), or None. PostgreSQL 13+ marks a slot
     that fell more than ``max_slot_wal_keep_size`` behind ``wal_status = 'lost'``; 16+ also says

@@ -88,6 +88,7 @@ from replicator.sources.postgres.setup import (
     slot_invalidated,
     slot_lag_bytes,
     source_dsn,
+    table_oids,
     unpublished,
     with_defaults,
 )
@@ -235,6 +236,10 @@ class PostgresSource:
         self._republished = ensure_publication(self._conn, publication, present, create=create_publication)
         self._publication_checked = time.monotonic()
         self.publication_check_seconds = 10.0  # how often a streaming source checks its tables are published
+        # Each table's relation OID now; one dropped and created again under its name has another, and
+        # nothing in the stream says the old rows are gone (``_prepare`` and ``_relation`` compare).
+        self._oids = table_oids(self._conn, present)
+        self._recreated: set[TableId] = set()  # seen mid-stream: resynced when the read ends
         self.stream = ReplicationStream(
             dsn, slot, publication, status_interval=status_interval, idle_seconds=idle_seconds
         )
@@ -421,7 +426,7 @@ class PostgresSource:
     def _save_state(self, *, done: bool) -> None:
         save_state(
             self.state, self.slot, done=done, resync=self.recopies.wanted, tables=self._schemas,
-            stopped=self._stopped,
+            stopped=self._stopped, oids=self._oids,
         )  # fmt: skip
 
     def _prepare(self) -> Iterator[Change | ChangeChunk | SchemaChange]:
@@ -446,10 +451,18 @@ class PostgresSource:
                 self._save_state(done=True)
             streamed = set(state.get("tables", []))  # type: ignore[call-overload]
             left = [t for t in self._republished if str(t) in streamed and str(t) not in missing]
+            known = state.get("oids")
+            known = known if isinstance(known, dict) else {}
+            recreated = [
+                t for t, oid in self._oids.items()
+                if str(t) in known and known[str(t)] != oid and t not in left and t not in self._stopped
+            ]  # fmt: skip
+            if recreated:
+                self._recreated_tables(recreated)
             if left:
                 self._left_publication(left)
-            elif self._persist_stops:  # for ``replicator status`` from another process
-                self._save_state(done=True)
+            elif self._persist_stops or recreated or set(map(str, self._oids)) - set(known):
+                self._save_state(done=True)  # (also records the OIDs of a state written before they were)
             self._ready = True
             return
         if not self.create_slot:
@@ -773,6 +786,15 @@ class PostgresSource:
         if schema is None:
             self._rels[msg.relation_id] = None
             return None
+        was = self._oids.get(table)
+        if was is not None and was != msg.relation_id and table not in self._stopped:
+            # Another relation under the name: created again since this source looked (then resynced when
+            # this read ends, in ``_report_lag``), or the one before, whose changes from before the DROP
+            # are still in the slot (then already being copied again: nothing more to do).
+            now = table_oids(self._conn, [table]).get(table)
+            if now is not None and now != was:
+                self._oids[table] = now
+                self._recreated.add(table)
         problem = column_names_problem(c.name for c in msg.columns)
         if problem is None:
             try:
@@ -819,6 +841,9 @@ class PostgresSource:
         )  # fmt: skip
 
     def _report_lag(self) -> None:
+        if self._recreated:
+            recreated, self._recreated = sorted(self._recreated, key=str), set()
+            self._recreated_tables(recreated, streaming=True)
         try:
             lag = slot_lag_bytes(self._conn, self.slot)
             if time.monotonic() - self._publication_checked >= self.publication_check_seconds:
@@ -850,6 +875,22 @@ class PostgresSource:
                 )  # fmt: skip
             return
         self._left_publication(left, streaming=True)
+
+    def _recreated_tables(self, tables: Sequence[TableId], *, streaming: bool = False) -> None:
+        """Said loudly: ``tables`` were dropped and created again under their names (a migration, a
+        ``pg_restore --clean``). A DROP sends no change, so the target still holds the old table's rows;
+        each is copied again (while ``streaming``, as ``resync`` does; at start-up, as a table added)."""
+        metrics.ERRORS.labels(stage="source", kind="table_recreated").inc(len(tables))
+        log.error(
+            "tables_recreated", tables=sorted(map(str, tables)),
+            detail="dropped and created again at the source (a new relation): the target still holds the "
+            "old table's rows, since a DROP sends no change; each is copied again",
+        )  # fmt: skip
+        if streaming:
+            for table in tables:
+                self.resync(table)
+            return
+        self.recopies.add(tables)
 
     def _left_publication(self, tables: Sequence[TableId], *, streaming: bool = False) -> None:
         """Said loudly: ``tables`` were out of the publication while the slot went on, so their changes of
