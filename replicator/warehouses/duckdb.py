@@ -369,7 +369,7 @@ class _LargeMerge:
     def _deletes(self) -> None:
         deleted = f"{self.on} AND s.{quote_ident(OP_COLUMN)} = {_DELETE}"
         if self.soft_delete:
-            mark = f"{quote_ident(SOFT_DELETED)} = TRUE, {quote_ident(SOFT_DELETED_AT)} = CURRENT_TIMESTAMP"
+            mark = f"{quote_ident(SOFT_DELETED)} = TRUE, {quote_ident(SOFT_DELETED_AT)} = {DUCKDB.now}"
             self.con.execute(f"UPDATE {self.target} AS t SET {mark} FROM {self.rows} AS s WHERE {deleted}")
         else:
             self.con.execute(f"DELETE FROM {self.target} AS t USING {self.rows} AS s WHERE {deleted}")

@@ -196,6 +196,16 @@ def caught_up(url: str) -> bool:
     return all(r["backlog_batches"] == 0 and r["error"] is None for r in rows if r["state"] == "active")
 
 
+def replicate_until_equal(cfg: Path, port: int, source: str, target: str) -> None:
+    """A daemon on ``cfg`` until the three tables of ``target`` equal ``source``'s, then stopped (exit 0)."""
+    daemon = DaemonProcess(cfg, port)
+    try:
+        daemon.wait_ready()
+        wait_for(lambda: state(target) == state(source), 60, lambda: daemon.log.read_text()[-3000:])
+    finally:
+        assert daemon.terminate() == 0
+
+
 class PrivateCluster:
     """A PostgreSQL cluster of one test only, never the shared server: initialised here, started by
     ``start``. ``settings`` are extra ``name=value`` server settings; ``close`` stops it at once and removes

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.helpers.daemon import DaemonProcess, free_port, pg_source_config, state, tables_of, wait_for
+from tests.helpers.daemon import (
+    DaemonProcess,
+    free_port,
+    pg_source_config,
+    replicate_until_equal,
+    state,
+    tables_of,
+    wait_for,
+)
 from tests.helpers.pg import execute, fetch
 from tests.helpers.support import run_cli
 from tests.sources.postgres.conftest import source_dsn, target_dsn  # noqa: F401 - fixtures
@@ -25,12 +33,7 @@ def test_a_dropped_source_table_stops_alone_and_a_resync_brings_it_back(
 ) -> None:
     port = free_port()
     cfg, _ = pg_source_config(tmp_path, source_dsn, target_dsn, port)
-    first = DaemonProcess(cfg, port)
-    try:
-        first.wait_ready()
-        wait_for(lambda: state(target_dsn) == state(source_dsn), 60, lambda: first.log.read_text()[-3000:])
-    finally:
-        assert first.terminate() == 0
+    replicate_until_equal(cfg, port, source_dsn, target_dsn)
 
     execute(source_dsn, "DROP TABLE public.beta", "UPDATE public.alpha SET v = -v WHERE id <= 50")
     kept = fetch(target_dsn, "SELECT count(*) FROM public.beta")

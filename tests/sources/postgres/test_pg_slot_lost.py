@@ -27,6 +27,7 @@ from tests.helpers.daemon import (
     free_port,
     http,
     pg_source_config,
+    replicate_until_equal,
     state,
     wait_for,
 )
@@ -77,12 +78,7 @@ def test_a_slot_invalidated_while_stopped_or_while_paused_is_said_and_every_tabl
     create_tables(source)
     port = free_port()
     cfg, slot = pg_source_config(tmp_path, source, target, port)
-    first = DaemonProcess(cfg, port)
-    try:
-        first.wait_ready()
-        wait_for(lambda: state(target) == state(source), 60, lambda: first.log.read_text()[-3000:])
-    finally:
-        assert first.terminate() == 0
+    replicate_until_equal(cfg, port, source, target)
 
     # Lost while the daemon is stopped: changes the slot held are gone with it.
     execute(source, "UPDATE alpha SET v = -1 WHERE id <= 10", "DELETE FROM beta WHERE id <= 5")
