@@ -135,7 +135,21 @@ class _Handler(BoundedHandler):
     # -- routing ---------------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        try:
+            self._get(self.path.split("?", 1)[0])
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away: the server logs it (``http_connection_lost``)
+        except Exception as exc:
+            # Answered, never a connection closed without a word (which a client cannot tell from a
+            # network fault): the error, logged and counted, with its type and message.
+            metrics.ERRORS.labels(stage="http", kind=type(exc).__name__).inc()
+            log.error(
+                "http_handler_failed", path=self.path.split("?", 1)[0], error=f"{type(exc).__name__}: {exc}"
+            )
+            self.close_connection = True
+            self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _get(self, path: str) -> None:
         if path == "/metrics":
             self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
         elif path == "/healthz":
