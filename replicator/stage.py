@@ -561,10 +561,16 @@ class Stager:
             raise BatchRejected(stop)
 
     def pending(self, table: TableId) -> Iterator[Manifest]:
-        """Staged batches of ``table`` still in the store, oldest first."""
+        """Staged batches of ``table`` still in the store, oldest first. A manifest listed but gone when it
+        is read was removed by its merge meanwhile (``status`` and ``GET /tables`` count batches while the
+        merge thread applies them): applied, so not pending; it raised ``KeyError`` into their request."""
         for info in self.store.list(table_prefix(table)):
             if info.key.endswith(".json"):
-                yield decode_manifest(self.store.get(info.key))
+                try:
+                    data = self.store.get(info.key)
+                except KeyError:
+                    continue
+                yield decode_manifest(data)
 
     def staged_tables(self) -> set[TableId]:
         tables = set()

@@ -105,6 +105,21 @@ def test_pending_batches_list_oldest_first_even_when_positions_share_a_prefix(tm
     assert [m.first.value for m in stager.pending(T)] == ["ab", "ab0", "ab~", "b"]
 
 
+def test_a_batch_merged_while_pending_lists_is_skipped_not_raised(tmp_path: Path) -> None:
+    """``status`` and ``GET /tables`` count pending batches while the merge thread removes applied ones: a
+    manifest listed but gone when read was applied, not pending (it raised KeyError into the request, and
+    the HTTP server closed the connection without an answer)."""
+    store = LocalStore(tmp_path)
+    stager = Stager(store, Quarantine(store))
+    for pos in range(3):
+        stager.stage(Batch(T, SCHEMA, [ch(pos)]))
+    listing = stager.pending(T)
+    first = next(listing)
+    second = sorted(stager.pending(T), key=lambda m: m.first.value)[1]
+    stager.remove(second)  # merged meanwhile
+    assert [m.first.value for m in [first, *listing]] == ["00000000", "00000002"]
+
+
 def test_a_value_that_does_not_parse_is_quarantined_and_the_rest_staged(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     q = Quarantine(store)
